@@ -1,0 +1,150 @@
+"""Identity-disjoint k-fold cross-validation over MAV-Celeb train identities, and per-fold dev trials.
+
+Fold ``f`` (0-based) holds out the identities ``folds[f]``. For each fold and each language its dev trials
+pair every held-out voice clip of that language (up to a cap) once with a face of the same identity and once
+with a face of another held-out identity: balanced, in the FAME trial format, with ground truth beside them.
+A model trained on one language is then measured on its heard and its unheard language, as in the challenge.
+"""
+
+from __future__ import annotations
+
+import json
+import string
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fva.data.records import MediaRecord
+from fva.data.trials import Trial, labels_path, write_labels, write_trials
+from fva.errors import FvaError
+
+DEFAULT_FOLDS = 7
+_KEY_ALPHABET = np.array(list(string.ascii_lowercase + string.digits))
+
+
+@dataclass(frozen=True)
+class Folds:
+    """Identities per fold, with the seed and dataset that made them."""
+
+    folds: list[list[str]]
+    seed: int
+    dataset: str
+
+    @property
+    def k(self) -> int:
+        return len(self.folds)
+
+    def held_out(self, fold: int) -> list[str]:
+        self.check_fold(fold)
+        return self.folds[fold]
+
+    def train_identities(self, fold: int) -> list[str]:
+        self.check_fold(fold)
+        return sorted(i for f, ids in enumerate(self.folds) if f != fold for i in ids)
+
+    def check_fold(self, fold: int) -> None:
+        if not 0 <= fold < self.k:
+            raise FvaError(f"fold {fold} out of range; this split has folds 0..{self.k - 1}")
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(
+            {"k": self.k, "seed": self.seed, "dataset": self.dataset, "folds": self.folds}, indent=1) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Folds":
+        path = Path(path)
+        if not path.is_file():
+            raise FvaError(f"{path}: folds file not found; make one with 'fva folds'")
+        try:
+            data = json.loads(path.read_text())
+            return cls(folds=[list(map(str, f)) for f in data["folds"]], seed=int(data["seed"]),
+                       dataset=str(data["dataset"]))
+        except (ValueError, KeyError, TypeError):
+            raise FvaError(f"{path}: not an fva folds file; make one with 'fva folds'") from None
+
+
+def make_folds(identities: list[str], k: int = DEFAULT_FOLDS, seed: int = 0, dataset: str = "") -> Folds:
+    """Shuffle the identities with ``seed`` and cut them into ``k`` folds of near-equal size.
+
+    >>> make_folds([f"id{i}" for i in range(10)], k=3, seed=1).folds == make_folds(
+    ...     [f"id{i}" for i in range(9, -1, -1)], k=3, seed=1).folds
+    True
+    """
+    ids = sorted(set(identities))
+    if k < 2:
+        raise FvaError(f"--k {k}: cross-validation needs at least 2 folds")
+    if len(ids) < k:
+        raise FvaError(f"{len(ids)} identities cannot fill {k} folds; use --k {max(2, len(ids))} or fewer")
+    order = np.random.default_rng(seed).permutation(len(ids))
+    folds = [sorted(ids[i] for i in part) for part in np.array_split(order, k)]
+    return Folds(folds=folds, seed=seed, dataset=dataset)
+
+
+def dev_trials(records: list[MediaRecord], identities: list[str], language: str, seed: int | list[int],
+               max_trials: int = 2000) -> tuple[list[Trial], dict[str, int]]:
+    """Balanced dev trials of ``language`` among ``identities``: one same- and one different-person
+    trial per voice clip (at most ``max_trials`` in all). Faces come from the same language when the
+    identity has some, else from any language."""
+    held = set(identities)
+    voices = sorted((r for r in records if r.modality == "voice" and r.identity in held
+                     and r.language == language), key=lambda r: r.key)
+    faces: dict[str, list[MediaRecord]] = {}
+    faces_any: dict[str, list[MediaRecord]] = {}
+    for r in sorted((r for r in records if r.modality == "face" and r.identity in held), key=lambda r: r.key):
+        faces_any.setdefault(r.identity, []).append(r)
+        if r.language == language:
+            faces.setdefault(r.identity, []).append(r)
+    with_faces = sorted(faces_any)
+    if len(with_faces) < 2:
+        return [], {}
+    rng = np.random.default_rng(seed)
+    voices = [v for v in voices if v.identity in faces_any]
+    if len(voices) * 2 > max_trials:
+        voices = [voices[i] for i in sorted(rng.choice(len(voices), max_trials // 2, replace=False))]
+    keys = _unique_keys(rng, 2 * len(voices))
+    trials: list[Trial] = []
+    labels: dict[str, int] = {}
+    for i, voice in enumerate(voices):
+        others = [x for x in with_faces if x != voice.identity]
+        impostor = others[rng.integers(len(others))]
+        for key, identity, label in ((keys[2 * i], voice.identity, 1), (keys[2 * i + 1], impostor, 0)):
+            pool = faces.get(identity) or faces_any[identity]
+            face = pool[rng.integers(len(pool))]
+            trials.append(Trial(key, voice.path, face.path))
+            labels[key] = label
+    return trials, labels
+
+
+def _unique_keys(rng: np.random.Generator, n: int) -> list[str]:
+    keys: list[str] = []
+    seen: set[str] = set()
+    while len(keys) < n:
+        key = "".join(rng.choice(_KEY_ALPHABET, 8))
+        if key not in seen:
+            seen.add(key)
+            keys.append(key)
+    return keys
+
+
+def write_fold_trials(records: list[MediaRecord], folds: Folds, out: str | Path,
+                      max_trials: int = 2000) -> dict[int, dict[str, int]]:
+    """Write ``fold<f>/<Lang>_dev.txt`` and ``<Lang>_dev_labels.txt`` for every fold and language.
+
+    Returns the trial counts per fold and language.
+    """
+    out = Path(out)
+    languages = sorted({r.language for r in records if r.language})
+    counts: dict[int, dict[str, int]] = {}
+    for f in range(folds.k):
+        fold_dir = out / f"fold{f}"
+        fold_dir.mkdir(parents=True, exist_ok=True)
+        counts[f] = {}
+        for li, language in enumerate(languages):
+            trials, labels = dev_trials(records, folds.held_out(f), language,
+                                        seed=[folds.seed, f, li], max_trials=max_trials)
+            path = fold_dir / f"{language}_dev.txt"
+            write_trials(path, trials)
+            write_labels(labels_path(path), labels)
+            counts[f][language] = len(trials)
+    return counts

@@ -1,0 +1,82 @@
+"""Shared fixtures: tiny dataset trees in the real folder layouts (file contents do not matter here)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+def touch(path: Path, data: bytes = b"x") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def make_mavceleb(root: Path, languages=("English", "German"), identities=("id0001", "id0002", "id0003"),
+                  frame_digits: int = 9, test_on_disk: str = "voice", lists_prefix: str | None = None) -> Path:
+    """A MAV-Celeb tree: 2 videos x 2 clips and 2 frames per identity and language, train lists, and per
+    language a 4-trial test list whose media sit under <Lang>_test/<test_on_disk>/."""
+    for identity in identities:
+        for lang in languages:
+            lines = []
+            for v in range(2):
+                for u in range(2):
+                    voice = f"{identity}/{lang}/vid{lang[:2]}{v}/{u:05d}.wav"
+                    face = f"{identity}/{lang}/vid{lang[:2]}{v}/{(u * 25 + 7):0{frame_digits}d}.jpg"
+                    touch(root / "voices" / voice)
+                    touch(root / "faces" / face)
+                    lines.append(f"{voice} {face}\n")
+            with (root / f"{lang}_train.txt").open("a") as fh:
+                fh.writelines(lines)
+    face_dir = "face" if test_on_disk == "voice" else "faces"
+    for lang in languages:
+        rows = []
+        for i in range(4):
+            touch(root / f"{lang}_test" / test_on_disk / lang / f"{i:05d}.wav")
+            touch(root / f"{lang}_test" / face_dir / lang / f"{i:05d}.jpg")
+            prefix = lists_prefix if lists_prefix is not None else f"{lang}_test/"
+            rows.append(f"k{lang[:2].lower()}{i:05d} {prefix}voices/{lang}/{i:05d}.wav "
+                        f"{prefix}faces/{lang}/{i:05d}.jpg\n")
+        (root / f"{lang}_test.txt").write_text("".join(rows))
+    return root
+
+
+@pytest.fixture
+def mav_root(tmp_path: Path) -> Path:
+    return make_mavceleb(tmp_path / "mav")
+
+
+@pytest.fixture
+def vox_root(tmp_path: Path) -> Path:
+    root = tmp_path / "vox2"
+    for identity in ("id00012", "id00015"):
+        for video in ("21Uxsk56VDQ", "ZZZyyy00001"):
+            for u in (1, 2):
+                touch(root / "dev" / "aac" / identity / video / f"{u:05d}.m4a")
+                touch(root / "dev" / "mp4" / identity / video / f"{u:05d}.mp4")
+    return root
+
+
+CV_HEADER = "client_id\tpath\tsentence_id\tsentence\tsentence_domain\tup_votes\tdown_votes\tage\tgender\taccents\tvariant\tlocale\tsegment\n"
+
+
+@pytest.fixture
+def cv_root(tmp_path: Path) -> Path:
+    """Two locales: de in the newer gender vocabulary, en in the older one."""
+    root = tmp_path / "cv"
+    rows = {
+        "de": [("c1", "twenties", "male_masculine"), ("c1", "twenties", "male_masculine"),
+               ("c2", "fourties", "female_feminine"), ("c3", "", "do_not_wish_to_say"),
+               ("c4", "sixties", "non-binary")],
+        "en": [("e1", "thirties", "male"), ("e2", "teens", "female"), ("e3", "nineties", "other"),
+               ("e4", "bogus", "")],
+    }
+    for locale, items in rows.items():
+        lines = [CV_HEADER]
+        for i, (client, age, gender) in enumerate(items):
+            name = f"common_voice_{locale}_{i}.mp3"
+            touch(root / locale / "clips" / name)
+            lines.append(f"{client}\t{name}\ts{i}\tEin \"Satz\".\t\t2\t0\t{age}\t{gender}\t\t\t{locale}\t\n")
+        (root / locale / "validated.tsv").write_text("".join(lines))
+    return root

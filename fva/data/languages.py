@@ -22,7 +22,7 @@ def canonical_language(value: str) -> str:
     """Canonical name of a language given as a name, an ISO code, a locale or a VoxLingua label.
 
     >>> [canonical_language(v) for v in ("de", "german", "en-US", "ur: Urdu", "Swahili")]
-    ['German', 'English', 'Urdu', 'Swahili']
+    ['German', 'German', 'English', 'Urdu', 'Swahili']
     """
     text = value.strip()
     if not text:

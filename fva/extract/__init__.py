@@ -1,0 +1,1 @@
+"""Stage 1: frozen encoders over a manifest, in batches, to resumable sharded HDF5 caches."""

@@ -37,7 +37,7 @@ bench: install
 	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 clean:
-	rm -rf work data/demo submission.zip .pytest_cache bench/results
+	rm -rf work data/demo data/demo-checkpoints submission.zip .pytest_cache bench/results
 
 distclean: clean
 	rm -rf $(VENV) *.egg-info

@@ -21,6 +21,10 @@ Examples:
   fva manifest --dataset voxceleb2 --root /data/vox2 --split german-unheard \\
       --language-labels vox2_lang.tsv --out work/vox2/german-unheard.jsonl
   fva folds --manifest work/demo/train.jsonl --out work/demo/folds
+  fva demo-checkpoints --out data/demo-checkpoints
+  fva extract --dataset mavceleb-v3 --root data/demo --cache cache --encoders speaker-ecapa \\
+      --weights speaker-ecapa=data/demo-checkpoints/speaker-ecapa
+  fva cache info cache/mavceleb-v3/train-full/speaker-ecapa
   fva evaluate --scores scores.txt --labels data/demo/English_test_labels.txt
   fva evaluate --submission submission.zip --ground-truth data/demo
   fva submission validate submission.zip --trials data/demo
@@ -111,6 +115,163 @@ def manifest(dataset: str, root: Path, subset: str | None, split: str, language_
         click.echo(f"  {modality:5s} " + ", ".join(f"{lang} {n}" for lang, n in sorted(per_lang.items())))
     for note in notes:
         click.echo(f"  note: {note}")
+
+
+def _parse_weights(values: tuple[str, ...]) -> dict[str, str]:
+    weights = {}
+    for value in values:
+        name, sep, source = value.partition("=")
+        if not sep or not name or not source:
+            raise click.BadParameter(f"{value!r}: use ENCODER=SOURCE, e.g. speaker-ecapa=models/ecapa_noen",
+                                     param_hint="--weights")
+        weights[name.strip()] = source.strip()
+    return weights
+
+
+@cli.command()
+@click.option("--manifest", "manifest_path", type=click.Path(path_type=Path), default=None,
+              help="A manifest from 'fva manifest' (or give --dataset/--root to build one).")
+@click.option("--dataset", default=None, help="Dataset name, as for 'fva manifest'.")
+@click.option("--root", type=click.Path(path_type=Path), default=None, help="Dataset folder (overrides the manifest's).")
+@click.option("--subset", default=None, help="Dataset subset (default: its training subset).")
+@click.option("--split", default="full", show_default=True, help="full or <language>-unheard.")
+@click.option("--language-labels", type=click.Path(path_type=Path), default=None,
+              help="VoxCeleb2 language labels (for unheard splits).")
+@click.option("--cache", "cache_root", type=click.Path(path_type=Path), default=Path("cache"), show_default=True,
+              help="Cache root; features go to CACHE/<dataset>/<subset>-<split>/<encoder>/.")
+@click.option("--encoders", default=",".join(("speaker-ecapa", "voice-age-gender-ecapa", "vggface",
+                                              "vit-age-gender")), show_default=True,
+              help="Comma-separated encoder names.")
+@click.option("--weights", "weights", multiple=True, metavar="ENCODER=SOURCE",
+              help="Weights per encoder: a hub id or a local folder/file (repeatable).")
+@click.option("--device", default=None, help="torch device (default: cuda when available, else cpu).")
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--workers", type=int, default=2, show_default=True, help="Background decoding processes.")
+@click.option("--num-shards", type=int, default=None, help="Workers splitting the manifest (default: WORLD_SIZE or 1).")
+@click.option("--shard-index", type=int, default=None, help="This worker's index (default: RANK or 0).")
+@click.option("--limit", type=int, default=None, help="Only the first N records per encoder (a quick look).")
+@click.option("--dtype", type=click.Choice(["float16", "float32"]), default="float16", show_default=True)
+@click.option("--strict", is_flag=True, help="Stop at the first media file that fails instead of recording it.")
+@click.option("--commit-rows", type=int, default=4096, show_default=True,
+              help="Rows per committed part file: at most this much work is lost when a run is killed.")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="tqdm progress bars.")
+def extract(manifest_path: Path | None, dataset: str | None, root: Path | None, subset: str | None, split: str,
+            language_labels: Path | None, cache_root: Path, encoders: str, weights: tuple[str, ...],
+            device: str | None, batch_size: int, workers: int, num_shards: int | None, shard_index: int | None,
+            limit: int | None, dtype: str, strict: bool, commit_rows: int, progress: bool) -> None:
+    """Run frozen encoders over a dataset in batches into resumable, sharded HDF5 caches.
+
+    Killed and run again with the same command, it resumes where it stopped. Media that cannot be
+    decoded are recorded with their reason and skipped (--strict stops instead).
+
+    \b
+    Examples:
+      fva extract --dataset mavceleb-v3 --root data/demo --cache cache \\
+          --weights speaker-ecapa=speechbrain/spkrec-ecapa-voxceleb
+      torchrun --nproc-per-node 8 -m fva.cli extract --dataset voxceleb2 --root /data/vox2 \\
+          --split german-unheard --language-labels vox2_lang.tsv --encoders speaker-ecapa
+    """
+    from fva.data.datasets import build_manifest
+    from fva.data.records import Manifest
+    from fva.extract.encoders.base import get_encoder_class
+    from fva.extract.runner import default_device, iter_encoders, run_extraction, shard_from_env
+
+    weight_map = _parse_weights(weights)
+    names = [n.strip() for n in encoders.split(",") if n.strip()]
+    for name in list(names) + list(weight_map):
+        get_encoder_class(name)  # unknown names fail before any work
+    if manifest_path is not None:
+        man = Manifest.read(manifest_path)
+    elif dataset is not None and root is not None:
+        man, notes = build_manifest(dataset, root, subset=subset, split=split, language_labels=language_labels)
+        for note in notes:
+            click.echo(f"note: {note}", err=True)
+    else:
+        raise click.UsageError("give --manifest, or --dataset with --root")
+    num_shards, shard_index = shard_from_env(num_shards, shard_index)
+    split_dir = cache_root / man.dataset / f"{man.subset}-{man.split}"
+    if manifest_path is None:
+        man.write(split_dir / "manifest.jsonl")  # stage 2 reads identities and languages from it
+    device = device or default_device()
+    for encoder in iter_encoders(names, weight_map, device):
+        summary = run_extraction(man, encoder, cache_root, root=root, num_shards=num_shards,
+                                 shard_index=shard_index, batch_size=batch_size, workers=workers, limit=limit,
+                                 dtype=dtype, strict=strict, progress=progress,
+                                 manifest_path=str(manifest_path or split_dir / "manifest.jsonl"),
+                                 commit_rows=commit_rows)
+        click.echo(summary.line())
+
+
+@cli.group()
+def cache() -> None:
+    """Inspect and validate feature caches."""
+
+
+@cache.command("info")
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def cache_info_cmd(folder: Path, as_json: bool) -> None:
+    """Counts, dimension, dtype, encoder and weights identity of one encoder's cache folder.
+
+    \b
+    Example:
+      fva cache info cache/demo/train-full/speaker-ecapa --json
+    """
+    from fva.extract.cache import cache_info
+
+    info = cache_info(folder)
+    if as_json:
+        click.echo(json.dumps(info, indent=1, default=str))
+        return
+    for key in ("encoder", "modality", "rows", "keys", "failed", "dim", "dtype", "weights", "weights_id",
+                "fva_version", "size_bytes"):
+        if key in info:
+            click.echo(f"{key:12s} {info[key]}")
+    click.echo(f"{'shards':12s} {len(info.get('shards', []))}"
+               + (f" (missing: {', '.join(info['missing_shards'])})" if info.get("missing_shards") else ""))
+
+
+@cache.command("validate")
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option("--manifest", "manifest_path", type=click.Path(path_type=Path), default=None,
+              help="Check every key of this manifest (of the cache's modality) is present exactly once.")
+def cache_validate_cmd(folder: Path, manifest_path: Path | None) -> None:
+    """Check a cache: every manifest key once, dims agreeing across shards, no NaN or infinite row.
+
+    Reports every problem and exits 1 when there is any.
+
+    \b
+    Example:
+      fva cache validate cache/demo/train-full/vggface --manifest cache/demo/train-full/manifest.jsonl
+    """
+    from fva.data.records import Manifest
+    from fva.extract.cache import validate_cache
+
+    problems = validate_cache(folder, Manifest.read(manifest_path) if manifest_path else None)
+    if problems:
+        for problem in problems:
+            click.echo(problem, err=True)
+        click.echo(f"{folder}: {len(problems)} problem(s)", err=True)
+        raise SystemExit(1)
+    click.echo(f"{folder}: valid")
+
+
+@cli.command("demo-checkpoints")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder to write them into.")
+@click.option("--seed", type=int, default=0, show_default=True)
+def demo_checkpoints(out: Path, seed: int) -> None:
+    """Write seeded random demo checkpoints for the four encoders, each in its source's real format.
+
+    Prints the --weights option for each, for 'fva extract'.
+
+    \b
+    Example:
+      fva demo-checkpoints --out data/demo-checkpoints
+    """
+    from fva.extract.demo_checkpoints import write_demo_checkpoints
+
+    for name, path in write_demo_checkpoints(out, seed).items():
+        click.echo(f"--weights {name}={path}")
 
 
 @cli.command()

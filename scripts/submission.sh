@@ -33,11 +33,36 @@ fva manifest --dataset "$FVA_DATASET" --root "$ROOT" --subset test --out "$WORK/
 echo "== stage 3: identity folds and dev trials -> $WORK/folds"
 fva folds --manifest "$WORK/train.jsonl" --out "$WORK/folds"
 
-if ! fva extract --help >/dev/null 2>&1; then
-  echo "== stage 4: feature extraction is not part of this fva version yet ('fva extract' lands with the"
-  echo "   extraction issue; head training and scoring follow it). Stopped after stage 3: manifests and"
-  echo "   folds are in $WORK; no submission.zip was written."
+CACHE=${CACHE:-$WORK/cache}
+if [ "$DATASET" = demo ]; then
+  CKPT=${CKPT:-data/demo-checkpoints}
+  if [ ! -f "$CKPT/.complete" ]; then
+    echo "== stage 4: demo checkpoints (seeded random weights in each source's real format) -> $CKPT"
+    rm -rf "$CKPT"
+    fva demo-checkpoints --out "$CKPT" && touch "$CKPT/.complete"
+  else
+    echo "== stage 4: demo checkpoints already at $CKPT"
+  fi
+  WEIGHTS=${WEIGHTS:-"--weights speaker-ecapa=$CKPT/speaker-ecapa --weights voice-age-gender-ecapa=$CKPT/voice-age-gender-ecapa --weights vggface=$CKPT/deepface/.deepface/weights/vgg_face_weights.pth --weights vit-age-gender=$CKPT/vit-age-gender"}
+else
+  echo "== stage 4: encoder weights from WEIGHTS='${WEIGHTS:-}' (default: each encoder's published source)"
+  WEIGHTS=${WEIGHTS:-}
+fi
+
+echo "== stage 5: features of the train and test media -> $CACHE"
+for subset in train test; do
+  # shellcheck disable=SC2086  # WEIGHTS holds several options
+  fva extract --manifest "$WORK/$subset.jsonl" --cache "$CACHE" $WEIGHTS ${EXTRACT_ARGS:-}
+  for encoder in speaker-ecapa voice-age-gender-ecapa vggface vit-age-gender; do
+    fva cache validate "$CACHE/$FVA_DATASET/$subset-full/$encoder" --manifest "$WORK/$subset.jsonl"
+  done
+done
+
+if ! fva train-head --help >/dev/null 2>&1; then
+  echo "== stage 6: head training is not part of this fva version yet ('fva train-head' and 'fva score'"
+  echo "   land with the head-training issue). Stopped after stage 5: manifests, folds and validated"
+  echo "   feature caches are in $WORK; no submission.zip was written."
   exit 0
 fi
-echo "make submission: 'fva extract' exists but this script has no stage for it yet; update scripts/submission.sh" >&2
+echo "make submission: 'fva train-head' exists but this script has no stage for it yet; update scripts/submission.sh" >&2
 exit 1

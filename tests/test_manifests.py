@@ -26,6 +26,15 @@ def test_manifest_roundtrip_keeps_types(tmp_path: Path, mav_root: Path):
     assert first["manifest"]["records"] == len(man.records)
 
 
+def test_test_manifest_without_identities_roundtrips(tmp_path: Path, mav_root: Path):
+    man, _ = build_manifest("mavceleb-v3", mav_root, subset="test")
+    assert all(r.identity is None for r in man.records)
+    man.write(tmp_path / "t.jsonl")
+    assert Manifest.read(tmp_path / "t.jsonl").records == man.records
+    r = MediaRecord(key="faces/x", identity=None, language=None, modality="face", path="faces/x.jpg")
+    assert MediaRecord.from_json(r.to_json()) == r
+
+
 def test_manifest_read_names_bad_line(tmp_path: Path, mav_root: Path):
     man, _ = build_manifest("mavceleb-v3", mav_root)
     path = tmp_path / "m.jsonl"

@@ -53,6 +53,8 @@ class MediaRecord:
         unknown = set(data) - _RECORD_FIELDS
         if unknown:
             raise ValueError(f"unknown record fields {sorted(unknown)}")
+        data.setdefault("identity", None)  # to_json leaves out unknown fields
+        data.setdefault("language", None)
         if data.get("modality") not in MODALITIES:
             raise ValueError(f"modality must be one of {MODALITIES}, got {data.get('modality')!r}")
         return cls(**data)

@@ -1,0 +1,148 @@
+"""Demo checkpoints: seeded, randomly initialised models in each source's real on-disk format.
+
+Model hubs cannot be reached from every machine, and the demo must run offline, so ``fva demo-checkpoints``
+writes one checkpoint per encoder in the exact format its real source uses and extraction loads them through
+the same code as the published models:
+
+    speaker-ecapa/            speechbrain model folder (hyperparams.yaml as the public spkrec-ecapa-voxceleb,
+                              channels reduced) with embedding_model / classifier / mean_var_norm_emb .ckpt
+                              and label_encoder.txt
+    voice-age-gender-ecapa/   fva's voice age-gender folder (see encoders/voice_age_gender.py)
+    deepface/.deepface/weights/vgg_face_weights.pth
+                              deepface's VGG-Face weights file (the architecture is fixed: full size)
+    vit-age-gender/           save_pretrained folder of the ViT age/gender model (small config)
+
+Random encoders still map the demo's trait-driven voices and faces to features that carry those traits,
+which is all the demo needs; real systems use the published weights.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+SPEAKER_HPARAMS = """\
+# ECAPA-TDNN speaker model in the layout of speechbrain/spkrec-ecapa-voxceleb ({note})
+n_mels: 80
+pretrained_path: .
+out_n_neurons: {n_classes}
+
+compute_features: !new:speechbrain.lobes.features.Fbank
+    n_mels: !ref <n_mels>
+
+mean_var_norm: !new:speechbrain.processing.features.InputNormalization
+    norm_type: sentence
+    std_norm: False
+
+embedding_model: !new:speechbrain.lobes.models.ECAPA_TDNN.ECAPA_TDNN
+    input_size: !ref <n_mels>
+    channels: {channels}
+    kernel_sizes: [5, 3, 3, 3, 1]
+    dilations: [1, 2, 3, 4, 1]
+    attention_channels: {attention}
+    lin_neurons: {lin_neurons}
+
+classifier: !new:speechbrain.lobes.models.ECAPA_TDNN.Classifier
+    input_size: {lin_neurons}
+    out_neurons: !ref <out_n_neurons>
+
+mean_var_norm_emb: !new:speechbrain.processing.features.InputNormalization
+    norm_type: global
+    std_norm: False
+
+modules:
+    compute_features: !ref <compute_features>
+    mean_var_norm: !ref <mean_var_norm>
+    embedding_model: !ref <embedding_model>
+    mean_var_norm_emb: !ref <mean_var_norm_emb>
+    classifier: !ref <classifier>
+
+label_encoder: !new:speechbrain.dataio.encoder.CategoricalEncoder
+
+pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer
+    loadables:
+        embedding_model: !ref <embedding_model>
+        mean_var_norm_emb: !ref <mean_var_norm_emb>
+        classifier: !ref <classifier>
+        label_encoder: !ref <label_encoder>
+    paths:
+        embedding_model: !ref <pretrained_path>/embedding_model.ckpt
+        mean_var_norm_emb: !ref <pretrained_path>/mean_var_norm_emb.ckpt
+        classifier: !ref <pretrained_path>/classifier.ckpt
+        label_encoder: !ref <pretrained_path>/label_encoder.txt
+"""
+
+
+def save_speaker_ecapa(folder: str | Path, embedding_model: torch.nn.Module, classifier: torch.nn.Module,
+                       mean_var_norm_emb: torch.nn.Module, labels: list[str], channels: list[int],
+                       attention: int, lin_neurons: int, note: str = "written by fva") -> Path:
+    """Write a speechbrain speaker-model folder that ``EncoderClassifier.from_hparams`` loads."""
+    from speechbrain.dataio.encoder import CategoricalEncoder
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "hyperparams.yaml").write_text(SPEAKER_HPARAMS.format(
+        note=note, n_classes=len(labels), channels=list(channels), attention=attention, lin_neurons=lin_neurons))
+    torch.save(embedding_model.state_dict(), folder / "embedding_model.ckpt")
+    torch.save(classifier.state_dict(), folder / "classifier.ckpt")
+    mean_var_norm_emb._save(folder / "mean_var_norm_emb.ckpt")
+    encoder = CategoricalEncoder()
+    encoder.update_from_iterable(labels)
+    encoder.save(folder / "label_encoder.txt")
+    return folder
+
+
+def write_demo_speaker_ecapa(folder: Path, seed: int = 0, channels: tuple[int, ...] = (128, 128, 128, 128, 384),
+                             ) -> Path:
+    from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN, Classifier
+    from speechbrain.processing.features import InputNormalization
+
+    torch.manual_seed(seed)
+    model = ECAPA_TDNN(80, channels=list(channels), kernel_sizes=[5, 3, 3, 3, 1], dilations=[1, 2, 3, 4, 1],
+                       attention_channels=64, lin_neurons=192)
+    labels = [f"id{i:05d}" for i in range(16)]
+    classifier = Classifier(input_size=192, out_neurons=len(labels))
+    norm = InputNormalization(norm_type="global", std_norm=False)
+    norm(torch.randn(4, 1, 192), torch.ones(4))  # one update so its statistics are defined
+    return save_speaker_ecapa(folder, model, classifier, norm, labels, list(channels), 64, 192,
+                              note=f"fva demo checkpoint, random init, seed {seed}")
+
+
+def write_demo_vggface(deepface_home: Path, seed: int = 0) -> Path:
+    """deepface's VGG-Face architecture, seeded random weights, saved where deepface looks for them."""
+    os.environ.setdefault("DEEPFACE_BACKEND_ENGINE", "pytorch")
+    from deepface.models.facial_recognition.pytorch.VGGFace import base_model
+
+    torch.manual_seed(seed)
+    model = base_model()
+    # PyTorch's default init lets the biases swamp the input through 16 layers (every image then gets the
+    # same embedding); He init keeps the demo features image-dependent
+    for module in model.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+            torch.nn.init.normal_(module.bias, std=0.01)
+    path = Path(deepface_home) / ".deepface" / "weights" / "vgg_face_weights.pth"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(model.state_dict(), tmp)
+    tmp.replace(path)
+    return path
+
+
+def write_demo_checkpoints(out: str | Path, seed: int = 0) -> dict[str, Path]:
+    """Write all four demo checkpoints under ``out``; returns encoder name -> ``--weights`` value."""
+    from fva.extract.encoders.vit_age_gender import demo_config, save_vit_age_gender
+    from fva.extract.encoders.voice_age_gender import init_voice_age_gender, save_voice_age_gender
+
+    out = Path(out)
+    weights = {
+        "speaker-ecapa": write_demo_speaker_ecapa(out / "speaker-ecapa", seed),
+        "voice-age-gender-ecapa": save_voice_age_gender(
+            out / "voice-age-gender-ecapa", init_voice_age_gender(seed=seed + 1),
+            meta={"trained_on": f"nothing: fva demo checkpoint, random init, seed {seed + 1}"}),
+        "vggface": write_demo_vggface(out / "deepface", seed + 2),
+        "vit-age-gender": save_vit_age_gender(out / "vit-age-gender", demo_config(), seed=seed + 3),
+    }
+    return weights

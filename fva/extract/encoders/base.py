@@ -1,0 +1,102 @@
+"""The encoder interface and registry.
+
+An encoder is built by name from the registry; it loads its model with the source library's real loading
+code and brings its own preprocessing, so the two cannot drift apart. Extraction runs ``preprocess`` in
+background data-loader workers (it must be a picklable, module-level callable), ``collate`` on the batch and
+``encode`` on the device.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+import numpy as np
+import torch
+
+from fva.errors import FvaError
+
+
+@dataclass
+class Encoded:
+    """One batch's output: ``embeddings`` (N, dim) float32 on the CPU and per-item scalar ``extras``
+    (e.g. ``age`` in years and ``p_female``), each (N,) float32."""
+
+    embeddings: torch.Tensor
+    extras: dict[str, torch.Tensor]
+
+
+class Encoder(ABC):
+    """A frozen feature extractor for one modality."""
+
+    name: ClassVar[str]
+    modality: ClassVar[str]  # "voice" or "face"
+    default_weights: ClassVar[str]  # what a user gets without --weights (a hub id)
+    extras: ClassVar[tuple[str, ...]] = ()  # names of the per-item scalars kept beside the embedding
+    min_samples: ClassVar[int] = 0  # audio shorter than this (16 kHz samples) is a failed item
+
+    def __init__(self, weights: str | Path | None = None, device: str | torch.device = "cpu") -> None:
+        self.weights = str(weights) if weights is not None else self.default_weights
+        self.device = torch.device(device)
+
+    @property
+    @abstractmethod
+    def dim(self) -> int:
+        """Embedding dimension, read off the loaded model."""
+
+    @property
+    @abstractmethod
+    def weights_id(self) -> str:
+        """A stable identity of the loaded weights (source plus content hash), stored in the cache."""
+
+    @property
+    @abstractmethod
+    def preprocess(self) -> Callable[[np.ndarray], Any]:
+        """Decoded media (16 kHz mono float32 audio, or an RGB uint8 H x W x 3 image) -> one model input.
+        Must be picklable: it runs in data-loader worker processes."""
+
+    @abstractmethod
+    def collate(self, items: list[Any]) -> Any:
+        """Stack preprocessed items into one batch."""
+
+    @abstractmethod
+    def encode(self, batch: Any) -> Encoded:
+        """Run the frozen model on a batch (no gradients); outputs on the CPU in float32."""
+
+    def config(self) -> dict:
+        """What the cache records about this encoder besides its name, dim and weights identity."""
+        return {}
+
+
+ENCODERS: dict[str, type[Encoder]] = {}
+
+
+def register(cls: type[Encoder]) -> type[Encoder]:
+    """Class decorator adding an encoder to the registry under ``cls.name``; duplicates are an error."""
+    if cls.name in ENCODERS:
+        raise ValueError(f"encoder {cls.name!r} is registered twice")
+    ENCODERS[cls.name] = cls
+    return cls
+
+
+def get_encoder_class(name: str) -> type[Encoder]:
+    from fva.extract import encoders  # noqa: F401  (importing the package registers the built-ins)
+
+    try:
+        return ENCODERS[name]
+    except KeyError:
+        raise FvaError(f"unknown encoder {name!r}; choose from {', '.join(sorted(ENCODERS))}") from None
+
+
+def files_digest(paths: list[Path]) -> str:
+    """First 16 hex digits of a SHA-256 over the files' names and bytes (a weights identity)."""
+    h = hashlib.sha256()
+    for p in sorted(paths):
+        h.update(p.name.encode())
+        with open(p, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()[:16]

@@ -1,0 +1,61 @@
+"""speaker-ecapa: speechbrain's ECAPA-TDNN speaker model, 6144-d pooled statistics before its 192-d fc.
+
+Default source ``speechbrain/spkrec-ecapa-voxceleb`` (trained on VoxCeleb, so every VoxCeleb language is
+heard); for an unheard split pass ``--weights`` the folder of a model trained without that language
+(``fva train-encoder speaker`` writes one in the same format).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from fva.extract.encoders.base import Encoded, Encoder, files_digest, register
+from fva.extract.encoders.ecapa import AudioPreprocess, LengthAwareEcapa, collate_audio, load_pretrained
+
+
+@register
+class SpeakerEcapa(Encoder):
+    name = "speaker-ecapa"
+    modality = "voice"
+    default_weights = "speechbrain/spkrec-ecapa-voxceleb"
+
+    def __init__(self, weights: str | Path | None = None, device: str | torch.device = "cpu",
+                 savedir: Path | None = None) -> None:
+        super().__init__(weights, device)
+        from speechbrain.inference.speaker import EncoderClassifier
+
+        self.pretrained = load_pretrained(EncoderClassifier, self.weights, self.device, savedir)
+        self.pretrained.mods.eval()
+        mods = self.pretrained.mods
+        self.runner = LengthAwareEcapa(mods.compute_features, mods.mean_var_norm, mods.embedding_model)
+        self.min_samples = self.runner.min_samples
+        self._dim = int(mods.embedding_model.asp_bn.norm.num_features)  # 2 x the last block's channels
+        self._weights_id = _weights_identity(self.weights, self.pretrained)
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    @property
+    def weights_id(self) -> str:
+        return self._weights_id
+
+    @property
+    def preprocess(self) -> Callable:
+        return AudioPreprocess()
+
+    def collate(self, items: list) -> tuple[torch.Tensor, torch.Tensor]:
+        return collate_audio(items)
+
+    def encode(self, batch: tuple[torch.Tensor, torch.Tensor]) -> Encoded:
+        return Encoded(self.runner(*batch), {})
+
+
+def _weights_identity(weights: str, pretrained) -> str:
+    """source@digest of the embedding model's checkpoint file as speechbrain fetched it."""
+    ckpt = Path(pretrained.hparams.pretrainer.paths.get("embedding_model", ""))
+    source = Path(weights).name if Path(weights).is_dir() else weights  # no machine-specific paths
+    return f"{source}@{files_digest([ckpt])}" if ckpt.is_file() else source

@@ -1,0 +1,183 @@
+"""voice-age-gender-ecapa: a small ECAPA-TDNN (channels / 4) with age and gender heads, trained by fva on
+CommonVoice; output the 1536-d last shared layer (attentive statistics pooling after its batch norm), plus
+the heads' age (years) and P(female) per utterance.
+
+Checkpoint folder format (a speechbrain model folder, loaded with ``Pretrained.from_hparams`` like the
+public speaker model)::
+
+    hyperparams.yaml      compute_features (80-d Fbank), mean_var_norm (sentence), embedding_model
+                          (ECAPA_TDNN, channels [256, 256, 256, 256, 768]), age_head and gender_head
+                          (MLPHead: Linear(1536, hidden) -> ReLU -> Linear(hidden, out)), modules, and a
+                          pretrainer whose loadables are embedding_model, age_head, gender_head at
+                          <pretrained_path>/<name>.ckpt
+    embedding_model.ckpt  age_head.ckpt  gender_head.ckpt   (torch state dicts)
+    fva_model.json        {"kind": "voice-age-gender-ecapa", "age": "regression-years",
+                           "gender_classes": ["male", "female"], "languages": [...], "trained_on": ...}
+
+The age head regresses years (targets: CommonVoice decade centres); the gender head gives two logits,
+[male, female], so P(female) = softmax(logits)[1]. ``save_voice_age_gender`` writes this format.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from fva.errors import FvaError
+from fva.extract.encoders.base import Encoded, Encoder, files_digest, register
+from fva.extract.encoders.ecapa import AudioPreprocess, LengthAwareEcapa, collate_audio, load_pretrained
+
+KIND = "voice-age-gender-ecapa"
+DEFAULT_CHANNELS = (256, 256, 256, 256, 768)
+
+
+class MLPHead(torch.nn.Module):
+    """Two-layer MLP head over the shared pooled statistics."""
+
+    def __init__(self, input_size: int, hidden: int = 256, out: int = 1) -> None:
+        super().__init__()
+        self.layers = torch.nn.Sequential(torch.nn.Linear(input_size, hidden), torch.nn.ReLU(),
+                                          torch.nn.Linear(hidden, out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+HPARAMS = """\
+# fva voice age-gender ECAPA ({kind}); see fva/extract/encoders/voice_age_gender.py
+pretrained_path: .
+n_mels: 80
+channels: {channels}
+pooled_size: {pooled}
+head_hidden: {hidden}
+
+compute_features: !new:speechbrain.lobes.features.Fbank
+    n_mels: !ref <n_mels>
+
+mean_var_norm: !new:speechbrain.processing.features.InputNormalization
+    norm_type: sentence
+    std_norm: False
+
+embedding_model: !new:speechbrain.lobes.models.ECAPA_TDNN.ECAPA_TDNN
+    input_size: !ref <n_mels>
+    channels: !ref <channels>
+    kernel_sizes: [5, 3, 3, 3, 1]
+    dilations: [1, 2, 3, 4, 1]
+    attention_channels: {attention}
+    lin_neurons: 192
+
+age_head: !new:fva.extract.encoders.voice_age_gender.MLPHead
+    input_size: !ref <pooled_size>
+    hidden: !ref <head_hidden>
+    out: 1
+
+gender_head: !new:fva.extract.encoders.voice_age_gender.MLPHead
+    input_size: !ref <pooled_size>
+    hidden: !ref <head_hidden>
+    out: 2
+
+modules:
+    compute_features: !ref <compute_features>
+    mean_var_norm: !ref <mean_var_norm>
+    embedding_model: !ref <embedding_model>
+    age_head: !ref <age_head>
+    gender_head: !ref <gender_head>
+
+pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer
+    loadables:
+        embedding_model: !ref <embedding_model>
+        age_head: !ref <age_head>
+        gender_head: !ref <gender_head>
+    paths:
+        embedding_model: !ref <pretrained_path>/embedding_model.ckpt
+        age_head: !ref <pretrained_path>/age_head.ckpt
+        gender_head: !ref <pretrained_path>/gender_head.ckpt
+"""
+
+
+def hparams_text(channels: tuple[int, ...] = DEFAULT_CHANNELS, hidden: int = 256, attention: int = 32) -> str:
+    return HPARAMS.format(kind=KIND, channels=list(channels), pooled=2 * channels[-1], hidden=hidden,
+                          attention=attention)
+
+
+def save_voice_age_gender(folder: str | Path, modules: dict[str, torch.nn.Module], meta: dict | None = None,
+                          channels: tuple[int, ...] = DEFAULT_CHANNELS, hidden: int = 256,
+                          attention: int = 32) -> Path:
+    """Write a checkpoint folder from trained (or initialised) ``embedding_model``, ``age_head`` and
+    ``gender_head`` modules built with the same sizes."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "hyperparams.yaml").write_text(hparams_text(channels, hidden, attention))
+    for name in ("embedding_model", "age_head", "gender_head"):
+        torch.save(modules[name].state_dict(), folder / f"{name}.ckpt")
+    info = {"kind": KIND, "age": "regression-years", "gender_classes": ["male", "female"],
+            "channels": list(channels), **(meta or {})}
+    (folder / "fva_model.json").write_text(json.dumps(info, indent=1) + "\n")
+    return folder
+
+
+def init_voice_age_gender(channels: tuple[int, ...] = DEFAULT_CHANNELS, hidden: int = 256, attention: int = 32,
+                          seed: int = 0) -> dict[str, torch.nn.Module]:
+    """Freshly initialised modules of the checkpoint's architecture (seeded): the trainer's starting point
+    and the demo checkpoint."""
+    from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN
+
+    torch.manual_seed(seed)
+    model = ECAPA_TDNN(80, channels=list(channels), kernel_sizes=[5, 3, 3, 3, 1], dilations=[1, 2, 3, 4, 1],
+                       attention_channels=attention, lin_neurons=192)
+    pooled = 2 * channels[-1]
+    return {"embedding_model": model, "age_head": MLPHead(pooled, hidden, 1),
+            "gender_head": MLPHead(pooled, hidden, 2)}
+
+
+@register
+class VoiceAgeGenderEcapa(Encoder):
+    name = KIND
+    modality = "voice"
+    default_weights = "fva/voice-age-gender-ecapa"  # not published: users train it with fva or pass a folder
+    extras = ("age", "p_female")
+
+    def __init__(self, weights: str | Path | None = None, device: str | torch.device = "cpu",
+                 savedir: Path | None = None) -> None:
+        super().__init__(weights, device)
+        from speechbrain.inference.interfaces import Pretrained
+
+        folder = Path(self.weights)
+        if not (folder / "fva_model.json").is_file():
+            raise FvaError(f"{self.weights}: not a voice age-gender checkpoint folder (no fva_model.json); "
+                           "train one with 'fva train-encoder age-gender' or pass --weights its folder")
+        self.pretrained = load_pretrained(Pretrained, str(folder), self.device, savedir)
+        mods = self.pretrained.mods
+        mods.eval()
+        self.runner = LengthAwareEcapa(mods.compute_features, mods.mean_var_norm, mods.embedding_model)
+        self.min_samples = self.runner.min_samples
+        self.age_head, self.gender_head = mods.age_head, mods.gender_head
+        self._dim = int(mods.embedding_model.asp_bn.norm.num_features)
+        self._weights_id = f"{folder.name}@" + files_digest(
+            [folder / f"{n}.ckpt" for n in ("embedding_model", "age_head", "gender_head")])
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    @property
+    def weights_id(self) -> str:
+        return self._weights_id
+
+    @property
+    def preprocess(self) -> Callable:
+        return AudioPreprocess()
+
+    def collate(self, items: list) -> tuple[torch.Tensor, torch.Tensor]:
+        return collate_audio(items)
+
+    @torch.inference_mode()
+    def encode(self, batch: tuple[torch.Tensor, torch.Tensor]) -> Encoded:
+        pooled = self.runner(*batch)
+        x = pooled.to(self.device)
+        age = self.age_head(x)[:, 0]
+        p_female = torch.softmax(self.gender_head(x), dim=-1)[:, 1]
+        return Encoded(pooled, {"age": age.float().cpu(), "p_female": p_female.float().cpu()})

@@ -190,16 +190,115 @@ def extract(manifest_path: Path | None, dataset: str | None, root: Path | None, 
         raise click.UsageError("give --manifest, or --dataset with --root")
     num_shards, shard_index = shard_from_env(num_shards, shard_index)
     split_dir = cache_root / man.dataset / f"{man.subset}-{man.split}"
-    if manifest_path is None:
-        man.write(split_dir / "manifest.jsonl")  # stage 2 reads identities and languages from it
+    man.write(split_dir / "manifest.jsonl")  # stage 2 reads identities and languages from it
     device = device or default_device()
     for encoder in iter_encoders(names, weight_map, device):
         summary = run_extraction(man, encoder, cache_root, root=root, num_shards=num_shards,
                                  shard_index=shard_index, batch_size=batch_size, workers=workers, limit=limit,
                                  dtype=dtype, strict=strict, progress=progress,
-                                 manifest_path=str(manifest_path or split_dir / "manifest.jsonl"),
+                                 manifest_path=str(split_dir / "manifest.jsonl"),
                                  commit_rows=commit_rows)
         click.echo(summary.line())
+
+
+@cli.command("train-head")
+@click.option("--fold", "fold", default="all", show_default=True, help="A fold number (from 0) or 'all'.")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
+              help="YAML config (unknown keys are an error); defaults: the FAME 2026 winning system.")
+@click.option("--cache", "cache_root", type=click.Path(path_type=Path), default=Path("cache"), show_default=True)
+@click.option("--exp", type=click.Path(path_type=Path), required=True, help="Experiment folder to write.")
+@click.option("--split", default=None, help="Training languages: full or <language>-unheard (overrides the config).")
+@click.option("--dataset", default=None, help="MAV-Celeb cache folder name (overrides the config).")
+@click.option("--folds", "folds_path", type=click.Path(path_type=Path), default=None,
+              help="folds.json from 'fva folds' (overrides the config; default: made from the seed).")
+@click.option("--init", type=click.Path(path_type=Path), default=None, help="Start from a trained experiment's head.")
+@click.option("--seed", type=int, default=None, help="Overrides the config's seed.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted experiment.")
+@click.option("--force", is_flag=True, help="Overwrite an existing experiment folder.")
+def train_head_cmd(fold: str, config_path: Path | None, cache_root: Path, exp: Path, split: str | None,
+                   dataset: str | None, folds_path: Path | None, init: Path | None, seed: int | None, resume: bool, force: bool) -> None:
+    """Train projection heads per identity-disjoint fold on cached features, selecting on dev EER.
+
+    Prints each fold's dev EER, heard and unheard separately, and their mean.
+
+    \b
+    Example:
+      fva train-head --fold all --cache work/demo/cache --dataset mavceleb-v3 --split english-unheard \\
+          --exp work/demo/exp/noen
+    """
+    from fva.heads.config import load_config
+    from fva.heads.trainer import train_head
+
+    overrides: dict = {"data": {}}
+    if split:
+        overrides["data"]["split"] = split
+    if dataset:
+        overrides["data"]["dataset"] = dataset
+    if folds_path:
+        overrides["data"]["folds"] = str(folds_path)
+    if seed is not None:
+        overrides["seed"] = seed
+    cfg = load_config(config_path, overrides)
+    if fold == "all":
+        folds = None
+    elif fold.isdigit():
+        folds = [int(fold)]
+    else:
+        raise FvaError(f"--fold {fold!r}: give a fold number (from 0) or 'all'")
+    metrics = train_head(cfg, cache_root, exp, folds, init=init, resume=resume, force=force, log=click.echo)
+    for kind in ("heard", "unheard"):
+        means = metrics[f"mean_{kind}"]
+        if means:
+            click.echo(f"mean dev EER {kind}: " + ", ".join(f"{k} {v:.2f}%" for k, v in means.items()))
+    click.echo(f"{exp}/metrics.json")
+
+
+@cli.command()
+@click.option("--exp", type=click.Path(path_type=Path), required=True, help="A trained experiment.")
+@click.option("--trials", type=click.Path(path_type=Path), required=True, help="FAME trial list.")
+@click.option("--cache", "cache_root", type=click.Path(path_type=Path), default=None,
+              help="Cache root with the trial media's features (default: the experiment's).")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Score file to write.")
+def score(exp: Path, trials: Path, cache_root: Path | None, out: Path) -> None:
+    """Score a FAME trial list with an experiment: distance = 1 - cosine, averaged over its fold models.
+
+    \b
+    Example:
+      fva score --exp work/demo/exp/full --trials data/demo/English_test.txt --out scores.txt
+    """
+    from fva.heads.scoring import score_trial_list
+
+    result = score_trial_list(exp, trials, cache_root)
+    from fva.evaluate.scores import write_scores
+
+    write_scores(out, result)
+    click.echo(f"{out}: {len(result)} trials scored")
+
+
+@cli.command()
+@click.option("--exp", type=click.Path(path_type=Path), required=True, help="A trained experiment.")
+@click.argument("face", type=click.Path(path_type=Path))
+@click.argument("voice", type=click.Path(path_type=Path))
+@click.option("--weights", "weights", multiple=True, metavar="ENCODER=SOURCE",
+              help="Encoder weights if not where the experiment's caches say (repeatable).")
+@click.option("--device", default=None, help="torch device (default: cuda when available, else cpu).")
+def verify(exp: Path, face: Path, voice: Path, weights: tuple[str, ...], device: str | None) -> None:
+    """Say whether a face image (or mp4 face track) and a voice clip are the same person.
+
+    Runs the experiment's encoders and heads on the pair; the decision uses the distance threshold
+    where the experiment's dev EER was measured.
+
+    \b
+    Example:
+      fva verify --exp work/demo/exp/full data/demo/faces/id0001/English/.../000000007.jpg voice.wav
+    """
+    from fva.extract.runner import default_device
+    from fva.heads.scoring import verify_pair
+
+    result = verify_pair(exp, face, voice, device or default_device(), _parse_weights(weights))
+    verdict = "same person" if result["same_person"] else "different people"
+    click.echo(f"distance {result['distance']:.4f} (threshold {result['threshold']:.4f} at the dev EER, "
+               f"{result['folds']} fold model(s)): {verdict}")
 
 
 @cli.group()
@@ -314,8 +413,10 @@ def folds(manifest_path: Path, out: Path, k: int, seed: int, max_trials: int) ->
 @click.option("--ground-truth", type=click.Path(path_type=Path),
               help="Folder with <Lang>_test_labels.txt, for --submission.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@click.option("--plot", "plot_path", type=click.Path(path_type=Path), default=None, metavar="FILE.png",
+              help="Also write a figure: DET curves and same/different-person distance histograms.")
 def evaluate(scores: Path | None, labels: Path | None, submission: Path | None, ground_truth: Path | None,
-             as_json: bool) -> None:
+             as_json: bool, plot_path: Path | None) -> None:
     """Compute the EER exactly as the FAME organisers do, for one score file or a whole submission.
 
     Scores are distances (lower = same person). The EER is where the false-positive rate equals
@@ -329,11 +430,20 @@ def evaluate(scores: Path | None, labels: Path | None, submission: Path | None, 
     from fva.evaluate.scores import evaluate_files
     from fva.evaluate.submission import evaluate_submission
 
+    if plot_path is not None:
+        from fva.evaluate.plots import check_plot_path
+
+        check_plot_path(plot_path)  # a bad --plot path fails before anything is printed
     if submission is not None:
         if ground_truth is None or scores or labels:
             raise click.UsageError("--submission goes with --ground-truth (and not --scores/--labels)")
         result = evaluate_submission(submission, ground_truth)
         click.echo(json.dumps(result.to_dict(), indent=1) if as_json else result.table())
+        if plot_path is not None:
+            from fva.evaluate.plots import plot_evaluation, submission_scenarios
+
+            plot_evaluation(plot_path, submission_scenarios(submission, ground_truth, result))
+            click.echo(f"plot: {plot_path}", err=as_json)  # stdout stays pure JSON with --json
         return
     if scores is None or labels is None:
         raise click.UsageError("give --scores and --labels, or --submission and --ground-truth")
@@ -344,6 +454,11 @@ def evaluate(scores: Path | None, labels: Path | None, submission: Path | None, 
     else:
         click.echo(f"EER {res.eer:.2f}% over {res.n_trials} trials ({res.n_target} same, "
                    f"{res.n_nontarget} different); threshold {res.threshold:.4f}")
+    if plot_path is not None:
+        from fva.evaluate.plots import file_scenario, plot_evaluation
+
+        plot_evaluation(plot_path, [file_scenario(scores, labels)])
+        click.echo(f"plot: {plot_path}", err=as_json)
 
 
 @cli.group()
@@ -373,6 +488,51 @@ def submission_validate(zip_path: Path, trials: Path) -> None:
         click.echo(f"{zip_path}: {len(problems)} problem(s); fix them and validate again", err=True)
         raise SystemExit(1)
     click.echo(f"{zip_path}: valid")
+
+
+@submission.command("plan")
+@click.option("--trials", type=click.Path(path_type=Path), required=True, help="Folder with <Lang>_test.txt.")
+@click.option("--exp-root", type=click.Path(path_type=Path), required=True,
+              help="Folder of experiments named full and <language>-unheard.")
+@click.option("--cache", "cache_root", type=click.Path(path_type=Path), default=None, help="Test features' cache root.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Plan YAML to write.")
+def submission_plan(trials: Path, exp_root: Path, cache_root: Path | None, out: Path) -> None:
+    """Write the published default plan: which experiment scores which of the four files.
+
+    <first language> heard: the model trained on all data; the other heard file: the model trained without
+    the first language; each unheard file: the model trained without its test language.
+
+    \b
+    Example:
+      fva submission plan --trials data/demo --exp-root work/demo/exp --out work/demo/plan.yaml
+    """
+    from fva.heads.plan import write_default_plan
+
+    plan = write_default_plan(out, trials, exp_root, cache_root)
+    for name, exp in plan["files"].items():
+        click.echo(f"{name}: {exp}")
+
+
+@submission.command("make")
+@click.option("--plan", "plan_path", type=click.Path(path_type=Path), required=True,
+              help="YAML: trials folder, cache, and the experiment for each of the four files.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Zip to write.")
+@click.option("--ground-truth", type=click.Path(path_type=Path), default=None,
+              help="Folder with <Lang>_test_labels.txt: also print the four EERs and their mean.")
+def submission_make(plan_path: Path, out: Path, ground_truth: Path | None) -> None:
+    """Score the four files with the experiments a plan names, write the zip and validate it.
+
+    \b
+    Example:
+      fva submission make --plan work/demo/plan.yaml --out submission.zip --ground-truth data/demo
+    """
+    from fva.evaluate.submission import evaluate_submission
+    from fva.heads.plan import make_submission, read_plan
+
+    make_submission(read_plan(plan_path), out)
+    click.echo(f"{out}: valid")
+    if ground_truth is not None:
+        click.echo(evaluate_submission(out, ground_truth).table())
 
 
 @submission.command("pack")

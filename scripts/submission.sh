@@ -58,11 +58,23 @@ for subset in train test; do
   done
 done
 
-if ! fva train-head --help >/dev/null 2>&1; then
-  echo "== stage 6: head training is not part of this fva version yet ('fva train-head' and 'fva score'"
-  echo "   land with the head-training issue). Stopped after stage 5: manifests, folds and validated"
-  echo "   feature caches are in $WORK; no submission.zip was written."
-  exit 0
+LANGS=$(cd "$ROOT" && ls ./*_test.txt 2>/dev/null | sed 's|^\./||; s|_test\.txt$||')
+echo "== stage 6: heads per fold for each training split -> $WORK/exp"
+for split in full $(for l in $LANGS; do echo "$l" | tr '[:upper:]' '[:lower:]'; done | sed 's/$/-unheard/'); do
+  resume=""
+  [ -f "$WORK/exp/$split/experiment.json" ] && resume="--resume"
+  fva train-head --fold all --cache "$CACHE" --dataset "$FVA_DATASET" --split "$split" \
+    --folds "$WORK/folds/folds.json" --exp "$WORK/exp/$split" $resume ${TRAIN_ARGS:-}
+done
+
+PLAN=${PLAN:-$WORK/plan.yaml}
+if [ ! -f "$PLAN" ]; then
+  echo "== stage 7: default submission plan (as published) -> $PLAN"
+  fva submission plan --trials "$ROOT" --exp-root "$WORK/exp" --cache "$CACHE" --out "$PLAN"
 fi
-echo "make submission: 'fva train-head' exists but this script has no stage for it yet; update scripts/submission.sh" >&2
-exit 1
+
+echo "== stage 8: submission.zip (scored, validated; EERs where ground truth exists)"
+gt=""
+ls "$ROOT"/*_test_labels.txt >/dev/null 2>&1 && gt="--ground-truth $ROOT"
+# shellcheck disable=SC2086
+fva submission make --plan "$PLAN" --out submission.zip $gt

@@ -1,0 +1,128 @@
+"""Head-training configuration: typed sections read from YAML; an unknown key is an error naming it.
+
+The defaults are the FAME 2026 winning system: per modality the general and age-gender features
+concatenated, dropout 0.9 on that input, one linear map to 192-d; one AAM-softmax classifier over identities
+shared by both modalities; score = cosine. The resolved config (seed included) is saved in every experiment
+and is what later commands read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fva.errors import FvaError
+
+
+@dataclass
+class FeaturesConfig:
+    voice_encoders: list[str] = field(default_factory=lambda: ["speaker-ecapa", "voice-age-gender-ecapa"])
+    face_encoders: list[str] = field(default_factory=lambda: ["vggface", "vit-age-gender"])
+
+
+@dataclass
+class ModelConfig:
+    embedding_dim: int = 192
+    input_dropout: float = 0.9
+    aam_margin: float = 0.2
+    aam_scale: float = 30.0
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "mavceleb-v3"  # the MAV-Celeb cache folder under --cache
+    split: str = "full"  # full or <language>-unheard: the training languages
+    folds: str = ""  # folds.json; empty: <cache>/<dataset>/folds.json, made on first use
+    num_folds: int = 7
+    pretrain_dataset: str = ""  # e.g. voxceleb2: pretrain on its cache of the same split first
+    joint: bool = False  # train on the pretrain dataset and MAV-Celeb together instead of in sequence
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 40
+    batch_size: int = 128  # per modality
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    patience: int = 8  # epochs without a better dev EER before stopping
+    pretrain_epochs: int = 10
+    rows_per_epoch: int = 0  # 0: every row once per epoch; else a seeded sample of that many rows
+    block_rows: int = 4096  # streaming: contiguous rows read together
+    buffer_blocks: int = 8  # streaming: blocks shuffled together
+    in_memory_limit_gb: float = 4.0  # caches up to this size are loaded; larger ones stream
+
+
+@dataclass
+class HeadConfig:
+    seed: int = 0
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def dump(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+def _build(cls: type, data: Any, source: str, prefix: str = "") -> Any:
+    """``cls`` from a mapping; ``source`` names the file and ``prefix`` the section for messages."""
+    if not isinstance(data, dict):
+        raise FvaError(f"{source}: {prefix.rstrip('.') or 'the config'} must be a mapping, got {data!r}")
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise FvaError(f"{source}: unknown config key '{prefix}{unknown[0]}'; known keys"
+                       f"{' in ' + prefix.rstrip('.') if prefix else ''}: {', '.join(sorted(known))}")
+    default = cls()
+    values = {}
+    for name, value in data.items():
+        current = getattr(default, name)
+        if is_dataclass(current):
+            values[name] = _build(type(current), value or {}, source, f"{prefix}{name}.")
+        else:
+            values[name] = _coerce(value, current, source, f"{prefix}{name}")
+    return cls(**values)
+
+
+def _coerce(value: Any, default: Any, source: str, name: str) -> Any:
+    """``value`` checked against the type of the field's default."""
+    kind = type(default)
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise FvaError(f"{source}: {name} must be true or false, got {value!r}")
+        return value
+    if kind in (int, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and value != int(value)):
+            raise FvaError(f"{source}: {name} must be {'an integer' if kind is int else 'a number'}, got {value!r}")
+        return kind(value)
+    if kind is list:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise FvaError(f"{source}: {name} must be a list of names, got {value!r}")
+        return list(value)
+    return str(value)
+
+
+def load_config(path: str | Path | None = None, overrides: dict | None = None) -> HeadConfig:
+    """Defaults, updated by the YAML file at ``path``, then by ``overrides`` (same nesting)."""
+    data: dict = {}
+    source = str(path) if path else "config"
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FvaError(f"{path}: config file not found")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise FvaError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    for section, values in (overrides or {}).items():
+        if isinstance(values, dict):
+            data.setdefault(section, {}).update(values)
+        else:
+            data[section] = values
+    return _build(HeadConfig, data, source)

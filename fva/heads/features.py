@@ -1,0 +1,215 @@
+"""Stage-2 data: one modality's features joined across encoder caches, with identities and languages.
+
+A :class:`FeatureTable` concatenates, row by row, the caches of several encoders of one modality (e.g.
+speaker ECAPA 6144 + voice age-gender 1536) joined on (key, frame); dimensions come from the caches.
+Identities and languages come from the manifest that ``fva extract`` keeps beside the caches.
+
+Training reads rows in a block-shuffled order (:func:`epoch_order`): contiguous blocks of rows in a seeded
+random order, shuffled within a buffer of a few blocks. :class:`InMemoryRows` indexes a loaded array with it;
+:class:`StreamingRows` reads the same rows from disk, one batch at a time, so peak memory does not grow with
+the cache. Both give identical batches for the same seed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fva.data.records import Manifest, MediaRecord
+from fva.errors import FvaError
+from fva.extract.cache import CacheTable, open_cache
+
+
+def split_folder(cache_root: str | Path, dataset: str, subset: str, split: str = "full") -> Path:
+    """``<cache>/<dataset>/<subset>-<split>``, falling back to ``-full`` (filtered later) when the split's own
+    extraction does not exist."""
+    base = Path(cache_root) / dataset
+    for name in (f"{subset}-{split}", f"{subset}-full"):
+        if (base / name).is_dir():
+            return base / name
+    raise FvaError(f"no {subset} features of {dataset} under {cache_root} (looked for {base}/{subset}-{split} "
+                   f"and {base}/{subset}-full); run 'fva extract' for them first")
+
+
+class FeatureTable:
+    """Rows of one modality present in every given encoder cache, features concatenated in that order."""
+
+    def __init__(self, folder: Path, encoders: list[str]) -> None:
+        self.folder = Path(folder)
+        missing = [e for e in encoders if not (self.folder / e).is_dir()]
+        if missing:
+            raise FvaError(f"{self.folder}: no {missing[0]} cache; extract it with "
+                           f"'fva extract --encoders {missing[0]}' or change features in the config")
+        self.encoders = list(encoders)
+        self.tables: list[CacheTable] = [open_cache(self.folder / e) for e in encoders]
+        base = self.tables[0]
+        modalities = {t.attrs.get("modality") for t in self.tables}
+        if len(modalities) != 1:
+            raise FvaError(f"{self.folder}: encoders {', '.join(encoders)} mix modalities {sorted(modalities)}")
+        self.modality = modalities.pop()
+        columns = [np.arange(len(base))]
+        for table in self.tables[1:]:
+            index = table.index()
+            columns.append(np.array([index.get((k, int(f)), -1) for k, f in zip(base.keys, base.frames)],
+                                    dtype=np.int64))
+        keep = np.all(np.stack(columns) >= 0, axis=0)
+        self.incomplete = int((~keep).sum())  # rows missing from some encoder's cache (failed there)
+        self.keys = base.keys[keep]
+        self.frames = base.frames[keep]
+        self.columns = [c[keep] for c in columns]
+        self.dims = [t.dim for t in self.tables]
+        self.dim = int(sum(self.dims))
+        self.extras = {name: t.extras[name][col] for t, col in zip(self.tables, self.columns) for name in t.extras}
+        self.weights_ids = {e: t.attrs.get("weights_id", "") for e, t in zip(encoders, self.tables)}
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def rows(self, indices: np.ndarray) -> np.ndarray:
+        """float32 (len(indices), dim): the concatenated features of these rows, read from disk."""
+        indices = np.asarray(indices, dtype=np.int64)
+        return np.concatenate([t.rows(col[indices]) for t, col in zip(self.tables, self.columns)], axis=1)
+
+    def load(self, indices: np.ndarray | None = None, dtype: str = "float16") -> np.ndarray:
+        """The rows (all, or ``indices``) in memory as one array of ``dtype``."""
+        indices = np.arange(len(self)) if indices is None else np.asarray(indices, dtype=np.int64)
+        out = np.empty((len(indices), self.dim), dtype=dtype)
+        start = 0
+        for table, col, dim in zip(self.tables, self.columns, self.dims):
+            for lo in range(0, len(indices), 65536):
+                part = indices[lo:lo + 65536]
+                out[lo:lo + len(part), start:start + dim] = table.rows(col[part])
+            start += dim
+        return out
+
+    def rows_by_key(self) -> dict[str, np.ndarray]:
+        groups: dict[str, list[int]] = {}
+        for i, key in enumerate(self.keys):
+            groups.setdefault(key, []).append(i)
+        return {k: np.asarray(v) for k, v in groups.items()}
+
+    def nbytes(self, rows: int | None = None, itemsize: int = 2) -> int:
+        return (len(self) if rows is None else rows) * self.dim * itemsize
+
+    def close(self) -> None:
+        for t in self.tables:
+            t.close()
+
+
+@dataclass
+class Labelled:
+    """Rows of a table chosen for training, with integer identity labels."""
+
+    rows: np.ndarray  # row indices into the table, ascending
+    labels: np.ndarray  # class index per row
+
+
+def manifest_records(folder: Path) -> dict[str, MediaRecord]:
+    """key -> record from the manifest kept beside the caches (``manifest.jsonl``)."""
+    path = Path(folder) / "manifest.jsonl"
+    if not path.is_file():
+        raise FvaError(f"{path} not found: 'fva extract' keeps the manifest beside its caches; extract again "
+                       "with this fva version")
+    return {r.key: r for r in Manifest.read(path).records}
+
+
+def select_rows(table: FeatureTable, records: dict[str, MediaRecord], identities: set[str],
+                unheard: str | None, classes: dict[str, int]) -> Labelled:
+    """Rows whose identity is in ``identities``, without the ``unheard`` language: with an unheard language,
+    rows of unknown language are left out too (they could be in it), as the language splits do."""
+    rows, labels = [], []
+    for i, key in enumerate(table.keys):
+        record = records.get(key)
+        if record is None or record.identity not in identities:
+            continue
+        if unheard is not None and (record.language is None or record.language == unheard):
+            continue
+        rows.append(i)
+        labels.append(classes[record.identity])
+    return Labelled(np.asarray(rows, dtype=np.int64), np.asarray(labels, dtype=np.int64))
+
+
+def epoch_order(n: int, seed: int | list[int], epoch: int, block_rows: int = 4096, buffer_blocks: int = 8,
+                rows: int = 0) -> np.ndarray:
+    """Positions 0..n-1 for one epoch, block-shuffled: blocks of ``block_rows`` consecutive positions in a
+    seeded order, shuffled within groups of ``buffer_blocks`` blocks; ``rows`` > 0 keeps the first blocks
+    covering that many rows (a seeded sample of the data per epoch).
+
+    >>> sorted(epoch_order(10, seed=0, epoch=0, block_rows=3, buffer_blocks=2).tolist()) == list(range(10))
+    True
+    """
+    rng = np.random.default_rng([*(seed if isinstance(seed, list) else [seed]), epoch])
+    n_blocks = math.ceil(n / block_rows)
+    blocks = rng.permutation(n_blocks)
+    if rows:
+        blocks = blocks[: max(1, math.ceil(rows / block_rows))]
+    parts = []
+    for g in range(0, len(blocks), buffer_blocks):
+        group = np.concatenate([np.arange(b * block_rows, min(n, (b + 1) * block_rows))
+                                for b in blocks[g:g + buffer_blocks]])
+        parts.append(rng.permutation(group))
+    order = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+    return order[:rows] if rows else order
+
+
+class InMemoryRows:
+    """Training rows loaded once (in the cache's float16); batches converted to float32."""
+
+    def __init__(self, table: FeatureTable, selected: Labelled) -> None:
+        self.data = table.load(selected.rows)
+        self.labels = selected.labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def batch(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self.data[positions].astype(np.float32), self.labels[positions]
+
+
+class StreamingRows:
+    """Training rows read from disk per batch: memory stays at a batch whatever the cache's size."""
+
+    def __init__(self, table: FeatureTable, selected: Labelled) -> None:
+        self.table, self.selected = table, selected
+
+    def __len__(self) -> int:
+        return len(self.selected.labels)
+
+    def batch(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self.table.rows(self.selected.rows[positions]), self.selected.labels[positions]
+
+
+def make_rows(table: FeatureTable, selected: Labelled, limit_gb: float) -> InMemoryRows | StreamingRows:
+    """In memory when the selected rows fit in ``limit_gb`` (float16), else streaming."""
+    if table.nbytes(len(selected.rows)) <= limit_gb * 2**30:
+        return InMemoryRows(table, selected)
+    return StreamingRows(table, selected)
+
+
+class ConcatRows:
+    """Several row sources as one (joint training): positions index their concatenation, labels offset."""
+
+    def __init__(self, sources: list, label_offsets: list[int]) -> None:
+        self.sources, self.offsets = sources, label_offsets
+        self.starts = np.cumsum([0] + [len(s) for s in sources])
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def batch(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        positions = np.asarray(positions)
+        which = np.searchsorted(self.starts, positions, side="right") - 1
+        x = y = None
+        for s, (source, offset) in enumerate(zip(self.sources, self.offsets)):
+            mask = which == s
+            if not mask.any():
+                continue
+            xs, ys = source.batch(positions[mask] - self.starts[s])
+            if x is None:
+                x = np.empty((len(positions), xs.shape[1]), dtype=np.float32)
+                y = np.empty(len(positions), dtype=np.int64)
+            x[mask], y[mask] = xs, ys + offset
+        return x, y

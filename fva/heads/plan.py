@@ -1,0 +1,78 @@
+"""Submission plans: which experiment scores which of the four FAME files.
+
+A plan is a small YAML file::
+
+    trials: data/demo                 # folder with <Lang>_test.txt (and, for evaluation, <Lang>_test_labels.txt)
+    cache: work/demo/cache            # features of the test media (default: each experiment's cache)
+    files:                            # <TestLang>_<heard|unheard>: experiment folder
+      English_heard: work/demo/exp/full
+      German_heard: work/demo/exp/english-unheard
+      English_unheard: work/demo/exp/english-unheard
+      German_unheard: work/demo/exp/german-unheard
+
+The default mapping is the published one: <first language> heard by the model trained on all data, every
+other file by the model trained without a language — without the test language for the unheard files,
+without the first language for the other heard file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from fva.errors import FvaError
+from fva.evaluate.submission import CONDITIONS, submission_languages, validate_submission, write_submission
+from fva.heads.scoring import score_trial_list
+
+PLAN_KEYS = {"trials", "cache", "files"}
+
+
+def default_files(languages: list[str], exp_root: str | Path, first: str = "English") -> dict[str, str]:
+    """The published mapping for a two-language test set, with experiments named by their split."""
+    root = Path(exp_root)
+    files = {}
+    for lang in languages:
+        files[f"{lang}_unheard"] = str(root / f"{lang.lower()}-unheard")
+        files[f"{lang}_heard"] = str(root / ("full" if lang == first else f"{first.lower()}-unheard"))
+    return files
+
+
+def write_default_plan(path: str | Path, trials: str | Path, exp_root: str | Path, cache: str | Path | None) -> dict:
+    """The published mapping for the test languages of ``trials``, written as a plan file."""
+    plan = {"trials": str(trials), **({"cache": str(cache)} if cache else {}),
+            "files": default_files(submission_languages(trials), exp_root)}
+    Path(path).write_text(yaml.safe_dump(plan, sort_keys=False))
+    return plan
+
+
+def read_plan(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FvaError(f"{path}: submission plan not found")
+    plan = yaml.safe_load(path.read_text()) or {}
+    unknown = sorted(set(plan) - PLAN_KEYS)
+    if unknown:
+        raise FvaError(f"{path}: unknown key '{unknown[0]}'; a plan has {', '.join(sorted(PLAN_KEYS))}")
+    if "trials" not in plan or "files" not in plan:
+        raise FvaError(f"{path}: a plan needs 'trials' (folder of <Lang>_test.txt) and 'files'")
+    return plan
+
+
+def make_submission(plan: dict, out: str | Path) -> Path:
+    """Score every file of the plan, write the zip and validate it against the trial lists."""
+    trials_dir = Path(plan["trials"])
+    expected = [f"{lang}_{cond}" for lang in submission_languages(trials_dir) for cond in CONDITIONS]
+    files = plan["files"]
+    missing = [name for name in expected if name not in files]
+    if missing:
+        raise FvaError(f"plan: no experiment for {missing[0]}; give one for each of {', '.join(expected)}")
+    scores = {}
+    for name in expected:
+        lang, cond = name.rsplit("_", 1)
+        scores[(lang, cond)] = score_trial_list(files[name], trials_dir / f"{lang}_test.txt", plan.get("cache"))
+    write_submission(out, scores)
+    problems = validate_submission(out, trials_dir)
+    if problems:
+        raise FvaError(f"{out}: written but invalid: {problems[0]}")
+    return Path(out)

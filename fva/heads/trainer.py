@@ -1,0 +1,423 @@
+"""Train heads per identity-disjoint fold, select on the fold's dev EER, keep everything in an experiment folder.
+
+Experiment folder::
+
+    config.yaml        the resolved config (seed included): what later commands read
+    experiment.json    fva version, format, cache root, dataset, features (encoders, dims, weights ids)
+    fold<k>/checkpoint.pt   the selected model; rebuilds itself alone (sizes, config, state dict, classes,
+                            EER threshold of its dev trials)
+    fold<k>/last.pt         the latest epoch with optimiser state, for --resume
+    fold<k>/train_log.jsonl one line per epoch: loss, dev EER per language, seconds
+    fold<k>/dev_<Lang>.txt, dev_<Lang>_labels.txt, dev_scores_<Lang>.txt   trials, truth, distances
+    fold<k>/metrics.json    selected epoch, dev EER heard / unheard
+    metrics.json       per fold and mean dev EER, heard and unheard
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fva import __version__
+from fva.data.folds import Folds, dev_trials, make_folds
+from fva.data.mavceleb import media_key
+from fva.data.splits import Split
+from fva.data.trials import Trial, labels_path, write_labels, write_trials
+from fva.errors import FvaError
+from fva.evaluate.eer import compute_eer, eer_threshold
+from fva.evaluate.scores import write_scores
+from fva.heads.config import HeadConfig, load_config
+from fva.heads.features import (ConcatRows, FeatureTable, epoch_order, make_rows, manifest_records, select_rows,
+                                split_folder)
+from fva.heads.model import FameHead, cosine_scores
+
+EXPERIMENT_FORMAT = 1
+PRETRAIN_STREAM = 1_000_000  # seed stream of pretraining, apart from the folds (0, 1, ...)
+
+
+@dataclass
+class Modalities:
+    voice: FeatureTable
+    face: FeatureTable
+
+    def close(self) -> None:
+        self.voice.close()
+        self.face.close()
+
+
+def open_features(cfg: HeadConfig, folder: Path) -> Modalities:
+    return Modalities(FeatureTable(folder, cfg.features.voice_encoders),
+                      FeatureTable(folder, cfg.features.face_encoders))
+
+
+def features_for_keys(table: FeatureTable, keys: list[str], by_key: dict[str, np.ndarray],
+                      what: str) -> np.ndarray:
+    """float32 (len(keys), dim): each key's row, or the mean of its frames for a face track."""
+    missing = [k for k in keys if k not in by_key]
+    if missing:
+        raise FvaError(f"{what}: no {table.modality} features for key {missing[0]!r} ({len(missing)} key(s) "
+                       f"missing) in {table.folder}; extract them with 'fva extract'")
+    flat = np.concatenate([by_key[k] for k in keys])
+    rows = table.rows(flat)
+    counts = np.array([len(by_key[k]) for k in keys])
+    if (counts == 1).all():
+        return rows
+    return np.add.reduceat(rows, np.concatenate([[0], np.cumsum(counts)[:-1]]), axis=0) / counts[:, None]
+
+
+@dataclass
+class TrialSet:
+    """Trials with their features resolved: one voice and one (frame-averaged) face vector per trial."""
+
+    trials: list[Trial]
+    voice: np.ndarray
+    face: np.ndarray
+
+    @classmethod
+    def build(cls, trials: list[Trial], feats: Modalities, what: str,
+              by_key: tuple[dict, dict] | None = None) -> "TrialSet":
+        vk, fk = by_key or (feats.voice.rows_by_key(), feats.face.rows_by_key())
+        voice_keys = [media_key(t.voice) for t in trials]
+        face_keys = [media_key(t.face) for t in trials]
+        return cls(trials, features_for_keys(feats.voice, voice_keys, vk, what),
+                   features_for_keys(feats.face, face_keys, fk, what))
+
+
+@torch.inference_mode()
+def score_distances(model: FameHead, voice: np.ndarray, face: np.ndarray, batch: int = 4096) -> np.ndarray:
+    """1 - cosine of the embedded voice and face of each trial (dropout off)."""
+    model.eval()
+    out = []
+    for lo in range(0, len(voice), batch):
+        v = model.embed("voice", torch.from_numpy(np.ascontiguousarray(voice[lo:lo + batch])))
+        f = model.embed("face", torch.from_numpy(np.ascontiguousarray(face[lo:lo + batch])))
+        out.append(1.0 - cosine_scores(v, f).numpy())
+    return np.concatenate(out).astype(np.float64)
+
+
+def save_checkpoint(path: Path, model: FameHead, cfg: HeadConfig, extra: dict) -> None:
+    """Everything needed to rebuild the model alone; written under a temporary name, then renamed."""
+    payload = {"format": EXPERIMENT_FORMAT, "fva_version": __version__, "sizes": dict(model.sizes),
+               "model_config": asdict(cfg.model), "state_dict": model.state_dict(), **extra}
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+
+
+def load_checkpoint(path: Path) -> tuple[FameHead, dict]:
+    """Rebuild a head from its checkpoint file alone."""
+    from fva.heads.config import ModelConfig
+
+    if not path.is_file():
+        raise FvaError(f"{path}: checkpoint not found; train it with 'fva train-head'")
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if payload.get("format") != EXPERIMENT_FORMAT:
+        raise FvaError(f"{path}: written by fva {payload.get('fva_version', '?')} in checkpoint format "
+                       f"{payload.get('format')}; this fva {__version__} reads format {EXPERIMENT_FORMAT}: "
+                       "retrain it with this version")
+    sizes = payload["sizes"]
+    model = FameHead(sizes["voice_dim"], sizes["face_dim"], sizes["n_classes"], ModelConfig(**payload["model_config"]))
+    model.load_state_dict(payload["state_dict"])
+    model.eval()
+    return model, payload
+
+
+def read_experiment(exp: Path) -> tuple[HeadConfig, dict]:
+    """The experiment's resolved config and description; another version's experiment is an error."""
+    info_path = exp / "experiment.json"
+    if not info_path.is_file():
+        raise FvaError(f"{exp}: not an fva experiment (no experiment.json); train one with 'fva train-head'")
+    info = json.loads(info_path.read_text())
+    if info.get("format") != EXPERIMENT_FORMAT:
+        raise FvaError(f"{exp}: experiment written by fva {info.get('fva_version', '?')} (format "
+                       f"{info.get('format')}); this fva {__version__} reads format {EXPERIMENT_FORMAT}: "
+                       "retrain it with this version")
+    return load_config(exp / "config.yaml"), info
+
+
+class FoldTrainer:
+    """Everything one training run over folds shares: features, records, folds, languages."""
+
+    def __init__(self, cfg: HeadConfig, cache_root: Path, exp: Path) -> None:
+        self.cfg, self.cache_root, self.exp = cfg, Path(cache_root), Path(exp)
+        split = Split.parse(cfg.data.split)
+        self.folder = split_folder(cache_root, cfg.data.dataset, "train", split.name)
+        self.feats = open_features(cfg, self.folder)
+        self.records = manifest_records(self.folder)
+        self.by_key = (self.feats.voice.rows_by_key(), self.feats.face.rows_by_key())
+        all_languages = sorted({r.language for r in self.records.values() if r.language})
+        self.heard = [lang for lang in all_languages if lang != split.unheard]
+        self.unheard = [lang for lang in all_languages if lang == split.unheard]
+        if split.unheard and not self.unheard:
+            raise FvaError(f"split {split.name}: the {cfg.data.dataset} features have no {split.unheard} "
+                           f"records (languages: {', '.join(all_languages)})")
+        self.folds = self._folds()
+        self.pre: Modalities | None = None
+        if cfg.data.pretrain_dataset:
+            from fva.data.datasets import get_dataset
+
+            pds = cfg.data.pretrain_dataset
+            self.pre_folder = split_folder(cache_root, pds, get_dataset(pds).train_subsets[0], split.name)
+            self.pre = open_features(cfg, self.pre_folder)
+            for modality in ("voice", "face"):
+                a, b = getattr(self.feats, modality), getattr(self.pre, modality)
+                if a.dims != b.dims:
+                    raise FvaError(f"{b.folder}: {modality} features {b.dims} differ from {a.folder}'s {a.dims}; "
+                                   "pretrain on features of the same encoders")
+            self.pre_records = manifest_records(self.pre_folder)
+            self._pretrained: dict | None = None
+
+    def pre_rows(self):
+        """Training rows of the pretraining dataset (the split's language removed) and its identities."""
+        unheard = self.unheard[0] if self.unheard else Split.parse(self.cfg.data.split).unheard
+        ids = sorted({r.identity for r in self.pre_records.values() if r.identity})
+        classes = {identity: i for i, identity in enumerate(ids)}
+        limit = self.cfg.train.in_memory_limit_gb
+        rows = [make_rows(getattr(self.pre, m), select_rows(getattr(self.pre, m), self.pre_records, set(ids),
+                                                            unheard, classes), limit) for m in ("voice", "face")]
+        return rows[0], rows[1], ids
+
+    def pretrain(self) -> dict:
+        """Train on the pretraining dataset alone (once per experiment); its projections start every fold."""
+        if self._pretrained is not None:
+            return self._pretrained
+        out = self.exp / "pretrain"
+        ckpt = out / "checkpoint.pt"
+        if not ckpt.is_file():
+            out.mkdir(parents=True, exist_ok=True)
+            voice_rows, face_rows, ids = self.pre_rows()
+            torch.manual_seed(self.cfg.seed)
+            model = FameHead(self.pre.voice.dim, self.pre.face.dim, len(ids), self.cfg.model)
+            tc = self.cfg.train
+            optimiser = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+            with (out / "train_log.jsonl").open("w") as fh:
+                for epoch in range(tc.pretrain_epochs):
+                    loss = train_epoch(model, optimiser, voice_rows, face_rows, tc.batch_size, seed=[self.cfg.seed, PRETRAIN_STREAM],
+                                       epoch=epoch, block_rows=tc.block_rows, buffer_blocks=tc.buffer_blocks,
+                                       rows=tc.rows_per_epoch)
+                    fh.write(json.dumps({"epoch": epoch, "loss": loss}) + "\n")
+            save_checkpoint(ckpt, model, self.cfg, {"classes": ids, "dataset": self.cfg.data.pretrain_dataset,
+                                                    "epoch": tc.pretrain_epochs - 1})
+        model, _ = load_checkpoint(ckpt)
+        self._pretrained = {"voice": model.voice.state_dict(), "face": model.face.state_dict()}
+        return self._pretrained
+
+    def _folds(self) -> Folds:
+        path = Path(self.cfg.data.folds) if self.cfg.data.folds else self.cache_root / self.cfg.data.dataset / "folds.json"
+        if path.is_file():
+            folds = Folds.load(path)
+        else:
+            identities = sorted({r.identity for r in self.records.values() if r.identity})
+            folds = make_folds(identities, k=self.cfg.data.num_folds, seed=self.cfg.seed, dataset=self.cfg.data.dataset)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            folds.save(path)
+        return folds
+
+    def describe(self) -> dict:
+        return {"format": EXPERIMENT_FORMAT, "fva_version": __version__, "cache": str(self.cache_root.resolve()),
+                "dataset": self.cfg.data.dataset, "train_features": str(self.folder),
+                "heard": self.heard, "unheard": self.unheard, "folds": self.folds.k,
+                "features": {"voice": {"encoders": self.feats.voice.encoders, "dims": self.feats.voice.dims,
+                                       "weights_ids": self.feats.voice.weights_ids},
+                             "face": {"encoders": self.feats.face.encoders, "dims": self.feats.face.dims,
+                                      "weights_ids": self.feats.face.weights_ids}}}
+
+    def dev_sets(self, fold: int) -> dict[str, tuple[TrialSet, dict[str, int]]]:
+        """Per language: the fold's dev trials (as ``fva folds`` writes them) with features and truth."""
+        records = list(self.records.values())
+        languages = sorted({r.language for r in records if r.language})
+        out = {}
+        for li, language in enumerate(languages):
+            trials, labels = dev_trials(records, self.folds.held_out(fold), language, seed=[self.folds.seed, fold, li])
+            if trials:
+                out[language] = (TrialSet.build(trials, self.feats, f"fold {fold} dev trials", self.by_key), labels)
+        return out
+
+    def train_fold(self, fold: int, init_state: dict | None = None, resume: bool = False,
+                   log=print) -> dict:
+        cfg, tc = self.cfg, self.cfg.train
+        out = self.exp / f"fold{fold}"
+        out.mkdir(parents=True, exist_ok=True)
+        train_ids = self.folds.train_identities(fold)
+        classes = {identity: i for i, identity in enumerate(train_ids)}
+        unheard = self.unheard[0] if self.unheard else None
+        voice_sel = select_rows(self.feats.voice, self.records, set(train_ids), unheard, classes)
+        face_sel = select_rows(self.feats.face, self.records, set(train_ids), unheard, classes)
+        if len(voice_sel.rows) == 0 or len(face_sel.rows) == 0:
+            raise FvaError(f"fold {fold}: no training rows for the {cfg.data.split} split in {self.folder}")
+        voice_rows = make_rows(self.feats.voice, voice_sel, tc.in_memory_limit_gb)
+        face_rows = make_rows(self.feats.face, face_sel, tc.in_memory_limit_gb)
+        if self.pre is not None and cfg.data.joint:  # VoxCeleb2 identities as extra classes, same batches
+            pre_voice, pre_face, pre_ids = self.pre_rows()
+            voice_rows = ConcatRows([voice_rows, pre_voice], [0, len(train_ids)])
+            face_rows = ConcatRows([face_rows, pre_face], [0, len(train_ids)])
+            classes.update({f"{cfg.data.pretrain_dataset}:{i}": len(train_ids) + n for n, i in enumerate(pre_ids)})
+        dev = self.dev_sets(fold)
+        torch.manual_seed(cfg.seed * 1000 + fold)
+        model = FameHead(self.feats.voice.dim, self.feats.face.dim, len(classes), cfg.model)
+        if init_state is None and self.pre is not None and not cfg.data.joint:
+            init_state = self.pretrain()
+        if init_state is not None:
+            model.voice.load_state_dict(init_state["voice"])
+            model.face.load_state_dict(init_state["face"])
+        optimiser = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+        state = {"epoch": 0, "best": math.inf, "best_epoch": -1, "stale": 0}
+        last = out / "last.pt"
+        if resume and last.is_file():
+            saved = torch.load(last, map_location="cpu", weights_only=True)
+            model.load_state_dict(saved["model"])
+            optimiser.load_state_dict(saved["optimiser"])
+            state = saved["state"]
+            torch.set_rng_state(saved["torch_rng"])
+        log_path = out / "train_log.jsonl"
+        extra = {"classes": list(classes), "fold": fold, "split": cfg.data.split, "heard": self.heard,
+                 "unheard": self.unheard}
+        while state["epoch"] < tc.epochs and state["stale"] < tc.patience:
+            epoch = state["epoch"]
+            start = time.perf_counter()
+            loss = train_epoch(model, optimiser, voice_rows, face_rows, tc.batch_size,
+                               seed=[cfg.seed, fold], epoch=epoch, block_rows=tc.block_rows,
+                               buffer_blocks=tc.buffer_blocks, rows=tc.rows_per_epoch)
+            dev_eer = {lang: compute_eer(np.array([labels[t.key] for t in ts.trials]),
+                                         score_distances(model, ts.voice, ts.face))
+                       for lang, (ts, labels) in dev.items()}
+            selection = float(np.mean([dev_eer[lang] for lang in self.heard if lang in dev_eer]))
+            state["epoch"] = epoch + 1
+            if selection < state["best"]:
+                state.update(best=selection, best_epoch=epoch, stale=0)
+                save_checkpoint(out / "checkpoint.pt", model, cfg, {**extra, "epoch": epoch, "dev_eer": dev_eer})
+            else:
+                state["stale"] += 1
+            entry = {"fold": fold, "epoch": epoch, "loss": loss, "dev_eer": dev_eer, "selection_eer": selection,
+                     "seconds": round(time.perf_counter() - start, 4)}
+            with log_path.open("a") as fh:
+                fh.write(json.dumps(entry) + "\n")
+            torch.save({"model": model.state_dict(), "optimiser": optimiser.state_dict(), "state": state,
+                        "torch_rng": torch.get_rng_state()}, last.with_name("last.pt.tmp"))
+            last.with_name("last.pt.tmp").replace(last)
+        return self.finish_fold(fold, dev)
+
+    def finish_fold(self, fold: int, dev: dict) -> dict:
+        """Score the dev trials with the selected model; write scores, truth, threshold and metrics."""
+        out = self.exp / f"fold{fold}"
+        model, payload = load_checkpoint(out / "checkpoint.pt")
+        metrics = {"fold": fold, "epoch": payload["epoch"], "heard": {}, "unheard": {}}
+        all_labels, all_dist = [], []
+        for lang, (ts, labels) in dev.items():
+            dist = score_distances(model, ts.voice, ts.face)
+            path = out / f"dev_{lang}.txt"
+            write_trials(path, ts.trials)
+            write_labels(labels_path(path), labels)
+            write_scores(out / f"dev_scores_{lang}.txt", {t.key: float(d) for t, d in zip(ts.trials, dist)})
+            y = np.array([labels[t.key] for t in ts.trials])
+            metrics["heard" if lang in self.heard else "unheard"][lang] = compute_eer(y, dist)
+            if lang in self.heard:
+                all_labels.append(y)
+                all_dist.append(dist)
+        threshold = eer_threshold(np.concatenate(all_labels), np.concatenate(all_dist))
+        metrics["threshold"] = threshold
+        payload["threshold"] = threshold
+        tmp = out / "checkpoint.pt.tmp"
+        torch.save(payload, tmp)
+        tmp.replace(out / "checkpoint.pt")
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+        return metrics
+
+
+def train_epoch(model: FameHead, optimiser: torch.optim.Optimizer, voice_rows, face_rows, batch_size: int,
+                seed: list[int], epoch: int, block_rows: int, buffer_blocks: int, rows: int = 0) -> float:
+    """One epoch: as many steps as voice batches; faces drawn from their own block-shuffled order."""
+    model.train()
+    voice_order = epoch_order(len(voice_rows), seed=[*seed, 0], epoch=epoch, block_rows=block_rows,
+                              buffer_blocks=buffer_blocks, rows=rows)
+    steps = max(1, math.ceil(len(voice_order) / batch_size))
+    face_order = epoch_order(len(face_rows), seed=[*seed, 1], epoch=epoch, block_rows=block_rows,
+                             buffer_blocks=buffer_blocks, rows=rows)
+    if len(face_order) < steps * batch_size:  # cycle faces when they are fewer than voices
+        face_order = np.resize(face_order, steps * batch_size)
+    total = 0.0
+    for step in range(steps):
+        xv, yv = voice_rows.batch(voice_order[step * batch_size:(step + 1) * batch_size])
+        xf, yf = face_rows.batch(face_order[step * batch_size:(step + 1) * batch_size])
+        loss = model.loss(torch.from_numpy(xv), torch.from_numpy(yv), torch.from_numpy(xf), torch.from_numpy(yf))
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        total += loss.item()
+    return total / steps
+
+
+def prepare_experiment(exp: Path, force: bool, resume: bool) -> None:
+    if exp.exists() and any(exp.iterdir()):
+        if resume:
+            read_experiment(exp)
+            return
+        if not force:
+            raise FvaError(f"{exp}: experiment folder exists; pass --force to overwrite it or --resume to continue it")
+        shutil.rmtree(exp)
+    exp.mkdir(parents=True, exist_ok=True)
+
+
+def train_head(cfg: HeadConfig, cache_root: Path, exp: Path, folds: list[int] | None = None, *,
+               init: Path | None = None, resume: bool = False, force: bool = False, log=print) -> dict:
+    """Train the configured head on each requested fold (None: all); returns the experiment's metrics."""
+    exp = Path(exp)
+    prepare_experiment(exp, force, resume)
+    if resume and (exp / "config.yaml").is_file():
+        cfg = load_config(exp / "config.yaml")
+    trainer = FoldTrainer(cfg, cache_root, exp)
+    try:
+        fold_list = list(range(trainer.folds.k)) if folds is None else folds
+        for f in fold_list:
+            trainer.folds.check_fold(f)
+        cfg.dump(exp / "config.yaml")
+        (exp / "experiment.json").write_text(json.dumps(trainer.describe(), indent=1) + "\n")
+        init_state = init_projections(init) if init else None
+        results = {}
+        for f in fold_list:
+            done = exp / f"fold{f}" / "metrics.json"
+            if resume and done.is_file():
+                results[f] = json.loads(done.read_text())
+                log(f"fold {f}: already trained (resume)")
+                continue
+            start = time.perf_counter()
+            results[f] = trainer.train_fold(f, init_state=init_state, resume=resume)
+            log(f"fold {f}: epoch {results[f]['epoch']} selected, dev EER heard "
+                + ", ".join(f"{k} {v:.2f}%" for k, v in results[f]["heard"].items())
+                + ("; unheard " + ", ".join(f"{k} {v:.2f}%" for k, v in results[f]["unheard"].items())
+                   if results[f]["unheard"] else "")
+                + f" ({time.perf_counter() - start:.1f} s)")
+    finally:
+        trainer.feats.close()
+        if trainer.pre is not None:
+            trainer.pre.close()
+    metrics = summarise(results)
+    (exp / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+    return metrics
+
+
+def summarise(results: dict[int, dict]) -> dict:
+    """Per-fold dev EERs and their means, heard and unheard separately."""
+    def mean(kind: str) -> dict[str, float]:
+        langs = sorted({lang for r in results.values() for lang in r[kind]})
+        return {lang: float(np.mean([r[kind][lang] for r in results.values() if lang in r[kind]])) for lang in langs}
+
+    return {"folds": {str(f): r for f, r in sorted(results.items())}, "mean_heard": mean("heard"),
+            "mean_unheard": mean("unheard")}
+
+
+def init_projections(init: Path) -> dict:
+    """Projection weights of a trained experiment (its fold 0, or its pretrain checkpoint)."""
+    for candidate in (Path(init) / "pretrain" / "checkpoint.pt", Path(init) / "fold0" / "checkpoint.pt"):
+        if candidate.is_file():
+            model, _ = load_checkpoint(candidate)
+            return {"voice": model.voice.state_dict(), "face": model.face.state_dict()}
+    raise FvaError(f"{init}: no checkpoint to start from (looked for pretrain/ and fold0/); "
+                   "pass --init a trained experiment")

@@ -144,8 +144,9 @@ def epoch_order(n: int, seed: int | list[int], epoch: int, block_rows: int = 409
     rng = np.random.default_rng([*(seed if isinstance(seed, list) else [seed]), epoch])
     n_blocks = math.ceil(n / block_rows)
     blocks = rng.permutation(n_blocks)
-    if rows:
-        blocks = blocks[: max(1, math.ceil(rows / block_rows))]
+    if rows:  # enough blocks to cover ``rows`` (the last block of the data may be short)
+        sizes = np.minimum(block_rows, n - blocks * block_rows)
+        blocks = blocks[: int(np.searchsorted(np.cumsum(sizes), min(rows, n))) + 1]
     parts = []
     for g in range(0, len(blocks), buffer_blocks):
         group = np.concatenate([np.arange(b * block_rows, min(n, (b + 1) * block_rows))

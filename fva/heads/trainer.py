@@ -69,7 +69,8 @@ def features_for_keys(table: FeatureTable, keys: list[str], by_key: dict[str, np
     counts = np.array([len(by_key[k]) for k in keys])
     if (counts == 1).all():
         return rows
-    return np.add.reduceat(rows, np.concatenate([[0], np.cumsum(counts)[:-1]]), axis=0) / counts[:, None]
+    sums = np.add.reduceat(rows, np.concatenate([[0], np.cumsum(counts)[:-1]]), axis=0)
+    return sums / counts[:, None].astype(np.float32)  # stays float32 (an int64 divisor made float64)
 
 
 @dataclass
@@ -354,22 +355,23 @@ def train_epoch(model: FameHead, optimiser: torch.optim.Optimizer, voice_rows, f
     return total / steps
 
 
-def prepare_experiment(exp: Path, force: bool, resume: bool) -> None:
+def prepare_experiment(exp: Path, force: bool, resume: bool) -> bool:
+    """Checks only (deletes nothing): True when ``exp`` holds an experiment that --force will overwrite."""
     if exp.exists() and any(exp.iterdir()):
         if resume:
             read_experiment(exp)
-            return
+            return False
         if not force:
             raise FvaError(f"{exp}: experiment folder exists; pass --force to overwrite it or --resume to continue it")
-        shutil.rmtree(exp)
-    exp.mkdir(parents=True, exist_ok=True)
+        return True
+    return False
 
 
 def train_head(cfg: HeadConfig, cache_root: Path, exp: Path, folds: list[int] | None = None, *,
                init: Path | None = None, resume: bool = False, force: bool = False, log=print) -> dict:
     """Train the configured head on each requested fold (None: all); returns the experiment's metrics."""
     exp = Path(exp)
-    prepare_experiment(exp, force, resume)
+    overwrite = prepare_experiment(exp, force, resume)
     if resume and (exp / "config.yaml").is_file():
         cfg = load_config(exp / "config.yaml")
     trainer = FoldTrainer(cfg, cache_root, exp)
@@ -377,6 +379,9 @@ def train_head(cfg: HeadConfig, cache_root: Path, exp: Path, folds: list[int] | 
         fold_list = list(range(trainer.folds.k)) if folds is None else folds
         for f in fold_list:
             trainer.folds.check_fold(f)
+        if overwrite:  # only once the request is known to be valid: a user error deletes nothing
+            shutil.rmtree(exp)
+        exp.mkdir(parents=True, exist_ok=True)
         cfg.dump(exp / "config.yaml")
         (exp / "experiment.json").write_text(json.dumps(trainer.describe(), indent=1) + "\n")
         init_state = init_projections(init) if init else None

@@ -1,0 +1,646 @@
+"""Stage-2 heads on a synthetic stage-1 cache: the model (one shared AAM classifier, input dropout, cosine
+scoring), the loaders, and the ``fva train-head`` / ``fva score`` commands end to end.
+
+No encoder runs here: a module fixture writes HDF5 caches with :class:`ShardWriter` in exactly the layout
+``fva extract`` produces (``<cache>/mavceleb-v3/<subset>-full/<encoder>/shard-00000-of-00001.h5`` plus
+``manifest.jsonl``), whose features carry an identity signal shared by voices and faces through a hidden
+per-identity vector, so that training can beat chance.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+from click.testing import CliRunner
+
+from fva.cli import cli
+from fva.data.mavceleb import media_key
+from fva.data.records import Manifest, MediaRecord
+from fva.data.trials import Trial, read_labels, read_trials, write_trials
+from fva.evaluate.eer import compute_eer
+from fva.evaluate.scores import read_scores
+from fva.extract.cache import ShardWriter
+from fva.heads.config import HeadConfig, ModelConfig, load_config
+from fva.heads.features import (FeatureTable, InMemoryRows, StreamingRows, epoch_order, manifest_records,
+                                select_rows)
+from fva.heads.model import FameHead
+from fva.heads.trainer import features_for_keys, load_checkpoint, score_distances
+
+DATASET = "mavceleb-v3"
+LANGUAGES = ("English", "German")
+IDENTITIES = [f"id{i:04d}" for i in range(1, 15)]  # 14 training identities
+VOICE_ENCODERS = {"speaker-ecapa": 24, "voice-age-gender-ecapa": 8}
+FACE_ENCODERS = {"vggface": 32, "vit-age-gender": 6}
+AGE_GENDER = ("voice-age-gender-ecapa", "vit-age-gender")
+TRACK_FRAMES = (0, 25, 50)
+LATENT = 6
+EPOCHS, PATIENCE, NUM_FOLDS = 6, 3, 3
+
+CONFIG = {
+    "seed": 0,
+    "model": {"embedding_dim": 16},
+    "data": {"num_folds": NUM_FOLDS},
+    "train": {"epochs": EPOCHS, "patience": PATIENCE, "batch_size": 32, "lr": 0.03, "block_rows": 16,
+              "buffer_blocks": 2},
+}
+
+
+# ------------------------------------------------------------------------------------------ synthetic cache
+
+
+def _media(rng, identities, latent, voice_map, face_map, languages, test: bool):
+    """Records and per-record (frames, voice-or-face vector rows) for the given identities."""
+    records: list[MediaRecord] = []
+    rows: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    lang_shift = {lang: rng.normal(0, 0.3, size=LATENT) for lang in languages}
+
+    def sample(identity, lang, modality, n):
+        z = latent[identity] + lang_shift[lang]
+        mapping = voice_map if modality == "voice" else face_map
+        return z @ mapping + rng.normal(0, 0.6, size=(n, mapping.shape[1]))
+
+    counters = {lang: 0 for lang in languages}
+    for identity in identities:
+        for lang in languages:
+            if test:  # FAME test layout: <Lang>_test/{voices,faces}/<Lang>/NNNNN, no identity
+                for modality, suffix, n_items in (("voice", ".wav", 2), ("face", ".jpg", 1)):
+                    for _ in range(n_items):
+                        key = f"{lang}_test/{modality}s/{lang}/{counters[lang]:05d}"
+                        counters[lang] += 1
+                        records.append(MediaRecord(key=key, identity=None, language=lang, modality=modality,
+                                                   path=key + suffix, frame=0 if modality == "face" else None))
+                        rows[key] = (np.array([0 if modality == "face" else -1]), sample(identity, lang, modality, 1))
+                if identity == identities[0]:  # a face track: one key, three frames
+                    key = f"{lang}_test/faces/{lang}/{counters[lang]:05d}"
+                    counters[lang] += 1
+                    records.append(MediaRecord(key=key, identity=None, language=lang, modality="face",
+                                               path=key + ".mp4"))
+                    rows[key] = (np.array(TRACK_FRAMES), sample(identity, lang, "face", len(TRACK_FRAMES)))
+                continue
+            for v in range(2):
+                video = f"{lang[:2].lower()}{identity[-2:]}Vid{v}"
+                for u in range(3):
+                    key = f"voices/{identity}/{lang}/{video}/{u:05d}"
+                    records.append(MediaRecord(key=key, identity=identity, language=lang, modality="voice",
+                                               path=key + ".wav", video=video))
+                    rows[key] = (np.array([-1]), sample(identity, lang, "voice", 1))
+                for frame in (7, 32):
+                    key = f"faces/{identity}/{lang}/{video}/{frame:09d}"
+                    records.append(MediaRecord(key=key, identity=identity, language=lang, modality="face",
+                                               path=key + ".jpg", video=video, frame=frame))
+                    rows[key] = (np.array([frame]), sample(identity, lang, "face", 1))
+            video = f"{lang[:2].lower()}{identity[-2:]}Trk"
+            key = f"faces/{identity}/{lang}/{video}/00000"  # a face track (mp4): frames 0, 25, 50
+            records.append(MediaRecord(key=key, identity=identity, language=lang, modality="face",
+                                       path=key + ".mp4", video=video))
+            rows[key] = (np.array(TRACK_FRAMES), sample(identity, lang, "face", len(TRACK_FRAMES)))
+    return records, rows
+
+
+def _write_split(root: Path, subset: str, records, rows, rng) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """Write the four encoder caches and the manifest of one subset; returns encoder -> key -> (frames,
+    float16 features) as stored."""
+    folder = root / DATASET / f"{subset}-full"
+    Manifest(dataset=DATASET, root="/data/mavceleb_v3", subset=subset, split="full", records=records).write(
+        folder / "manifest.jsonl")
+    stored: dict[str, dict] = {}
+    for modality, encoders in (("voice", VOICE_ENCODERS), ("face", FACE_ENCODERS)):
+        mine = [r for r in records if r.modality == modality]
+        start = 0
+        for e_index, (encoder, dim) in enumerate(encoders.items()):
+            extras = ("age", "p_female") if encoder in AGE_GENDER else ()
+            attrs = {"encoder": encoder, "modality": modality, "weights": f"hub/{encoder}",
+                     "weights_id": f"{encoder}@{e_index}abc", "dataset": DATASET, "subset": subset,
+                     "split": "full", "manifest": str(folder / "manifest.jsonl"), "config": {"synthetic": True}}
+            writer = ShardWriter(folder / encoder, 0, 1, dim=dim, extras=extras, attrs=attrs, part_rows=50,
+                                 fsync=False)
+            stored[encoder] = {}
+            # the second encoder writes its rows in another order: the feature table must join on (key, frame)
+            for record in (mine if e_index == 0 else mine[::-1]):
+                frames, full = rows[record.key]
+                emb = full[:, start:start + dim].astype(np.float16)
+                if e_index == 1 and len(frames) > 1:
+                    frames, emb = frames[::-1], emb[::-1]
+                ext = {"age": rng.uniform(20, 70, len(frames)), "p_female": rng.uniform(0, 1, len(frames))}
+                writer.add(record.key, frames, emb, {k: ext[k] for k in extras})
+                stored[encoder][record.key] = (np.asarray(frames), emb)
+            writer.finalize()
+            start += dim
+    return stored
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    """The synthetic cache root with train-full and test-full, a FAME test list, and the stored features."""
+    base = tmp_path_factory.mktemp("heads")
+    root = base / "cache"
+    rng = np.random.default_rng(1234)
+    voice_map = rng.normal(size=(LATENT, sum(VOICE_ENCODERS.values())))
+    face_map = rng.normal(size=(LATENT, sum(FACE_ENCODERS.values())))
+    test_ids = [f"t{i}" for i in range(4)]
+    latent = {i: rng.normal(size=LATENT) for i in IDENTITIES + test_ids}
+    train_records, train_rows = _media(rng, IDENTITIES, latent, voice_map, face_map, LANGUAGES, test=False)
+    test_records, test_rows = _media(rng, test_ids, latent, voice_map, face_map, LANGUAGES, test=True)
+    stored = _write_split(root, "train", train_records, train_rows, rng)
+    test_stored = _write_split(root, "test", test_records, test_rows, rng)
+    for encoder, by_key in test_stored.items():
+        stored[encoder].update(by_key)
+    # FAME test list: every test voice against every test face of its language
+    trials = []
+    for lang in LANGUAGES:
+        voices = [r for r in test_records if r.language == lang and r.modality == "voice"]
+        faces = [r for r in test_records if r.language == lang and r.modality == "face"]
+        trials += [Trial(f"{lang[:2].lower()}{len(trials) + i:05d}", v.path, f.path)
+                   for i, (v, f) in enumerate((v, f) for v in voices for f in faces)]
+    test_list = base / "test_list.txt"
+    write_trials(test_list, trials)
+    config = base / "config.yaml"
+    config.write_text(yaml.safe_dump(CONFIG))
+    return SimpleNamespace(base=base, root=root, train=root / DATASET / "train-full", stored=stored,
+                           records=train_records, test_list=test_list, trials=trials, config=config)
+
+
+def naive_vector(synth, modality: str, key: str) -> np.ndarray:
+    """The concatenated stored float16 features of ``key``, averaged over its frames, joined by frame."""
+    encoders = list(VOICE_ENCODERS if modality == "voice" else FACE_ENCODERS)
+    frames0, _ = synth.stored[encoders[0]][key]
+    per_frame = []
+    for frame in frames0.tolist():
+        parts = []
+        for encoder in encoders:
+            frames, emb = synth.stored[encoder][key]
+            parts.append(emb[frames.tolist().index(frame)].astype(np.float64))
+        per_frame.append(np.concatenate(parts))
+    return np.mean(per_frame, axis=0)
+
+
+def naive_trial_features(synth, trials) -> tuple[np.ndarray, np.ndarray]:
+    voice = np.stack([naive_vector(synth, "voice", media_key(t.voice)) for t in trials]).astype(np.float32)
+    face = np.stack([naive_vector(synth, "face", media_key(t.face)) for t in trials]).astype(np.float32)
+    return voice, face
+
+
+# ------------------------------------------------------------------------------------------------ CLI helpers
+
+
+def run(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def train(synth, exp: Path, *extra):
+    return run("train-head", "--fold", "all", "--config", synth.config, "--cache", synth.root, "--exp", exp, *extra)
+
+
+def assert_user_error(result, *fragments: str) -> None:
+    """Exit 2, exactly one 'Error:' line naming the problem, no traceback."""
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """relative path -> sha256 of every file under ``folder``."""
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def copy_exp(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+@pytest.fixture(scope="module")
+def trained(synth):
+    """One full-split experiment trained over all folds through the CLI (seed 0)."""
+    exp = synth.base / "exp_full"
+    result = train(synth, exp)
+    assert result.exit_code == 0, result.output
+    return SimpleNamespace(exp=exp, output=result.output)
+
+
+def fold_dirs(exp: Path) -> list[Path]:
+    return [exp / f"fold{f}" for f in range(NUM_FOLDS)]
+
+
+# ------------------------------------------------------------------------------------------------ 1. model
+
+
+def tiny_cfg(**kw) -> ModelConfig:
+    return ModelConfig(**{"embedding_dim": 4, "aam_margin": 0.2, "aam_scale": 30.0, **kw})
+
+
+def test_aam_classifier_is_one_matrix_shared_by_both_modalities():
+    torch.manual_seed(0)
+    model = FameHead(voice_dim=7, face_dim=5, n_classes=3, cfg=tiny_cfg())
+    names = {name for name, _ in model.named_parameters()}
+    assert names == {"voice.1.weight", "voice.1.bias", "face.1.weight", "face.1.bias", "classifier.weight"}
+    assert tuple(model.classifier.weight.shape) == (3, 4)
+    model.eval()  # dropout off: the losses below are deterministic
+    g = torch.Generator().manual_seed(1)
+    xv1, xv2, xf1, xf2 = (torch.randn(6, d, generator=g) for d in (7, 7, 5, 5))
+    y = torch.tensor([0, 1, 2, 0, 1, 2])
+
+    def grads(loss):
+        model.zero_grad(set_to_none=False)
+        loss.backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    # voice-only: the face halves of the two losses are identical and cancel
+    voice_only = grads(model.loss(xv1, y, xf1, y) - model.loss(xv2, y, xf1, y))
+    # face-only: likewise with the voice halves
+    face_only = grads(model.loss(xv1, y, xf1, y) - model.loss(xv1, y, xf2, y))
+    assert voice_only["classifier.weight"].abs().sum() > 0
+    assert face_only["classifier.weight"].abs().sum() > 0
+    assert voice_only["voice.1.weight"].abs().sum() > 0 and face_only["face.1.weight"].abs().sum() > 0
+    assert torch.equal(voice_only["face.1.weight"], torch.zeros_like(voice_only["face.1.weight"]))
+    assert torch.equal(face_only["voice.1.weight"], torch.zeros_like(face_only["voice.1.weight"]))
+
+
+def hand_aam(emb: np.ndarray, weight: np.ndarray, labels: np.ndarray, margin: float, scale: float) -> float:
+    """Mean over rows of -log softmax(s * [cos(theta + m) on the target, cos elsewhere]) at the target."""
+    e = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    w = weight / np.linalg.norm(weight, axis=1, keepdims=True)
+    cos = e @ w.T
+    losses = []
+    for i, target in enumerate(labels):
+        logits = cos[i].copy()
+        c = cos[i, target]
+        # cos(theta + m), with speechbrain's linear continuation past theta = pi - m (not hit here)
+        logits[target] = math.cos(math.acos(c) + margin) if c > math.cos(math.pi - margin) \
+            else c - math.sin(math.pi - margin) * margin
+        z = scale * logits
+        losses.append(-(z[target] - (z.max() + math.log(np.exp(z - z.max()).sum()))))
+    return float(np.mean(losses))
+
+
+def test_aam_loss_equals_hand_computed_additive_angular_margin():
+    torch.manual_seed(3)
+    cfg = tiny_cfg(aam_margin=0.3, aam_scale=10.0)
+    model = FameHead(voice_dim=5, face_dim=6, n_classes=4, cfg=cfg).eval()
+    g = torch.Generator().manual_seed(4)
+    xv, xf = torch.randn(5, 5, generator=g), torch.randn(3, 6, generator=g)
+    yv, yf = torch.tensor([0, 1, 2, 3, 1]), torch.tensor([3, 0, 2])
+    with torch.no_grad():
+        loss = float(model.loss(xv, yv, xf, yf))
+        ev = F.linear(xv, model.voice[1].weight, model.voice[1].bias).double().numpy()
+        ef = F.linear(xf, model.face[1].weight, model.face[1].bias).double().numpy()
+    w = model.classifier.weight.detach().double().numpy()
+    expected = hand_aam(ev, w, yv.numpy(), 0.3, 10.0) + hand_aam(ef, w, yf.numpy(), 0.3, 10.0)
+    assert loss == pytest.approx(expected, rel=1e-4)
+    # the margin matters: without it the loss is smaller (the target logit is not penalised)
+    assert hand_aam(ev, w, yv.numpy(), 0.0, 10.0) < hand_aam(ev, w, yv.numpy(), 0.3, 10.0)
+
+
+# ---------------------------------------------------------------------------------------------- 2. dropout
+
+
+@pytest.mark.parametrize("modality", ["voice", "face"])
+def test_input_dropout_only_in_training(modality):
+    torch.manual_seed(5)
+    dim = 2000
+    model = FameHead(voice_dim=dim, face_dim=dim, n_classes=3, cfg=ModelConfig(embedding_dim=dim))
+    assert ModelConfig().input_dropout == 0.9
+    linear = (model.voice if modality == "voice" else model.face)[1]
+    x = torch.rand(3, dim) + 0.5  # no zero inputs
+    # with an identity map the embedding shows the dropped-out input itself
+    with torch.no_grad():
+        saved = linear.weight.clone(), linear.bias.clone()
+        linear.weight.copy_(torch.eye(dim))
+        linear.bias.zero_()
+        model.train()
+        a, b = model.embed(modality, x), model.embed(modality, x)
+        assert not torch.equal(a, b)
+        zeroed = float((a == 0).float().mean())
+        assert 0.87 < zeroed < 0.93, zeroed
+        kept = a != 0
+        assert torch.allclose(a[kept], x[kept] * 10, rtol=1e-5)  # survivors scaled by 1 / (1 - p)
+        linear.weight.copy_(saved[0])
+        linear.bias.copy_(saved[1])
+        model.eval()
+        a, b = model.embed(modality, x), model.embed(modality, x)
+        assert torch.equal(a, b)
+        assert torch.equal(a, F.linear(x, linear.weight, linear.bias))
+
+
+# ---------------------------------------------------------------------------------------------- 3. scoring
+
+
+def test_score_distances_match_a_naive_cosine_loop():
+    torch.manual_seed(6)
+    model = FameHead(voice_dim=9, face_dim=11, n_classes=5, cfg=tiny_cfg(embedding_dim=6))
+    model.train()  # score_distances must switch dropout off itself
+    rng = np.random.default_rng(7)
+    voice = rng.normal(size=(23, 9)).astype(np.float32)
+    face = rng.normal(size=(23, 11)).astype(np.float32)
+    got = score_distances(model, voice, face, batch=5)  # several batches, a ragged last one
+    assert not model.training
+    wv, bv = model.voice[1].weight.detach().double().numpy(), model.voice[1].bias.detach().double().numpy()
+    wf, bf = model.face[1].weight.detach().double().numpy(), model.face[1].bias.detach().double().numpy()
+    expected = []
+    for i in range(len(voice)):
+        v = wv @ voice[i] + bv
+        f = wf @ face[i] + bf
+        expected.append(1.0 - float(v @ f) / (np.linalg.norm(v) * np.linalg.norm(f)))
+    assert got.shape == (23,) and got.dtype == np.float64
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------- 4. loaders
+
+
+def test_epoch_order_is_a_seeded_block_permutation():
+    n = 103  # not a multiple of the block size: the last block is short
+    orders = [epoch_order(n, seed=[3, 1], epoch=e, block_rows=8, buffer_blocks=3) for e in range(4)]
+    for order in orders:
+        assert sorted(order.tolist()) == list(range(n))
+    assert all(not np.array_equal(orders[0], o) for o in orders[1:])
+    np.testing.assert_array_equal(orders[2], epoch_order(n, seed=[3, 1], epoch=2, block_rows=8, buffer_blocks=3))
+    assert not np.array_equal(orders[0], epoch_order(n, seed=[4, 1], epoch=0, block_rows=8, buffer_blocks=3))
+    for seed in range(6):
+        for epoch in range(6):
+            for rows in (1, 8, 20, 50, 100):
+                sample = epoch_order(n, seed=seed, epoch=epoch, block_rows=8, buffer_blocks=3, rows=rows)
+                assert len(sample) == rows, (seed, epoch, rows)
+                assert len(set(sample.tolist())) == rows and sample.min() >= 0 and sample.max() < n
+    samples = [epoch_order(n, seed=0, epoch=e, block_rows=8, buffer_blocks=3, rows=40) for e in range(3)]
+    assert not np.array_equal(np.sort(samples[0]), np.sort(samples[1]))  # a different sample each epoch
+
+
+def test_streaming_and_in_memory_rows_give_identical_batches(synth):
+    records = manifest_records(synth.train)
+    ids = IDENTITIES[:9]
+    classes = {identity: i for i, identity in enumerate(ids)}
+    for modality, encoders in (("voice", VOICE_ENCODERS), ("face", FACE_ENCODERS)):
+        table = FeatureTable(synth.train, list(encoders))
+        try:
+            assert table.modality == modality and table.dim == sum(encoders.values())
+            selected = select_rows(table, records, set(ids), "German", classes)  # German unheard
+            expected_rows = [i for i, k in enumerate(table.keys)
+                             if records[k].identity in classes and records[k].language == "English"]
+            assert selected.rows.tolist() == expected_rows
+            memory, streaming = InMemoryRows(table, selected), StreamingRows(table, selected)
+            assert len(memory) == len(streaming) == len(expected_rows)
+            for epoch in range(3):
+                order = epoch_order(len(selected.rows), seed=[0, 2], epoch=epoch, block_rows=8, buffer_blocks=2)
+                for lo in range(0, len(order), 16):
+                    positions = order[lo:lo + 16]
+                    xm, ym = memory.batch(positions)
+                    xs, ys = streaming.batch(positions)
+                    assert xm.dtype == xs.dtype == np.float32
+                    np.testing.assert_array_equal(xm.astype(np.float16), xs.astype(np.float16))
+                    np.testing.assert_array_equal(ym, ys)
+                    # and both are the stored features of those rows, joined across encoders by (key, frame)
+                    rows = selected.rows[positions]
+                    for x, row, label in zip(xs, rows, ys):
+                        key, frame = table.keys[row], int(table.frames[row])
+                        assert label == classes[records[key].identity]
+                        parts = []
+                        for encoder in encoders:
+                            frames, emb = synth.stored[encoder][key]
+                            parts.append(emb[frames.tolist().index(frame)])
+                        np.testing.assert_array_equal(x, np.concatenate(parts).astype(np.float32))
+        finally:
+            table.close()
+
+
+def test_features_for_keys_averages_the_frames_of_a_face_track(synth):
+    table = FeatureTable(synth.train, list(FACE_ENCODERS))
+    try:
+        by_key = table.rows_by_key()
+        track = f"faces/{IDENTITIES[2]}/German/{'ge'}{IDENTITIES[2][-2:]}Trk/00000"
+        image = f"faces/{IDENTITIES[2]}/German/ge{IDENTITIES[2][-2:]}Vid1/000000032"
+        assert sorted(table.frames[by_key[track]].tolist()) == list(TRACK_FRAMES)
+        got = features_for_keys(table, [image, track, image], by_key, "test")
+        assert got.shape == (3, table.dim) and got.dtype == np.float32  # the heads take float32
+        np.testing.assert_allclose(got[1], naive_vector(synth, "face", track), rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(got[1], table.rows(by_key[track]).mean(axis=0), rtol=1e-6, atol=1e-6)
+        np.testing.assert_array_equal(got[0], naive_vector(synth, "face", image).astype(np.float32))
+        np.testing.assert_array_equal(got[0], got[2])
+    finally:
+        table.close()
+
+
+# ------------------------------------------------------------------------------------------- 5. train-head
+
+
+def test_train_head_all_folds_writes_a_complete_experiment(synth, trained):
+    exp, output = trained.exp, trained.output
+    for f in range(NUM_FOLDS):
+        assert any(line.startswith(f"fold {f}: epoch ") and "dev EER heard English" in line and "German" in line
+                   for line in output.splitlines()), output
+    assert "mean dev EER heard: English" in output and "unheard" not in output  # full split: nothing unheard
+
+    cfg = yaml.safe_load((exp / "config.yaml").read_text())
+    assert cfg["seed"] == 0 and cfg["train"]["epochs"] == EPOCHS and cfg["data"]["num_folds"] == NUM_FOLDS
+    assert cfg["model"]["aam_scale"] == 30.0 and cfg["model"]["input_dropout"] == 0.9  # defaults resolved
+    assert load_config(exp / "config.yaml").to_dict() == cfg
+    info = json.loads((exp / "experiment.json").read_text())
+    assert info["format"] == 1 and info["folds"] == NUM_FOLDS and info["dataset"] == DATASET
+    assert info["features"]["voice"]["dims"] == list(VOICE_ENCODERS.values())
+    assert info["features"]["face"]["encoders"] == list(FACE_ENCODERS)
+    assert info["features"]["face"]["weights_ids"]["vggface"] == "vggface@0abc"
+    assert info["heard"] == list(LANGUAGES) and info["unheard"] == []
+
+    metrics = json.loads((exp / "metrics.json").read_text())
+    assert sorted(metrics["folds"]) == [str(f) for f in range(NUM_FOLDS)]
+    seen_ids: list[str] = []
+    for f, fold in enumerate(fold_dirs(exp)):
+        log = [json.loads(line) for line in (fold / "train_log.jsonl").read_text().splitlines()]
+        assert 1 <= len(log) <= EPOCHS and [e["epoch"] for e in log] == list(range(len(log)))
+        for entry in log:
+            assert math.isfinite(entry["loss"]) and entry["loss"] > 0
+            assert set(entry["dev_eer"]) == set(LANGUAGES)
+        selection = [e["selection_eer"] for e in log]
+        best = int(np.argmin(selection))
+        fold_metrics = json.loads((fold / "metrics.json").read_text())
+        assert fold_metrics == metrics["folds"][str(f)]
+        assert fold_metrics["epoch"] == best
+        if len(log) < EPOCHS:  # stopped early: only by patience
+            assert len(log) - 1 - best == PATIENCE
+
+        model, payload = load_checkpoint(fold / "checkpoint.pt")
+        assert payload["fold"] == f and payload["epoch"] == best and math.isfinite(payload["threshold"])
+        assert model.sizes == {"voice_dim": 32, "face_dim": 38, "n_classes": len(payload["classes"])}
+        seen_ids += sorted(set(IDENTITIES) - set(payload["classes"]))  # held out of this fold
+        for lang in LANGUAGES:
+            trials = read_trials(fold / f"dev_{lang}.txt")
+            labels = read_labels(fold / f"dev_{lang}_labels.txt")
+            stored = read_scores(fold / f"dev_scores_{lang}.txt")
+            assert sorted(stored) == sorted(t.key for t in trials) == sorted(labels)
+            held = set(IDENTITIES) - set(payload["classes"])
+            assert all(t.voice.split("/")[1] in held and t.face.split("/")[1] in held for t in trials)
+            voice, face = naive_trial_features(synth, trials)
+            again = score_distances(model, voice, face)
+            np.testing.assert_allclose([stored[t.key] for t in trials], again, rtol=1e-5, atol=1e-6)
+            eer = compute_eer(np.array([labels[t.key] for t in trials]), np.array([stored[t.key] for t in trials]))
+            assert eer == pytest.approx(fold_metrics["heard"][lang])
+    assert sorted(seen_ids) == IDENTITIES  # the folds cover every identity once
+    for lang in LANGUAGES:
+        mean = np.mean([metrics["folds"][str(f)]["heard"][lang] for f in range(NUM_FOLDS)])
+        assert metrics["mean_heard"][lang] == pytest.approx(mean)
+        assert f"{lang} {mean:.2f}%" in output
+        assert metrics["mean_heard"][lang] < 30.0, metrics  # the synthetic identity signal is learnt
+    assert metrics["mean_unheard"] == {}
+
+
+def test_train_head_unheard_split_reports_the_unheard_language(synth, trained):
+    exp = synth.base / "exp_noge"
+    result = train(synth, exp, "--split", "german-unheard")
+    assert result.exit_code == 0, result.output
+    fold_lines = [line for line in result.output.splitlines() if line.startswith("fold ")]
+    assert len(fold_lines) == NUM_FOLDS
+    assert all("dev EER heard English" in line and "; unheard German" in line for line in fold_lines)
+    assert "mean dev EER heard: English" in result.output and "mean dev EER unheard: German" in result.output
+    metrics = json.loads((exp / "metrics.json").read_text())
+    assert list(metrics["mean_heard"]) == ["English"] and list(metrics["mean_unheard"]) == ["German"]
+    assert yaml.safe_load((exp / "config.yaml").read_text())["data"]["split"] == "german-unheard"
+    info = json.loads((exp / "experiment.json").read_text())
+    assert info["heard"] == ["English"] and info["unheard"] == ["German"]
+    # German rows were not trained on, but German dev trials are still scored
+    for fold in fold_dirs(exp):
+        assert (fold / "dev_scores_German.txt").is_file()
+        model, payload = load_checkpoint(fold / "checkpoint.pt")
+        assert payload["heard"] == ["English"] and payload["unheard"] == ["German"]
+    assert metrics["mean_heard"]["English"] < 40.0, metrics
+
+
+# ------------------------------------------------------------------------------------------ 6. determinism
+
+
+def test_same_seed_gives_identical_scores_and_another_seed_does_not(synth, trained):
+    again = synth.base / "exp_full_again"
+    other = synth.base / "exp_full_seed7"
+    assert train(synth, again).exit_code == 0
+    result = train(synth, other, "--seed", "7")
+    assert result.exit_code == 0, result.output
+    assert yaml.safe_load((other / "config.yaml").read_text())["seed"] == 7
+    assert (trained.exp / "metrics.json").read_bytes() == (again / "metrics.json").read_bytes()
+    differs = False
+    for f in range(NUM_FOLDS):
+        for lang in LANGUAGES:
+            name = f"fold{f}/dev_scores_{lang}.txt"
+            assert (trained.exp / name).read_bytes() == (again / name).read_bytes(), name
+            a, b = read_scores(trained.exp / name), read_scores(other / name)
+            assert sorted(a) == sorted(b)  # same folds and dev trials ...
+            differs |= a != b  # ... scored by differently seeded models
+    assert differs
+
+
+# ------------------------------------------------------------------------------------------------ 7. score
+
+
+def test_score_averages_the_fold_models(synth, trained, tmp_path):
+    out = tmp_path / "s.txt"
+    result = run("score", "--exp", trained.exp, "--trials", synth.test_list, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert f"{len(synth.trials)} trials scored" in result.output
+    lines = out.read_text().splitlines()
+    assert len(lines) == len(synth.trials)
+    scores = read_scores(out)
+    assert sorted(scores) == sorted(t.key for t in synth.trials)
+    assert any(t.face.endswith(".mp4") for t in synth.trials)  # face tracks are scored by their frame mean
+
+    voice, face = naive_trial_features(synth, synth.trials)
+    per_fold = []
+    for fold in fold_dirs(trained.exp):
+        sd = torch.load(fold / "checkpoint.pt", map_location="cpu", weights_only=True)["state_dict"]
+        wv, bv, wf, bf = (sd[n].double().numpy() for n in ("voice.1.weight", "voice.1.bias", "face.1.weight",
+                                                          "face.1.bias"))
+        ev, ef = voice.astype(np.float64) @ wv.T + bv, face.astype(np.float64) @ wf.T + bf
+        cos = (ev * ef).sum(1) / (np.linalg.norm(ev, axis=1) * np.linalg.norm(ef, axis=1))
+        per_fold.append(1.0 - cos)
+    expected = np.mean(per_fold, axis=0)
+    got = np.array([scores[t.key] for t in synth.trials])
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(got, per_fold[0], atol=1e-4)  # more than one fold model went into the mean
+
+
+# ------------------------------------------------------------------------------------------- 8. bad input
+
+
+def test_fold_out_of_range_is_one_error_line_and_keeps_the_experiment(synth, trained, tmp_path):
+    assert_user_error(train(synth, tmp_path / "new", "--fold", "9"), "fold 9 out of range", "0..2")
+    for flag in ("--resume", "--force"):
+        exp = copy_exp(trained.exp, tmp_path / f"exp{flag}")
+        before = snapshot(exp)
+        result = run("train-head", "--fold", "9", "--config", synth.config, "--cache", synth.root, "--exp", exp,
+                     flag)
+        assert_user_error(result, "fold 9 out of range")
+        assert snapshot(exp) == before, flag
+    assert_user_error(train(synth, tmp_path / "x", "--fold", "first"), "--fold 'first'")
+
+
+def test_score_of_a_trial_without_features_fails_cleanly(synth, trained, tmp_path):
+    bad = tmp_path / "bad.txt"
+    lines = synth.test_list.read_text().splitlines()
+    bad.write_text("\n".join(lines[:3] + ["zz00001 English_test/voices/English/99999.wav "
+                                          "English_test/faces/English/00000.jpg"]) + "\n")
+    before = snapshot(trained.exp)
+    out = tmp_path / "s.txt"
+    result = run("score", "--exp", trained.exp, "--trials", bad, "--out", out)
+    assert_user_error(result, "English_test/voices/English/99999", "fva extract")
+    assert not out.exists()
+    assert snapshot(trained.exp) == before
+
+
+def test_experiment_of_another_format_is_refused(synth, trained, tmp_path):
+    exp = copy_exp(trained.exp, tmp_path / "old")
+    info = json.loads((exp / "experiment.json").read_text())
+    info["format"] = 999
+    (exp / "experiment.json").write_text(json.dumps(info))
+    before = snapshot(exp)
+    out = tmp_path / "s.txt"
+    assert_user_error(run("score", "--exp", exp, "--trials", synth.test_list, "--out", out),
+                      "format 999", "retrain")
+    assert not out.exists()
+    assert_user_error(train(synth, exp, "--resume"), "format 999")
+    assert snapshot(exp) == before
+
+
+def test_unknown_config_key_is_named(synth, tmp_path):
+    config = tmp_path / "bad.yaml"
+    config.write_text("train:\n  epoch: 3\n")
+    exp = tmp_path / "exp"
+    result = run("train-head", "--config", config, "--cache", synth.root, "--exp", exp)
+    assert_user_error(result, "unknown config key 'train.epoch'", "epochs")
+    assert not exp.exists()
+
+
+def test_existing_experiment_needs_force_or_resume(synth, trained, tmp_path):
+    exp = copy_exp(trained.exp, tmp_path / "exp")
+    before = snapshot(exp)
+    assert_user_error(train(synth, exp), "exists", "--force", "--resume")
+    assert snapshot(exp) == before
+
+    # --resume on a finished experiment: every fold is already trained, nothing retrained
+    result = train(synth, exp, "--resume")
+    assert result.exit_code == 0, result.output
+    for f in range(NUM_FOLDS):
+        assert f"fold {f}: already trained (resume)" in result.output
+    after = snapshot(exp)
+    assert {k: v for k, v in after.items() if k.startswith("fold")} == \
+        {k: v for k, v in before.items() if k.startswith("fold")}
+    assert after["metrics.json"] == before["metrics.json"]
+
+    # --force overwrites: the old folder's content goes, a fresh experiment (here fold 0 only) is written
+    (exp / "stale.txt").write_text("old")
+    result = run("train-head", "--fold", "0", "--config", synth.config, "--cache", synth.root, "--exp", exp,
+                 "--force")
+    assert result.exit_code == 0, result.output
+    assert not (exp / "stale.txt").exists() and not (exp / "fold1").exists()
+    assert sorted(json.loads((exp / "metrics.json").read_text())["folds"]) == ["0"]
+    assert (exp / "fold0" / "dev_scores_English.txt").read_bytes() == \
+        (trained.exp / "fold0" / "dev_scores_English.txt").read_bytes()

@@ -59,8 +59,12 @@ def test_dev_trials_balanced_and_held_out_only(many_ids_manifest):
     for language in ("English", "German"):
         trials, labels = dev_trials(man.records, held, language, seed=0)
         voices = [r for r in man.by_modality("voice") if r.identity in held and r.language == language]
-        assert len(trials) == 2 * len(voices)  # one same and one different trial per voice clip
+        assert len(trials) == 6 * len(voices)  # three same and three different trials per voice clip
         assert sum(labels.values()) == len(trials) // 2
+        per_clip = {}
+        for t in trials:
+            per_clip.setdefault(t.voice, []).append(labels[t.key])
+        assert all(sorted(v) == [0, 0, 0, 1, 1, 1] for v in per_clip.values())
         assert len({t.key for t in trials}) == len(trials) and all(len(t.key) == 8 for t in trials)
         for t in trials:
             voice, face = by_path[t.voice], by_path[t.face]

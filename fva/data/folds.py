@@ -1,8 +1,8 @@
 """Identity-disjoint k-fold cross-validation over MAV-Celeb train identities, and per-fold dev trials.
 
 Fold ``f`` (0-based) holds out the identities ``folds[f]``. For each fold and each language its dev trials
-pair every held-out voice clip of that language (up to a cap) once with a face of the same identity and once
-with a face of another held-out identity: balanced, in the FAME trial format, with ground truth beside them.
+pair every held-out voice clip of that language (up to a cap) with faces of the same identity and as many
+faces of other held-out identities (3 each by default): balanced, in the FAME trial format, with ground truth beside them.
 A model trained on one language is then measured on its heard and its unheard language, as in the challenge.
 """
 
@@ -82,10 +82,11 @@ def make_folds(identities: list[str], k: int = DEFAULT_FOLDS, seed: int = 0, dat
 
 
 def dev_trials(records: list[MediaRecord], identities: list[str], language: str, seed: int | list[int],
-               max_trials: int = 2000) -> tuple[list[Trial], dict[str, int]]:
-    """Balanced dev trials of ``language`` among ``identities``: one same- and one different-person
-    trial per voice clip (at most ``max_trials`` in all). Faces come from the same language when the
-    identity has some, else from any language."""
+               max_trials: int = 2000, pairs_per_voice: int = 3) -> tuple[list[Trial], dict[str, int]]:
+    """Balanced dev trials of ``language`` among ``identities``: per voice clip, ``pairs_per_voice``
+    same-person trials and as many different-person trials (at most ``max_trials`` in all). Several pairs
+    per clip make the EER used for model selection far less noisy on small folds. Faces come from the
+    same language when the identity has some, else from any language."""
     held = set(identities)
     voices = sorted((r for r in records if r.modality == "voice" and r.identity in held
                      and r.language == language), key=lambda r: r.key)
@@ -100,19 +101,23 @@ def dev_trials(records: list[MediaRecord], identities: list[str], language: str,
         return [], {}
     rng = np.random.default_rng(seed)
     voices = [v for v in voices if v.identity in faces_any]
-    if len(voices) * 2 > max_trials:
-        voices = [voices[i] for i in sorted(rng.choice(len(voices), max_trials // 2, replace=False))]
-    keys = _unique_keys(rng, 2 * len(voices))
+    per_voice = 2 * pairs_per_voice
+    if len(voices) * per_voice > max_trials:
+        voices = [voices[i] for i in sorted(rng.choice(len(voices), max(1, max_trials // per_voice), replace=False))]
+    keys = iter(_unique_keys(rng, per_voice * len(voices)))
     trials: list[Trial] = []
     labels: dict[str, int] = {}
-    for i, voice in enumerate(voices):
+    for voice in voices:
         others = [x for x in with_faces if x != voice.identity]
-        impostor = others[rng.integers(len(others))]
-        for key, identity, label in ((keys[2 * i], voice.identity, 1), (keys[2 * i + 1], impostor, 0)):
-            pool = faces.get(identity) or faces_any[identity]
-            face = pool[rng.integers(len(pool))]
-            trials.append(Trial(key, voice.path, face.path))
-            labels[key] = label
+        same_pool = faces.get(voice.identity) or faces_any[voice.identity]
+        same = rng.choice(len(same_pool), pairs_per_voice, replace=len(same_pool) < pairs_per_voice)
+        for j in range(pairs_per_voice):
+            impostor = others[rng.integers(len(others))]
+            pool = faces.get(impostor) or faces_any[impostor]
+            for face, label in ((same_pool[same[j]], 1), (pool[rng.integers(len(pool))], 0)):
+                key = next(keys)
+                trials.append(Trial(key, voice.path, face.path))
+                labels[key] = label
     return trials, labels
 
 

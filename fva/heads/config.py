@@ -43,11 +43,11 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 40
+    epochs: int = 100
     batch_size: int = 128  # per modality
     lr: float = 1e-3
     weight_decay: float = 1e-4
-    patience: int = 8  # epochs without a better dev EER before stopping
+    patience: int = 20  # epochs without a better dev EER before stopping
     pretrain_epochs: int = 10
     rows_per_epoch: int = 0  # 0: every row once per epoch; else a seeded sample of that many rows
     block_rows: int = 4096  # streaming: contiguous rows read together

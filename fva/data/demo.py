@@ -281,8 +281,9 @@ def _videos(seed: int, identity: int, lang: int, count: int) -> list[_Video]:
         seen.add(vid)
         out.append(_Video(
             vid=vid, channel_hz=float(r.uniform(60, 400)), noise_colour=float(r.uniform(0.0, 0.95)),
-            background=tuple(float(v) for v in r.uniform(40, 215, 3)),
-            clothes=tuple(float(v) for v in r.uniform(20, 230, 3)), light=float(r.uniform(-0.18, 0.18)),
+            # muted: a nuisance that varies per video without dominating the frame, as in real face crops
+            background=tuple(float(v) for v in 128 + 0.35 * (r.uniform(40, 215, 3) - 128)),
+            clothes=tuple(float(v) for v in 128 + 0.5 * (r.uniform(20, 230, 3) - 128)), light=float(r.uniform(-0.18, 0.18)),
         ))
     return out
 
@@ -402,10 +403,13 @@ def _write_wav(path: Path, samples: np.ndarray) -> None:
 # ---------------------------------------------------------------- faces
 
 
+FACE_ZOOM = 1.35  # the face fills the frame, like a detector's crop
+
+
 def _face(ident: _Identity, video: _Video, r: np.random.Generator) -> Image.Image:
     """One 96x96 RGB frame of ``ident``'s drawn face in ``video``, with per-frame pose and light jitter."""
     S = IMAGE_SIZE * _SS
-    s = _SS * r.uniform(0.94, 1.06)  # scale jitter, in canvas pixels per output pixel
+    s = _SS * FACE_ZOOM * r.uniform(0.94, 1.06)  # tight crop as face tracks are, with scale jitter
     cx = S / 2 + _SS * r.uniform(-4, 4)
     cy = S / 2 + _SS * r.uniform(-5, 3)
     a, b = ident.half_width * s, ident.half_height * s

@@ -59,11 +59,13 @@ for subset in train test; do
 done
 
 LANGS=$(cd "$ROOT" && ls ./*_test.txt 2>/dev/null | sed 's|^\./||; s|_test\.txt$||')
-echo "== stage 6: heads per fold for each training split -> $WORK/exp"
+# the demo's random-weight encoders need their own head settings (see configs/demo.yaml)
+if [ "$DATASET" = demo ]; then HEAD_CONFIG=${HEAD_CONFIG:-configs/demo.yaml}; else HEAD_CONFIG=${HEAD_CONFIG:-configs/fame2026.yaml}; fi
+echo "== stage 6: heads per fold for each training split ($HEAD_CONFIG) -> $WORK/exp"
 for split in full $(for l in $LANGS; do echo "$l" | tr '[:upper:]' '[:lower:]'; done | sed 's/$/-unheard/'); do
   resume=""
   [ -f "$WORK/exp/$split/experiment.json" ] && resume="--resume"
-  fva train-head --fold all --cache "$CACHE" --dataset "$FVA_DATASET" --split "$split" \
+  fva train-head --fold all --cache "$CACHE" --dataset "$FVA_DATASET" --split "$split" --config "$HEAD_CONFIG" \
     --folds "$WORK/folds/folds.json" --exp "$WORK/exp/$split" $resume ${TRAIN_ARGS:-}
 done
 

@@ -644,3 +644,34 @@ def test_existing_experiment_needs_force_or_resume(synth, trained, tmp_path):
     assert sorted(json.loads((exp / "metrics.json").read_text())["folds"]) == ["0"]
     assert (exp / "fold0" / "dev_scores_English.txt").read_bytes() == \
         (trained.exp / "fold0" / "dev_scores_English.txt").read_bytes()
+
+
+def test_interrupted_training_resumes_to_the_uninterrupted_result(synth, tmp_path, monkeypatch):
+    """Stopped mid-fold (after a resume point), --resume ends with the same scores as a run never stopped."""
+    import fva.heads.trainer as trainer
+
+    cfg = dict(CONFIG, train={**CONFIG["train"], "epochs": 12, "patience": 12})
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+
+    def go(exp: Path):
+        return run("train-head", "--fold", "0", "--config", config, "--cache", synth.root, "--exp", exp,
+                   *(["--resume"] if exp.exists() else []))
+
+    assert go(tmp_path / "whole").exit_code == 0
+    real_epoch, calls = trainer.train_epoch, []
+
+    def dies_in_epoch_8(*args, **kwargs):
+        calls.append(kwargs["epoch"])
+        if kwargs["epoch"] == 8 and calls.count(8) == 1:
+            raise KeyboardInterrupt  # as if killed: epochs 5..7 after the last resume point are lost
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "train_epoch", dies_in_epoch_8)
+    assert go(tmp_path / "cut").exit_code != 0
+    assert go(tmp_path / "cut").exit_code == 0
+    assert calls.count(5) == 2 and calls.count(4) == 1  # resumed from the epoch-5 resume point
+    for name in ("dev_scores_English.txt", "dev_scores_German.txt", "metrics.json"):
+        assert (tmp_path / "cut" / "fold0" / name).read_bytes() == (tmp_path / "whole" / "fold0" / name).read_bytes()
+    log = [json.loads(line)["epoch"] for line in (tmp_path / "cut" / "fold0" / "train_log.jsonl").read_text().splitlines()]
+    assert log == list(range(12))

@@ -39,6 +39,7 @@ from fva.heads.features import (ConcatRows, FeatureTable, epoch_order, make_rows
 from fva.heads.model import FameHead, cosine_scores
 
 EXPERIMENT_FORMAT = 1
+RESUME_EVERY = 5  # epochs between resume points (last.pt holds the optimiser state too)
 PRETRAIN_STREAM = 1_000_000  # seed stream of pretraining, apart from the folds (0, 1, ...)
 
 
@@ -278,6 +279,10 @@ class FoldTrainer:
             state = saved["state"]
             torch.set_rng_state(saved["torch_rng"])
         log_path = out / "train_log.jsonl"
+        if log_path.is_file():  # epochs after the resume point are trained again: drop their old lines
+            kept = [line for line in log_path.read_text().splitlines()
+                    if line.strip() and json.loads(line)["epoch"] < state["epoch"]]
+            log_path.write_text("".join(line + "\n" for line in kept))
         extra = {"classes": list(classes), "fold": fold, "split": cfg.data.split, "heard": self.heard,
                  "unheard": self.unheard}
         while state["epoch"] < tc.epochs and state["stale"] < tc.patience:
@@ -300,9 +305,11 @@ class FoldTrainer:
                      "seconds": round(time.perf_counter() - start, 4)}
             with log_path.open("a") as fh:
                 fh.write(json.dumps(entry) + "\n")
-            torch.save({"model": model.state_dict(), "optimiser": optimiser.state_dict(), "state": state,
-                        "torch_rng": torch.get_rng_state()}, last.with_name("last.pt.tmp"))
-            last.with_name("last.pt.tmp").replace(last)
+            finished = state["epoch"] >= tc.epochs or state["stale"] >= tc.patience
+            if finished or state["epoch"] % RESUME_EVERY == 0:
+                torch.save({"model": model.state_dict(), "optimiser": optimiser.state_dict(), "state": state,
+                            "torch_rng": torch.get_rng_state()}, last.with_name("last.pt.tmp"))
+                last.with_name("last.pt.tmp").replace(last)
         return self.finish_fold(fold, dev)
 
     def finish_fold(self, fold: int, dev: dict) -> dict:

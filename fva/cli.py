@@ -117,6 +117,16 @@ def manifest(dataset: str, root: Path, subset: str | None, split: str, language_
         click.echo(f"  note: {note}")
 
 
+def _report(thing: Path, problems: list[str]) -> None:
+    """Print every problem of a validation and exit 1, or say the thing is valid."""
+    if problems:
+        for problem in problems:
+            click.echo(problem, err=True)
+        click.echo(f"{thing}: {len(problems)} problem(s); fix them and validate again", err=True)
+        raise SystemExit(1)
+    click.echo(f"{thing}: valid")
+
+
 def _parse_weights(values: tuple[str, ...]) -> dict[str, str]:
     weights = {}
     for value in values:
@@ -346,13 +356,7 @@ def cache_validate_cmd(folder: Path, manifest_path: Path | None) -> None:
     from fva.data.records import Manifest
     from fva.extract.cache import validate_cache
 
-    problems = validate_cache(folder, Manifest.read(manifest_path) if manifest_path else None)
-    if problems:
-        for problem in problems:
-            click.echo(problem, err=True)
-        click.echo(f"{folder}: {len(problems)} problem(s)", err=True)
-        raise SystemExit(1)
-    click.echo(f"{folder}: valid")
+    _report(folder, validate_cache(folder, Manifest.read(manifest_path) if manifest_path else None))
 
 
 @cli.command("demo-checkpoints")
@@ -481,13 +485,7 @@ def submission_validate(zip_path: Path, trials: Path) -> None:
     """
     from fva.evaluate.submission import validate_submission
 
-    problems = validate_submission(zip_path, trials)
-    if problems:
-        for problem in problems:
-            click.echo(problem, err=True)
-        click.echo(f"{zip_path}: {len(problems)} problem(s); fix them and validate again", err=True)
-        raise SystemExit(1)
-    click.echo(f"{zip_path}: valid")
+    _report(zip_path, validate_submission(zip_path, trials))
 
 
 @submission.command("plan")

@@ -42,15 +42,18 @@ class Encoder(ABC):
         self.weights = str(weights) if weights is not None else self.default_weights
         self.device = torch.device(device)
 
-    @property
-    @abstractmethod
-    def dim(self) -> int:
-        """Embedding dimension, read off the loaded model."""
+    _dim: int  # set by the subclass while loading, read off the model
+    _weights_id: str
 
     @property
-    @abstractmethod
+    def dim(self) -> int:
+        """Embedding dimension, read off the loaded model."""
+        return self._dim
+
+    @property
     def weights_id(self) -> str:
         """A stable identity of the loaded weights (source plus content hash), stored in the cache."""
+        return self._weights_id
 
     @property
     @abstractmethod

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from fva.errors import FvaError
+from fva.extract.encoders.base import Encoder
 
 SAMPLE_RATE = 16000
 HOP = 160  # speechbrain Fbank: 10 ms hop at 16 kHz; a clip of n samples has 1 + n // HOP frames
@@ -155,3 +156,24 @@ class LengthAwareEcapa:
             self._frames = None
         pooled, self._pooled = self._pooled, None
         return pooled.squeeze(-1).float().cpu()
+
+
+class EcapaEncoder(Encoder):
+    """Shared by the ECAPA encoders: 16 kHz audio in, padded batches run by :class:`LengthAwareEcapa`."""
+
+    modality = "voice"
+    runner: LengthAwareEcapa
+
+    @property
+    def preprocess(self) -> AudioPreprocess:
+        return AudioPreprocess()
+
+    def collate(self, items: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        return collate_audio(items)
+
+    def use_model(self, compute_features: torch.nn.Module, mean_var_norm: torch.nn.Module,
+                  embedding_model: torch.nn.Module) -> None:
+        """Wrap the loaded modules; the dimension is that of the pooled statistics (2 x last channels)."""
+        self.runner = LengthAwareEcapa(compute_features, mean_var_norm, embedding_model)
+        self.min_samples = self.runner.min_samples
+        self._dim = int(embedding_model.asp_bn.norm.num_features)

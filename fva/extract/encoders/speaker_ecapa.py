@@ -8,18 +8,15 @@ heard); for an unheard split pass ``--weights`` the folder of a model trained wi
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
-
 import torch
 
-from fva.extract.encoders.base import Encoded, Encoder, files_digest, register
-from fva.extract.encoders.ecapa import AudioPreprocess, LengthAwareEcapa, collate_audio, load_pretrained
+from fva.extract.encoders.base import Encoded, files_digest, register
+from fva.extract.encoders.ecapa import EcapaEncoder, load_pretrained
 
 
 @register
-class SpeakerEcapa(Encoder):
+class SpeakerEcapa(EcapaEncoder):
     name = "speaker-ecapa"
-    modality = "voice"
     default_weights = "speechbrain/spkrec-ecapa-voxceleb"
 
     def __init__(self, weights: str | Path | None = None, device: str | torch.device = "cpu",
@@ -30,25 +27,8 @@ class SpeakerEcapa(Encoder):
         self.pretrained = load_pretrained(EncoderClassifier, self.weights, self.device, savedir)
         self.pretrained.mods.eval()
         mods = self.pretrained.mods
-        self.runner = LengthAwareEcapa(mods.compute_features, mods.mean_var_norm, mods.embedding_model)
-        self.min_samples = self.runner.min_samples
-        self._dim = int(mods.embedding_model.asp_bn.norm.num_features)  # 2 x the last block's channels
+        self.use_model(mods.compute_features, mods.mean_var_norm, mods.embedding_model)
         self._weights_id = _weights_identity(self.weights, self.pretrained)
-
-    @property
-    def dim(self) -> int:
-        return self._dim
-
-    @property
-    def weights_id(self) -> str:
-        return self._weights_id
-
-    @property
-    def preprocess(self) -> Callable:
-        return AudioPreprocess()
-
-    def collate(self, items: list) -> tuple[torch.Tensor, torch.Tensor]:
-        return collate_audio(items)
 
     def encode(self, batch: tuple[torch.Tensor, torch.Tensor]) -> Encoded:
         return Encoded(self.runner(*batch), {})

@@ -128,14 +128,6 @@ class VggFace(Encoder):
         self._weights_id = f"deepface-{self.path.name}@{files_digest([self.path])}"
 
     @property
-    def dim(self) -> int:
-        return self._dim
-
-    @property
-    def weights_id(self) -> str:
-        return self._weights_id
-
-    @property
     def preprocess(self) -> Callable[[np.ndarray], np.ndarray]:
         return VggFacePreprocess()
 

@@ -371,14 +371,6 @@ class ViTAgeGender(Encoder):
         self._weights_id = f"{source}@{files_digest(files)}"
 
     @property
-    def dim(self) -> int:
-        return self._dim
-
-    @property
-    def weights_id(self) -> str:
-        return self._weights_id
-
-    @property
     def preprocess(self) -> Callable[[np.ndarray], np.ndarray]:
         return self._preprocess
 

@@ -22,13 +22,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Callable
-
 import torch
 
 from fva.errors import FvaError
-from fva.extract.encoders.base import Encoded, Encoder, files_digest, register
-from fva.extract.encoders.ecapa import AudioPreprocess, LengthAwareEcapa, collate_audio, load_pretrained
+from fva.extract.encoders.base import Encoded, files_digest, register
+from fva.extract.encoders.ecapa import EcapaEncoder, load_pretrained
 
 KIND = "voice-age-gender-ecapa"
 DEFAULT_CHANNELS = (256, 256, 256, 256, 768)
@@ -134,9 +132,8 @@ def init_voice_age_gender(channels: tuple[int, ...] = DEFAULT_CHANNELS, hidden: 
 
 
 @register
-class VoiceAgeGenderEcapa(Encoder):
+class VoiceAgeGenderEcapa(EcapaEncoder):
     name = KIND
-    modality = "voice"
     default_weights = "fva/voice-age-gender-ecapa"  # not published: users train it with fva or pass a folder
     extras = ("age", "p_female")
 
@@ -152,27 +149,10 @@ class VoiceAgeGenderEcapa(Encoder):
         self.pretrained = load_pretrained(Pretrained, str(folder), self.device, savedir)
         mods = self.pretrained.mods
         mods.eval()
-        self.runner = LengthAwareEcapa(mods.compute_features, mods.mean_var_norm, mods.embedding_model)
-        self.min_samples = self.runner.min_samples
+        self.use_model(mods.compute_features, mods.mean_var_norm, mods.embedding_model)
         self.age_head, self.gender_head = mods.age_head, mods.gender_head
-        self._dim = int(mods.embedding_model.asp_bn.norm.num_features)
         self._weights_id = f"{folder.name}@" + files_digest(
             [folder / f"{n}.ckpt" for n in ("embedding_model", "age_head", "gender_head")])
-
-    @property
-    def dim(self) -> int:
-        return self._dim
-
-    @property
-    def weights_id(self) -> str:
-        return self._weights_id
-
-    @property
-    def preprocess(self) -> Callable:
-        return AudioPreprocess()
-
-    def collate(self, items: list) -> tuple[torch.Tensor, torch.Tensor]:
-        return collate_audio(items)
 
     @torch.inference_mode()
     def encode(self, batch: tuple[torch.Tensor, torch.Tensor]) -> Encoded:

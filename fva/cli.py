@@ -18,16 +18,16 @@ EXAMPLES = """\b
 Examples:
   fva demo-data --out data/demo
   fva manifest --dataset mavceleb-v3 --root data/demo --out work/demo/train.jsonl
-  fva manifest --dataset voxceleb2 --root /data/vox2 --split german-unheard \\
-      --language-labels vox2_lang.tsv --out work/vox2/german-unheard.jsonl
   fva folds --manifest work/demo/train.jsonl --out work/demo/folds
   fva demo-checkpoints --out data/demo-checkpoints
-  fva extract --dataset mavceleb-v3 --root data/demo --cache cache --encoders speaker-ecapa \\
+  fva extract --manifest work/demo/train.jsonl --cache work/demo/cache --encoders speaker-ecapa \\
       --weights speaker-ecapa=data/demo-checkpoints/speaker-ecapa
-  fva cache info cache/mavceleb-v3/train-full/speaker-ecapa
-  fva evaluate --scores scores.txt --labels data/demo/English_test_labels.txt
-  fva evaluate --submission submission.zip --ground-truth data/demo
-  fva submission validate submission.zip --trials data/demo
+  fva cache info work/demo/cache/mavceleb-v3/train-full/speaker-ecapa
+  fva train-head --fold all --cache work/demo/cache --split english-unheard --exp work/demo/exp/noen
+  fva score --exp work/demo/exp/noen --trials data/demo/German_test.txt --out scores.txt
+  fva verify --exp work/demo/exp/noen face.jpg voice.wav
+  fva submission make --plan work/demo/plan.yaml --out submission.zip --ground-truth data/demo
+  fva evaluate --scores scores.txt --labels data/demo/German_test_labels.txt --plot det.png
 """
 
 
@@ -59,7 +59,7 @@ def cli() -> None:
     """
 
 
-@cli.command("demo-data")
+@cli.command("demo-data", short_help="Write the synthetic demo dataset (V3 layout).")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder to create (must be empty).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, byte-identical dataset.")
 @click.option("--train-identities", type=int, default=24, show_default=True)
@@ -81,7 +81,7 @@ def demo_data(out: Path, seed: int, train_identities: int, test_identities: int)
         click.echo(line)
 
 
-@cli.command()
+@cli.command(short_help="Build a dataset manifest (JSONL records).")
 @click.option("--dataset", required=True, help="mavceleb-v1, mavceleb-v2, mavceleb-v3, voxceleb2 or commonvoice.")
 @click.option("--root", type=click.Path(path_type=Path), required=True, help="The dataset's folder.")
 @click.option("--subset", default=None, help="train/test (MAV-Celeb), dev/test (VoxCeleb2), "
@@ -138,7 +138,7 @@ def _parse_weights(values: tuple[str, ...]) -> dict[str, str]:
     return weights
 
 
-@cli.command()
+@cli.command(short_help="Frozen encoders -> resumable HDF5 caches.")
 @click.option("--manifest", "manifest_path", type=click.Path(path_type=Path), default=None,
               help="A manifest from 'fva manifest' (or give --dataset/--root to build one).")
 @click.option("--dataset", default=None, help="Dataset name, as for 'fva manifest'.")
@@ -211,7 +211,7 @@ def extract(manifest_path: Path | None, dataset: str | None, root: Path | None, 
         click.echo(summary.line())
 
 
-@cli.command("train-head")
+@cli.command("train-head", short_help="Train projection heads per fold.")
 @click.option("--fold", "fold", default="all", show_default=True, help="A fold number (from 0) or 'all'.")
 @click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
               help="YAML config (unknown keys are an error); defaults: the FAME 2026 winning system.")
@@ -263,7 +263,7 @@ def train_head_cmd(fold: str, config_path: Path | None, cache_root: Path, exp: P
     click.echo(f"{exp}/metrics.json")
 
 
-@cli.command()
+@cli.command(short_help="Score a trial list with an experiment.")
 @click.option("--exp", type=click.Path(path_type=Path), required=True, help="A trained experiment.")
 @click.option("--trials", type=click.Path(path_type=Path), required=True, help="FAME trial list.")
 @click.option("--cache", "cache_root", type=click.Path(path_type=Path), default=None,
@@ -285,7 +285,7 @@ def score(exp: Path, trials: Path, cache_root: Path | None, out: Path) -> None:
     click.echo(f"{out}: {len(result)} trials scored")
 
 
-@cli.command()
+@cli.command(short_help="Same person? One face and one voice.")
 @click.option("--exp", type=click.Path(path_type=Path), required=True, help="A trained experiment.")
 @click.argument("face", type=click.Path(path_type=Path))
 @click.argument("voice", type=click.Path(path_type=Path))
@@ -359,7 +359,7 @@ def cache_validate_cmd(folder: Path, manifest_path: Path | None) -> None:
     _report(folder, validate_cache(folder, Manifest.read(manifest_path) if manifest_path else None))
 
 
-@cli.command("demo-checkpoints")
+@cli.command("demo-checkpoints", short_help="Demo encoder weights in their real formats.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder to write them into.")
 @click.option("--seed", type=int, default=0, show_default=True)
 def demo_checkpoints(out: Path, seed: int) -> None:
@@ -377,7 +377,7 @@ def demo_checkpoints(out: Path, seed: int) -> None:
         click.echo(f"--weights {name}={path}")
 
 
-@cli.command()
+@cli.command(short_help="Identity-disjoint folds and their dev trials.")
 @click.option("--manifest", "manifest_path", type=click.Path(path_type=Path), required=True,
               help="Train manifest (from 'fva manifest').")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder for folds.json and fold*/.")
@@ -410,7 +410,7 @@ def folds(manifest_path: Path, out: Path, k: int, seed: int, max_trials: int) ->
                    + ", ".join(f"{lang} {n}" for lang, n in per_lang.items()))
 
 
-@cli.command()
+@cli.command(short_help="EER as the FAME organisers compute it.")
 @click.option("--scores", type=click.Path(path_type=Path), help="Score file '<key> <distance>'.")
 @click.option("--labels", type=click.Path(path_type=Path), help="Ground truth '<key> <0|1>'.")
 @click.option("--submission", type=click.Path(path_type=Path), help="A submission zip (four files).")
@@ -467,7 +467,7 @@ def evaluate(scores: Path | None, labels: Path | None, submission: Path | None, 
 
 @cli.group()
 def submission() -> None:
-    """Pack and validate FAME submission zips."""
+    """Plan, make, pack and validate FAME submission zips."""
 
 
 @submission.command("validate")

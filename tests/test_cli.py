@@ -10,7 +10,8 @@ from click.testing import CliRunner
 
 from fva.cli import cli
 
-COMMANDS = ("demo-data", "manifest", "folds", "evaluate", "submission")
+COMMANDS = ("demo-data", "manifest", "folds", "demo-checkpoints", "extract", "cache", "train-head", "score",
+            "verify", "evaluate", "submission")
 
 
 def run(*args: str):
@@ -33,9 +34,11 @@ def test_help_lists_every_command_with_summary_and_example():
     listing = result.output.split("Commands:")[1]
     for command in COMMANDS:
         line = next(line for line in listing.splitlines() if line.strip().startswith(command + " "))
-        assert len(line.split(None, 1)) == 2  # a one-line summary beside the name
+        summary = line.split(None, 1)[1]
+        assert summary.endswith(".") and not summary.endswith("..."), line  # whole, not cut by click
         assert f"fva {command}" in result.output.split("Examples:")[1]
-    for command in COMMANDS[:-1] + ("submission validate",):
+    for command in ("demo-data", "manifest", "folds", "extract", "train-head", "score", "verify", "evaluate",
+                    "cache validate", "submission validate", "submission make"):
         sub = run(*command.split(), "--help")
         assert sub.exit_code == 0 and "Example" in sub.output, command
 

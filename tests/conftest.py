@@ -80,3 +80,13 @@ def cv_root(tmp_path: Path) -> Path:
             lines.append(f"{client}\t{name}\ts{i}\tEin \"Satz\".\t\t2\t0\t{age}\t{gender}\t\t\t{locale}\t\n")
         (root / locale / "validated.tsv").write_text("".join(lines))
     return root
+
+
+def assert_user_error(result, *fragments: str) -> None:
+    """Exit 2, one 'Error:' line that names what is wrong, no traceback."""
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]

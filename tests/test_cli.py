@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from conftest import assert_user_error
 from fva.cli import cli
 
 COMMANDS = ("demo-data", "manifest", "folds", "demo-checkpoints", "extract", "cache", "train-head", "score",
@@ -16,16 +17,6 @@ COMMANDS = ("demo-data", "manifest", "folds", "demo-checkpoints", "extract", "ca
 
 def run(*args: str):
     return CliRunner().invoke(cli, [str(a) for a in args])
-
-
-def assert_user_error(result, *fragments: str) -> None:
-    """Exit 2, one 'Error:' line that names what is wrong, no traceback."""
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
-    assert "Traceback" not in result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def test_help_lists_every_command_with_summary_and_example():

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 import yaml
 from click.testing import CliRunner
 
+from conftest import assert_user_error
 from fva.cli import cli
 from fva.data.mavceleb import media_key
 from fva.data.records import Manifest, MediaRecord
@@ -199,16 +200,6 @@ def run(*args):
 
 def train(synth, exp: Path, *extra):
     return run("train-head", "--fold", "all", "--config", synth.config, "--cache", synth.root, "--exp", exp, *extra)
-
-
-def assert_user_error(result, *fragments: str) -> None:
-    """Exit 2, exactly one 'Error:' line naming the problem, no traceback."""
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
-    assert "Traceback" not in result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def snapshot(folder: Path) -> dict[str, str]:

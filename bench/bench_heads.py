@@ -228,6 +228,7 @@ def fold_summary(exp: Path, fold: int) -> dict:
     return {"fold": fold, "epochs_run": len(log), "selected_epoch": metrics["epoch"],
             "dev_eer_heard": float(np.mean(list(metrics["heard"].values()))),
             "epoch_s_mean": float(np.mean([e["seconds"] for e in log])),
+            "epoch_s_median": float(np.median([e["seconds"] for e in log])),
             "epoch_s": [e["seconds"] for e in log] if len(log) <= 5 else None}
 
 
@@ -349,10 +350,11 @@ def bench(tmp: Path, quick: bool) -> dict:
     figures["default_all_folds"] = run
     print(f"\n1. default config{' (quick: 20 epochs)' if quick else ''}, {len(run['folds'])} folds "
           f"(load {run['load1']:.2f} at start, {run['load1_end']:.2f} at end; torch threads {run['torch_threads']})")
-    print(f"{'fold':>5} {'seconds':>8} {'epochs':>7} {'selected':>9} {'s/epoch':>8} {'dev EER heard %':>16}")
+    print(f"{'fold':>5} {'seconds':>8} {'epochs':>7} {'selected':>9} {'s/epoch mean':>13} {'median':>7} "
+          f"{'dev EER heard %':>16}")
     for f in run["folds"]:
         print(f"{f['fold']:>5} {f['seconds']:>8.1f} {f['epochs_run']:>7} {f['selected_epoch']:>9} "
-              f"{f['epoch_s_mean']:>8.3f} {f['dev_eer_heard']:>16.2f}")
+              f"{f['epoch_s_mean']:>13.3f} {f['epoch_s_median']:>7.3f} {f['dev_eer_heard']:>16.2f}")
     epochs = sum(f["epochs_run"] for f in run["folds"])
     print(f"total {run['total_s']:.1f} s wall, {run['cpu_s']:.1f} s CPU for {len(run['folds'])} folds, {epochs} epochs "
           f"({run['total_s'] / epochs:.3f} s/epoch all in; target < {TARGET_FOLDS_S:.0f} s for 7 folds); "

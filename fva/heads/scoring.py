@@ -35,8 +35,7 @@ def score_trial_list(exp: str | Path, trials_path: str | Path, cache_root: str |
         ts = TrialSet.build(trials, feats, str(trials_path))
     finally:
         feats.close()
-    distances = np.mean([score_distances(load_checkpoint(p)[0], ts.voice, ts.face) for p in fold_checkpoints(exp)],
-                        axis=0)
+    distances = np.mean([ts.distances(load_checkpoint(p)[0]) for p in fold_checkpoints(exp)], axis=0)
     return {t.key: float(d) for t, d in zip(trials, distances)}
 
 

@@ -74,34 +74,49 @@ def features_for_keys(table: FeatureTable, keys: list[str], by_key: dict[str, np
     return sums / counts[:, None].astype(np.float32)  # stays float32 (an int64 divisor made float64)
 
 
+def distinct_features(table: FeatureTable, keys: list[str], by_key: dict[str, np.ndarray],
+                      what: str) -> tuple[np.ndarray, np.ndarray]:
+    """Features of the distinct keys (first-seen order) and, per key of ``keys``, its row in them."""
+    row = {k: i for i, k in enumerate(dict.fromkeys(keys))}
+    return features_for_keys(table, list(row), by_key, what), np.array([row[k] for k in keys], dtype=np.int64)
+
+
 @dataclass
 class TrialSet:
-    """Trials with their features resolved: one voice and one (frame-averaged) face vector per trial."""
+    """Trials with their features resolved: one voice and one (frame-averaged) face vector per distinct
+    medium, and per trial the row of its voice and of its face (a dev voice clip is in six trials: each
+    medium is embedded once per scoring)."""
 
     trials: list[Trial]
-    voice: np.ndarray
-    face: np.ndarray
+    voice: np.ndarray  # (distinct voices, dim)
+    face: np.ndarray  # (distinct faces, dim)
+    voice_of: np.ndarray  # (trials,) row of each trial's voice in ``voice``
+    face_of: np.ndarray
 
     @classmethod
     def build(cls, trials: list[Trial], feats: Modalities, what: str,
               by_key: tuple[dict, dict] | None = None) -> "TrialSet":
         vk, fk = by_key or (feats.voice.rows_by_key(), feats.face.rows_by_key())
-        voice_keys = [media_key(t.voice) for t in trials]
-        face_keys = [media_key(t.face) for t in trials]
-        return cls(trials, features_for_keys(feats.voice, voice_keys, vk, what),
-                   features_for_keys(feats.face, face_keys, fk, what))
+        voice, voice_of = distinct_features(feats.voice, [media_key(t.voice) for t in trials], vk, what)
+        face, face_of = distinct_features(feats.face, [media_key(t.face) for t in trials], fk, what)
+        return cls(trials, voice, face, voice_of, face_of)
+
+    def distances(self, model: FameHead) -> np.ndarray:
+        return score_distances(model, self.voice, self.face, voice_of=self.voice_of, face_of=self.face_of)
 
 
 @torch.inference_mode()
-def score_distances(model: FameHead, voice: np.ndarray, face: np.ndarray, batch: int = 4096) -> np.ndarray:
-    """1 - cosine of the embedded voice and face of each trial (dropout off)."""
+def score_distances(model: FameHead, voice: np.ndarray, face: np.ndarray, batch: int = 4096,
+                    voice_of: np.ndarray | None = None, face_of: np.ndarray | None = None) -> np.ndarray:
+    """1 - cosine of the embedded voice and face of each trial (dropout off): trial i pairs ``voice[i]``
+    with ``face[i]``, or ``voice[voice_of[i]]`` with ``face[face_of[i]]`` when those are given."""
     model.eval()
-    out = []
-    for lo in range(0, len(voice), batch):
-        v = model.embed("voice", torch.from_numpy(np.ascontiguousarray(voice[lo:lo + batch])))
-        f = model.embed("face", torch.from_numpy(np.ascontiguousarray(face[lo:lo + batch])))
-        out.append(1.0 - cosine_scores(v, f).numpy())
-    return np.concatenate(out).astype(np.float64)
+    emb = [torch.cat([model.embed(modality, torch.from_numpy(np.ascontiguousarray(x[lo:lo + batch])))
+                      for lo in range(0, max(len(x), 1), batch)])
+           for modality, x in (("voice", voice), ("face", face))]
+    if voice_of is not None:
+        emb = [emb[0][torch.from_numpy(voice_of)], emb[1][torch.from_numpy(face_of)]]
+    return (1.0 - cosine_scores(emb[0], emb[1]).numpy()).astype(np.float64)
 
 
 def save_checkpoint(path: Path, model: FameHead, cfg: HeadConfig, extra: dict) -> None:
@@ -198,7 +213,7 @@ class FoldTrainer:
             torch.manual_seed(self.cfg.seed)
             model = FameHead(self.pre.voice.dim, self.pre.face.dim, len(ids), self.cfg.model)
             tc = self.cfg.train
-            optimiser = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+            optimiser = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, fused=True)
             with (out / "train_log.jsonl").open("w") as fh:
                 for epoch in range(tc.pretrain_epochs):
                     loss = train_epoch(model, optimiser, voice_rows, face_rows, tc.batch_size, seed=[self.cfg.seed, PRETRAIN_STREAM],
@@ -269,7 +284,8 @@ class FoldTrainer:
         if init_state is not None:
             model.voice.load_state_dict(init_state["voice"])
             model.face.load_state_dict(init_state["face"])
-        optimiser = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+        optimiser = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay,
+                                     fused=True)  # one pass per step: ~5x faster on CPU than the default
         state = {"epoch": 0, "best": math.inf, "best_epoch": -1, "stale": 0}
         last = out / "last.pt"
         if resume and last.is_file():
@@ -291,8 +307,7 @@ class FoldTrainer:
             loss = train_epoch(model, optimiser, voice_rows, face_rows, tc.batch_size,
                                seed=[cfg.seed, fold], epoch=epoch, block_rows=tc.block_rows,
                                buffer_blocks=tc.buffer_blocks, rows=tc.rows_per_epoch)
-            dev_eer = {lang: compute_eer(np.array([labels[t.key] for t in ts.trials]),
-                                         score_distances(model, ts.voice, ts.face))
+            dev_eer = {lang: compute_eer(np.array([labels[t.key] for t in ts.trials]), ts.distances(model))
                        for lang, (ts, labels) in dev.items()}
             selection = float(np.mean([dev_eer[lang] for lang in self.heard if lang in dev_eer]))
             state["epoch"] = epoch + 1
@@ -319,7 +334,7 @@ class FoldTrainer:
         metrics = {"fold": fold, "epoch": payload["epoch"], "heard": {}, "unheard": {}}
         all_labels, all_dist = [], []
         for lang, (ts, labels) in dev.items():
-            dist = score_distances(model, ts.voice, ts.face)
+            dist = ts.distances(model)
             path = out / f"dev_{lang}.txt"
             write_trials(path, ts.trials)
             write_labels(labels_path(path), labels)

@@ -22,7 +22,6 @@ The two files are kept apart because ``fva manifest`` prefers a clip's own line 
 from __future__ import annotations
 
 import csv
-import math
 import os
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -33,7 +32,6 @@ from fva.errors import FvaError, where
 
 DEFAULT_WEIGHTS = "speechbrain/lang-id-voxlingua107-ecapa"
 HEADER = "key\tlanguage\tconfidence\n"
-MIN_SAMPLES = 4000  # 0.25 s: shorter clips are not labelled
 WINDOW_BATCHES = 8  # decoded clips gathered before sorting them by length into batches
 
 
@@ -140,7 +138,7 @@ def run_lid(dataset: str, root: Path, subset: str, out: Path, *, weights: str | 
     if limit is not None:
         pending = pending[:limit]
     if pending:
-        classifier = load_lid_model(weights or DEFAULT_WEIGHTS, device)
+        classifier = LidModel(weights or DEFAULT_WEIGHTS, device)
         if not clips_file.is_file():
             clips_file.parent.mkdir(parents=True, exist_ok=True)
             clips_file.write_text(HEADER)
@@ -163,31 +161,46 @@ def utterance_key(record) -> str:
     return f"{record.identity}/{record.video}/{Path(record.path).stem}"
 
 
-def load_lid_model(weights: str, device: str):
-    from speechbrain.inference.classifiers import EncoderClassifier
+class LidModel:
+    """The language-ID ``EncoderClassifier`` run on padded batches through fva's length-aware ECAPA runner, so
+    that a clip's posteriors in a batch equal those of the clip alone (see ``fva.extract.encoders.ecapa``)."""
 
-    from fva.extract.encoders.ecapa import load_pretrained
+    def __init__(self, weights: str, device: str) -> None:
+        import torch
+        from speechbrain.inference.classifiers import EncoderClassifier
 
-    import torch
+        from fva.extract.encoders.ecapa import LengthAwareEcapa, load_pretrained
 
-    model = load_pretrained(EncoderClassifier, weights, torch.device(device), None)
-    model.mods.eval()
-    labels = model.hparams.label_encoder
-    labels.expect_len(len(labels))  # the file is the model's own label set (silences speechbrain's warning)
-    return model
+        self.model = load_pretrained(EncoderClassifier, weights, torch.device(device), None)
+        self.model.mods.eval()
+        mods = self.model.mods
+        self.runner = LengthAwareEcapa(mods.compute_features, mods.mean_var_norm, mods.embedding_model)
+        self.labels = self.model.hparams.label_encoder
+        self.labels.expect_len(len(self.labels))  # the file is the model's own label set (no warning)
+
+    def __call__(self, wavs, n_samples) -> tuple[list[str], list[float]]:
+        """(B, L) padded audio and (B,) lengths -> each clip's best label and its posterior."""
+        import torch
+
+        mods = self.model.mods
+        with torch.inference_mode():
+            pooled = self.runner(wavs, n_samples).to(self.model.device)
+            embeddings = mods.embedding_model.fc(pooled[..., None]).transpose(1, 2)  # as ECAPA_TDNN.forward
+            log_posteriors = mods.classifier(embeddings).squeeze(1)
+            score, index = log_posteriors.max(dim=-1)
+        return list(self.labels.decode_torch(index)), score.exp().tolist()
 
 
 def _labelled_batches(classifier, records, root: Path, batch_size: int, workers: int, summary: LidSummary,
                       progress: bool):
     """Yield lists of (clip key, language, confidence), decoding in background workers."""
-    import torch
     from torch.utils.data import DataLoader
     from tqdm import tqdm
 
     from fva.extract.encoders.ecapa import AudioPreprocess, collate_audio
     from fva.extract.runner import DecodedRecords, _first
 
-    dataset = DecodedRecords(records, root, AudioPreprocess(), MIN_SAMPLES)
+    dataset = DecodedRecords(records, root, AudioPreprocess(), classifier.runner.min_samples)
     loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=workers, collate_fn=_first,
                         prefetch_factor=4 if workers else None)
     window: list[tuple[int, object]] = []
@@ -196,11 +209,9 @@ def _labelled_batches(classifier, records, root: Path, batch_size: int, workers:
         items.sort(key=lambda t: len(t[1]))
         for start in range(0, len(items), batch_size):
             chunk = items[start:start + batch_size]
-            wavs, n = collate_audio([x for _, x in chunk])
-            with torch.inference_mode():
-                _, score, _, text = classifier.classify_batch(wavs, n.float() / wavs.shape[1])
-            yield [(utterance_key(records[i]), canonical_language(label), math.exp(float(s)))
-                   for (i, _), s, label in zip(chunk, score, text)]
+            labels, confidences = classifier(*collate_audio([x for _, x in chunk]))
+            yield [(utterance_key(records[i]), canonical_language(label), confidence)
+                   for (i, _), label, confidence in zip(chunk, labels, confidences)]
 
     with tqdm(total=len(records), desc="lid", unit="clip", disable=not progress, dynamic_ncols=True) as bar:
         for i, items, reason in loader:

@@ -14,7 +14,7 @@ import math
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -286,14 +286,14 @@ def brain_base():
 _BrainBase = None
 
 
-def fit(brain, train_set, valid_set, epochs: int, opts: TrainOptions, valid_batch_size: int | None = None):
+def fit(brain, train_set, valid_set, epochs: int, opts: TrainOptions):
     """Run ``brain.fit`` over an epoch counter that the checkpointer saves (so a rerun resumes)."""
     from speechbrain.utils.epoch_loop import EpochCounter
 
     counter = EpochCounter(epochs)
     brain.checkpointer.add_recoverable("counter", counter)
     loader = {"batch_size": opts.batch_size, "shuffle": True, "num_workers": opts.workers, "drop_last": False}
-    valid = {"batch_size": valid_batch_size or opts.batch_size, "num_workers": opts.workers}
+    valid = {"batch_size": opts.batch_size, "num_workers": opts.workers}
     brain.fit(counter, train_set, valid_set, train_loader_kwargs=loader, valid_loader_kwargs=valid,
               progressbar=opts.progress)
     return counter

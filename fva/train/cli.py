@@ -166,7 +166,7 @@ def age_gender_cmd(channels: int, head_hidden: int, valid_fraction: float, age_w
     _print_metrics(Path(opts.out), metrics)
 
 
-@click.command("lid", short_help="VoxCeleb2 language labels (VoxLingua107 ECAPA, per-video vote).")
+@click.command("lid", short_help="VoxCeleb2 language labels, voted per video.")
 @click.option("--dataset", default="voxceleb2", show_default=True, help="Dataset name (voxceleb2).")
 @click.option("--root", type=click.Path(path_type=Path), required=True, help="The dataset's folder.")
 @click.option("--subset", default="dev", show_default=True, help="dev or test.")

@@ -13,6 +13,7 @@ import click
 
 from fva import __version__
 from fva.errors import FvaError
+from fva.train.cli import COMMANDS as TRAIN_COMMANDS, EXAMPLES as TRAIN_EXAMPLES
 
 EXAMPLES = """\b
 Examples:
@@ -28,7 +29,7 @@ Examples:
   fva verify --exp work/demo/exp/noen face.jpg voice.wav
   fva submission make --plan work/demo/plan.yaml --out submission.zip --ground-truth data/demo
   fva evaluate --scores scores.txt --labels data/demo/German_test_labels.txt --plot det.png
-"""
+""" + TRAIN_EXAMPLES
 
 
 class UserError(click.ClickException):
@@ -556,6 +557,10 @@ def submission_pack(scores_dir: Path, out: Path, trials: Path) -> None:
         raise FvaError(f"{out}: written but invalid: {problems[0]} ({len(problems)} problem(s); "
                        "run 'fva submission validate' for all)")
     click.echo(f"{out}: {len(files)} files, valid")
+
+
+for _command in TRAIN_COMMANDS:  # fva lid, fva train-encoder (fva/train/cli.py)
+    cli.add_command(_command)
 
 
 def main() -> None:

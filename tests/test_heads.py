@@ -35,7 +35,7 @@ from fva.heads.config import HeadConfig, ModelConfig, load_config
 from fva.heads.features import (FeatureTable, InMemoryRows, StreamingRows, epoch_order, manifest_records,
                                 select_rows)
 from fva.heads.model import FameHead
-from fva.heads.trainer import features_for_keys, load_checkpoint, score_distances
+from fva.heads.trainer import EXPERIMENT_FORMAT, features_for_keys, load_checkpoint, score_distances
 
 DATASET = "mavceleb-v3"
 LANGUAGES = ("English", "German")
@@ -108,11 +108,12 @@ def _media(rng, identities, latent, voice_map, face_map, languages, test: bool):
     return records, rows
 
 
-def _write_split(root: Path, subset: str, records, rows, rng) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]:
+def _write_split(root: Path, subset: str, records, rows, rng, dataset: str = DATASET,
+                 split: str = "full") -> dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]:
     """Write the four encoder caches and the manifest of one subset; returns encoder -> key -> (frames,
     float16 features) as stored."""
-    folder = root / DATASET / f"{subset}-full"
-    Manifest(dataset=DATASET, root="/data/mavceleb_v3", subset=subset, split="full", records=records).write(
+    folder = root / dataset / f"{subset}-{split}"
+    Manifest(dataset=dataset, root=f"/data/{dataset}", subset=subset, split=split, records=records).write(
         folder / "manifest.jsonl")
     stored: dict[str, dict] = {}
     for modality, encoders in (("voice", VOICE_ENCODERS), ("face", FACE_ENCODERS)):
@@ -121,8 +122,8 @@ def _write_split(root: Path, subset: str, records, rows, rng) -> dict[str, dict[
         for e_index, (encoder, dim) in enumerate(encoders.items()):
             extras = ("age", "p_female") if encoder in AGE_GENDER else ()
             attrs = {"encoder": encoder, "modality": modality, "weights": f"hub/{encoder}",
-                     "weights_id": f"{encoder}@{e_index}abc", "dataset": DATASET, "subset": subset,
-                     "split": "full", "manifest": str(folder / "manifest.jsonl"), "config": {"synthetic": True}}
+                     "weights_id": f"{encoder}@{e_index}abc", "dataset": dataset, "subset": subset,
+                     "split": split, "manifest": str(folder / "manifest.jsonl"), "config": {"synthetic": True}}
             writer = ShardWriter(folder / encoder, 0, 1, dim=dim, extras=extras, attrs=attrs, part_rows=50,
                                  fsync=False)
             stored[encoder] = {}
@@ -168,7 +169,8 @@ def synth(tmp_path_factory):
     config = base / "config.yaml"
     config.write_text(yaml.safe_dump(CONFIG))
     return SimpleNamespace(base=base, root=root, train=root / DATASET / "train-full", stored=stored,
-                           records=train_records, test_list=test_list, trials=trials, config=config)
+                           records=train_records, test_list=test_list, trials=trials, config=config,
+                           maps=(voice_map, face_map))
 
 
 def naive_vector(synth, modality: str, key: str) -> np.ndarray:
@@ -237,7 +239,7 @@ def test_aam_classifier_is_one_matrix_shared_by_both_modalities():
     torch.manual_seed(0)
     model = FameHead(voice_dim=7, face_dim=5, n_classes=3, cfg=tiny_cfg())
     names = {name for name, _ in model.named_parameters()}
-    assert names == {"voice.1.weight", "voice.1.bias", "face.1.weight", "face.1.bias", "classifier.weight"}
+    assert names == {"voice.2.weight", "voice.2.bias", "face.2.weight", "face.2.bias", "classifier.weight"}
     assert tuple(model.classifier.weight.shape) == (3, 4)
     model.eval()  # dropout off: the losses below are deterministic
     g = torch.Generator().manual_seed(1)
@@ -255,9 +257,9 @@ def test_aam_classifier_is_one_matrix_shared_by_both_modalities():
     face_only = grads(model.loss(xv1, y, xf1, y) - model.loss(xv1, y, xf2, y))
     assert voice_only["classifier.weight"].abs().sum() > 0
     assert face_only["classifier.weight"].abs().sum() > 0
-    assert voice_only["voice.1.weight"].abs().sum() > 0 and face_only["face.1.weight"].abs().sum() > 0
-    assert torch.equal(voice_only["face.1.weight"], torch.zeros_like(voice_only["face.1.weight"]))
-    assert torch.equal(face_only["voice.1.weight"], torch.zeros_like(face_only["voice.1.weight"]))
+    assert voice_only["voice.2.weight"].abs().sum() > 0 and face_only["face.2.weight"].abs().sum() > 0
+    assert torch.equal(voice_only["face.2.weight"], torch.zeros_like(voice_only["face.2.weight"]))
+    assert torch.equal(face_only["voice.2.weight"], torch.zeros_like(face_only["voice.2.weight"]))
 
 
 def hand_aam(emb: np.ndarray, weight: np.ndarray, labels: np.ndarray, margin: float, scale: float) -> float:
@@ -286,8 +288,8 @@ def test_aam_loss_equals_hand_computed_additive_angular_margin():
     yv, yf = torch.tensor([0, 1, 2, 3, 1]), torch.tensor([3, 0, 2])
     with torch.no_grad():
         loss = float(model.loss(xv, yv, xf, yf))
-        ev = F.linear(xv, model.voice[1].weight, model.voice[1].bias).double().numpy()
-        ef = F.linear(xf, model.face[1].weight, model.face[1].bias).double().numpy()
+        ev = F.linear(xv, model.voice[2].weight, model.voice[2].bias).double().numpy()
+        ef = F.linear(xf, model.face[2].weight, model.face[2].bias).double().numpy()
     w = model.classifier.weight.detach().double().numpy()
     expected = hand_aam(ev, w, yv.numpy(), 0.3, 10.0) + hand_aam(ef, w, yf.numpy(), 0.3, 10.0)
     assert loss == pytest.approx(expected, rel=1e-4)
@@ -304,7 +306,7 @@ def test_input_dropout_only_in_training(modality):
     dim = 2000
     model = FameHead(voice_dim=dim, face_dim=dim, n_classes=3, cfg=ModelConfig(embedding_dim=dim))
     assert ModelConfig().input_dropout == 0.9
-    linear = (model.voice if modality == "voice" else model.face)[1]
+    linear = (model.voice if modality == "voice" else model.face)[2]
     x = torch.rand(3, dim) + 0.5  # no zero inputs
     # with an identity map the embedding shows the dropped-out input itself
     with torch.no_grad():
@@ -338,8 +340,8 @@ def test_score_distances_match_a_naive_cosine_loop():
     face = rng.normal(size=(23, 11)).astype(np.float32)
     got = score_distances(model, voice, face, batch=5)  # several batches, a ragged last one
     assert not model.training
-    wv, bv = model.voice[1].weight.detach().double().numpy(), model.voice[1].bias.detach().double().numpy()
-    wf, bf = model.face[1].weight.detach().double().numpy(), model.face[1].bias.detach().double().numpy()
+    wv, bv = model.voice[2].weight.detach().double().numpy(), model.voice[2].bias.detach().double().numpy()
+    wf, bf = model.face[2].weight.detach().double().numpy(), model.face[2].bias.detach().double().numpy()
     expected = []
     for i in range(len(voice)):
         v = wv @ voice[i] + bv
@@ -439,7 +441,7 @@ def test_train_head_all_folds_writes_a_complete_experiment(synth, trained):
     assert cfg["model"]["aam_scale"] == 30.0 and cfg["model"]["input_dropout"] == 0.9  # defaults resolved
     assert load_config(exp / "config.yaml").to_dict() == cfg
     info = json.loads((exp / "experiment.json").read_text())
-    assert info["format"] == 1 and info["folds"] == NUM_FOLDS and info["dataset"] == DATASET
+    assert info["format"] == EXPERIMENT_FORMAT and info["folds"] == NUM_FOLDS and info["dataset"] == DATASET
     assert info["features"]["voice"]["dims"] == list(VOICE_ENCODERS.values())
     assert info["features"]["face"]["encoders"] == list(FACE_ENCODERS)
     assert info["features"]["face"]["weights_ids"]["vggface"] == "vggface@0abc"
@@ -548,8 +550,8 @@ def test_score_averages_the_fold_models(synth, trained, tmp_path):
     per_fold = []
     for fold in fold_dirs(trained.exp):
         sd = torch.load(fold / "checkpoint.pt", map_location="cpu", weights_only=True)["state_dict"]
-        wv, bv, wf, bf = (sd[n].double().numpy() for n in ("voice.1.weight", "voice.1.bias", "face.1.weight",
-                                                          "face.1.bias"))
+        wv, bv, wf, bf = (sd[n].double().numpy() for n in ("voice.2.weight", "voice.2.bias", "face.2.weight",
+                                                          "face.2.bias"))
         ev, ef = voice.astype(np.float64) @ wv.T + bv, face.astype(np.float64) @ wf.T + bf
         cos = (ev * ef).sum(1) / (np.linalg.norm(ev, axis=1) * np.linalg.norm(ef, axis=1))
         per_fold.append(1.0 - cos)
@@ -666,3 +668,192 @@ def test_interrupted_training_resumes_to_the_uninterrupted_result(synth, tmp_pat
         assert (tmp_path / "cut" / "fold0" / name).read_bytes() == (tmp_path / "whole" / "fold0" / name).read_bytes()
     log = [json.loads(line)["epoch"] for line in (tmp_path / "cut" / "fold0" / "train_log.jsonl").read_text().splitlines()]
     assert log == list(range(12))
+
+
+# ------------------------------------------------------------------------------- 6. VoxCeleb2: pretrain, joint
+
+VOX_IDENTITIES = [f"id1{i:04d}" for i in range(8)]
+VOX_SPLIT = "german-unheard"
+
+
+@pytest.fixture(scope="module")
+def vox(synth, tmp_path_factory):
+    """A copy of the synthetic cache root plus a VoxCeleb2 cache of the german-unheard split (``dev``
+    subset): voice clips and face tracks of other identities through the same latent maps, English or of
+    unknown language (a video ``fva lid`` could not decide)."""
+    root = tmp_path_factory.mktemp("vox") / "cache"
+    shutil.copytree(synth.root, root)
+    rng = np.random.default_rng(99)
+    voice_map, face_map = synth.maps
+    records, rows = [], {}
+    for identity in VOX_IDENTITIES:
+        z = rng.normal(size=LATENT)
+        for v, language in enumerate(("English", "English", None)):
+            video = f"vid{v}"
+            for u in range(3):
+                key = f"dev/aac/{identity}/{video}/{u:05d}"
+                records.append(MediaRecord(key=key, identity=identity, language=language, modality="voice",
+                                           path=key + ".m4a", video=video))
+                rows[key] = (np.array([-1]), z @ voice_map + rng.normal(0, 0.6, size=(1, voice_map.shape[1])))
+            key = f"dev/mp4/{identity}/{video}/00000"
+            records.append(MediaRecord(key=key, identity=identity, language=language, modality="face",
+                                       path=key + ".mp4", video=video))
+            rows[key] = (np.array(TRACK_FRAMES), z @ face_map + rng.normal(0, 0.6, size=(3, face_map.shape[1])))
+    _write_split(root, "dev", records, rows, rng, dataset="voxceleb2", split=VOX_SPLIT)
+    labelled = [r for r in records if r.language is not None]
+    return SimpleNamespace(root=root, voice_rows=sum(r.modality == "voice" for r in labelled),
+                           face_rows=sum(len(TRACK_FRAMES) for r in labelled if r.modality == "face"))
+
+
+class EpochSpy:
+    """Wraps ``train_epoch``: per call, the row sources, the labels it drew and the projections it started
+    from."""
+
+    def __init__(self, monkeypatch) -> None:
+        import fva.heads.trainer as trainer
+
+        self.calls: list[SimpleNamespace] = []
+        real = trainer.train_epoch
+
+        def spy(model, optimiser, voice_rows, face_rows, *args, **kwargs):
+            labels = voice_rows.batch(np.arange(len(voice_rows)))[1]
+            self.calls.append(SimpleNamespace(voice_rows=voice_rows, face_rows=face_rows, labels=labels,
+                                              start={k: v.clone() for k, v in model.state_dict().items()},
+                                              n_classes=model.classifier.weight.shape[0], epoch=kwargs["epoch"]))
+            return real(model, optimiser, voice_rows, face_rows, *args, **kwargs)
+
+        monkeypatch.setattr(trainer, "train_epoch", spy)
+
+
+def vox_config(tmp_path: Path, **data) -> Path:
+    cfg = {**CONFIG, "data": {**CONFIG["data"], "pretrain_dataset": "voxceleb2", **data},
+           "train": {**CONFIG["train"], "epochs": 2, "patience": 2, "pretrain_epochs": 3,
+                     "in_memory_limit_gb": 1e-6}}  # every source streams from disk
+    path = tmp_path / "vox.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_pretraining_on_voxceleb2_starts_every_fold_from_its_projections(vox, tmp_path, monkeypatch):
+    from fva.heads.features import StreamingRows
+
+    spy = EpochSpy(monkeypatch)
+    exp = tmp_path / "exp"
+    result = run("train-head", "--fold", "all", "--config", vox_config(tmp_path), "--cache", vox.root,
+                 "--exp", exp, "--split", VOX_SPLIT)
+    assert result.exit_code == 0, result.output
+    pre, folds = spy.calls[:3], spy.calls[3:]
+    # pretraining ran once for the experiment, 3 epochs, on the VoxCeleb2 rows of known language only
+    # (the split's language is absent from its cache; unknown-language videos could be in it), streamed
+    assert [c.epoch for c in pre] == [0, 1, 2] and all(c.voice_rows is pre[0].voice_rows for c in pre)
+    assert len(pre[0].voice_rows) == vox.voice_rows and len(pre[0].face_rows) == vox.face_rows
+    assert isinstance(pre[0].voice_rows, StreamingRows) and pre[0].n_classes == len(VOX_IDENTITIES)
+    assert sorted(set(pre[0].labels.tolist())) == list(range(len(VOX_IDENTITIES)))
+    ckpt, payload = load_checkpoint(exp / "pretrain" / "checkpoint.pt")
+    assert payload["classes"] == VOX_IDENTITIES and payload["dataset"] == "voxceleb2"
+    assert len((exp / "pretrain" / "train_log.jsonl").read_text().splitlines()) == 3
+    # each fold's first epoch starts from the pretrained projections (not from its own random init), with a
+    # fresh classifier over the fold's MAV-Celeb training identities
+    firsts = [c for c in folds if c.epoch == 0]
+    assert len(firsts) == NUM_FOLDS
+    pretrained = ckpt.state_dict()
+    for c in firsts:
+        for name in ("voice.2.weight", "voice.2.bias", "face.2.weight", "face.2.bias"):
+            assert torch.equal(c.start[name], pretrained[name]), name
+        assert c.n_classes == len(IDENTITIES) - len(json.loads((vox.root / DATASET / "folds.json").read_text())
+                                                    ["folds"][firsts.index(c)])
+    assert (exp / "metrics.json").is_file()
+
+
+def test_joint_training_adds_voxceleb2_identities_as_classes_in_the_same_batches(vox, tmp_path, monkeypatch):
+    spy = EpochSpy(monkeypatch)
+    exp = tmp_path / "exp"
+    result = run("train-head", "--fold", "0", "--config", vox_config(tmp_path, joint=True), "--cache",
+                 vox.root, "--exp", exp, "--split", VOX_SPLIT)
+    assert result.exit_code == 0, result.output
+    assert not (exp / "pretrain").exists()  # joint: no separate pretraining
+    first = spy.calls[0]
+    _, payload = load_checkpoint(exp / "fold0" / "checkpoint.pt")
+    classes = payload["classes"]
+    mav = [c for c in classes if not c.startswith("voxceleb2:")]
+    assert classes[len(mav):] == [f"voxceleb2:{i}" for i in VOX_IDENTITIES] and first.n_classes == len(classes)
+    # the rows: the fold's MAV-Celeb training rows (German removed by the split) then VoxCeleb2's
+    records = manifest_records(synth_train := vox.root / DATASET / "train-full")
+    table = FeatureTable(synth_train, list(VOICE_ENCODERS))
+    try:
+        mav_rows = select_rows(table, records, set(mav), "German", {c: i for i, c in enumerate(mav)})
+    finally:
+        table.close()
+    assert len(first.voice_rows) == len(mav_rows.rows) + vox.voice_rows
+    assert np.array_equal(first.labels[:len(mav_rows.rows)], mav_rows.labels)
+    assert sorted(set(first.labels[len(mav_rows.rows):].tolist())) == list(range(len(mav), len(classes)))
+
+
+def test_pretraining_on_features_of_other_dimensions_is_refused(vox, tmp_path):
+    root = tmp_path / "cache"
+    shutil.copytree(vox.root, root)
+    other = root / "voxceleb2" / f"dev-{VOX_SPLIT}" / "vit-age-gender"
+    shutil.rmtree(other)
+    shutil.copytree(root / "voxceleb2" / f"dev-{VOX_SPLIT}" / "vggface", other)  # 32-d where 6-d belongs
+    exp = tmp_path / "exp"
+    result = run("train-head", "--fold", "0", "--config", vox_config(tmp_path), "--cache", root, "--exp", exp,
+                 "--split", VOX_SPLIT)
+    assert_user_error(result, "face features", "pretrain on features of the same encoders")
+    assert not exp.exists()
+
+
+# ------------------------------------------------------------------------------- 7. input standardisation
+
+
+def test_row_statistics_match_numpy_for_every_row_source(synth):
+    from fva.heads.features import ConcatRows, make_rows, row_statistics
+
+    records = manifest_records(synth.train)
+    table = FeatureTable(synth.train, list(FACE_ENCODERS))
+    try:
+        sel = select_rows(table, records, set(IDENTITIES), None, {i: n for n, i in enumerate(IDENTITIES)})
+        x = table.load(sel.rows).astype(np.float64)
+        for rows in (InMemoryRows(table, sel), StreamingRows(table, sel), make_rows(table, sel, 1e-9)):
+            mean, std = row_statistics(rows, seed=[0], chunk=7)
+            assert np.allclose(mean, x.mean(0), atol=1e-9) and np.allclose(std, x.std(0), atol=1e-9)
+        both = ConcatRows([InMemoryRows(table, sel), StreamingRows(table, sel)], [0, 100])
+        mean, std = row_statistics(both, seed=[0])
+        assert np.allclose(mean, x.mean(0), atol=1e-9) and np.allclose(std, x.std(0), atol=1e-9)
+        # above max_rows: a seeded sample of whole blocks, the same for the same seed
+        sample = row_statistics(InMemoryRows(table, sel), seed=[3], max_rows=40, block_rows=8)
+        assert np.array_equal(sample[0], row_statistics(StreamingRows(table, sel), seed=[3], max_rows=40,
+                                                        block_rows=8)[0])
+        assert not np.allclose(sample[0], x.mean(0))
+    finally:
+        table.close()
+
+
+def test_input_norm_standardises_with_the_fold_training_rows(synth, tmp_path):
+    cfg = dict(CONFIG, model={**CONFIG["model"], "input_norm": True}, train={**CONFIG["train"], "epochs": 2})
+    config = tmp_path / "norm.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    exp = tmp_path / "exp"
+    result = run("train-head", "--fold", "1", "--config", config, "--cache", synth.root, "--exp", exp)
+    assert result.exit_code == 0, result.output
+    model, payload = load_checkpoint(exp / "fold1" / "checkpoint.pt")
+    train_ids = [c for c in payload["classes"]]
+    records = manifest_records(synth.train)
+    for modality, encoders in (("voice", VOICE_ENCODERS), ("face", FACE_ENCODERS)):
+        table = FeatureTable(synth.train, list(encoders))
+        try:
+            sel = select_rows(table, records, set(train_ids), None, {i: n for n, i in enumerate(train_ids)})
+            x = table.load(sel.rows).astype(np.float64)
+        finally:
+            table.close()
+        norm = getattr(model, modality)[0]
+        assert np.allclose(norm.mean.numpy(), x.mean(0), atol=1e-5)
+        assert np.allclose(1 / norm.inv_std.numpy(), x.std(0), rtol=1e-4)
+        z = norm(torch.from_numpy(x.astype(np.float32))).numpy()
+        assert np.allclose(z.mean(0), 0, atol=1e-4) and np.allclose(z.std(0), 1, atol=1e-3)
+    # the scores of `fva score` go through the same standardisation: equal to the naive computation
+    voice, face = naive_trial_features(synth, synth.trials)
+    expected = score_distances(model, voice, face)
+    with torch.no_grad():
+        ev = model.voice[2]((torch.from_numpy(voice) - model.voice[0].mean) * model.voice[0].inv_std)
+        ef = model.face[2]((torch.from_numpy(face) - model.face[0].mean) * model.face[0].inv_std)
+    assert np.allclose(expected, 1 - F.cosine_similarity(ev, ef).numpy(), atol=1e-5)

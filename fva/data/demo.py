@@ -217,10 +217,10 @@ def _identity(seed: int, number: int) -> _Identity:
     sex = 1.0 if female else 0.0
     # voice: pitch from gender, age (women lower, men slightly higher with age) and z1
     f0 = (208.0 if female else 118.0) * (1 - 0.004 * (age - 45) if female else 1 + 0.002 * (age - 45))
-    f0 *= math.exp(0.11 * z1 + 0.03 * r.standard_normal())
-    vtl = (1.16 if female else 1.0) * math.exp(0.045 * z2 + 0.015 * r.standard_normal())
-    rate = 4.6 * math.exp(0.12 * z3 + 0.04 * r.standard_normal())
-    tilt_hz = 3600.0 * math.exp(-0.018 * (age - 45)) * (0.8 if female else 1.0)
+    f0 *= math.exp(0.2 * z1 + 0.03 * r.standard_normal())
+    vtl = (1.16 if female else 1.0) * math.exp(0.08 * z2 + 0.015 * r.standard_normal())
+    rate = 4.6 * math.exp(0.2 * z3 - 0.01 * (age - 45) + 0.04 * r.standard_normal())
+    tilt_hz = 3600.0 * math.exp(-0.03 * (age - 45)) * (0.8 if female else 1.0)
     breath = 0.03 + 0.0025 * (age - 20) + 0.04 * sex + 0.01 * abs(r.standard_normal())
     jitter = 0.005 + 0.0003 * (age - 20)
     vibrato = 0.003 + 0.01 * r.random()

@@ -29,6 +29,10 @@ class ModelConfig:
     input_dropout: float = 0.9
     aam_margin: float = 0.2
     aam_scale: float = 30.0
+    # Standardise every input feature (mean 0, std 1 over the training rows; the statistics are kept in the
+    # model) before dropout. Off as published; encoders' scales differ a lot (VGG-Face's fc7 comes
+    # L2-normalised, ~0.002 per dimension, beside ViT's ~0.4), and without it one encoder's features dominate.
+    input_norm: bool = False
 
 
 @dataclass

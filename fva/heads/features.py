@@ -214,3 +214,23 @@ class ConcatRows:
                 y = np.empty(len(positions), dtype=np.int64)
             x[mask], y[mask] = xs, ys + offset
         return x, y
+
+
+def row_statistics(rows, seed: list[int], max_rows: int = 65536, block_rows: int = 4096,
+                   chunk: int = 8192) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature mean and standard deviation of training rows (any row source: in memory, streaming,
+    concatenated): all of them up to ``max_rows``, else a seeded sample of whole blocks of that size, read in
+    ascending order, accumulated in float64 so the result does not depend on the chunking."""
+    n = len(rows)
+    if n == 0:
+        raise FvaError("no training rows to standardise the features with")
+    positions = np.sort(epoch_order(n, seed=seed, epoch=0, block_rows=block_rows, rows=min(n, max_rows)))
+    total = squares = None
+    for lo in range(0, len(positions), chunk):
+        x = rows.batch(positions[lo:lo + chunk])[0].astype(np.float64)
+        if total is None:
+            total, squares = np.zeros(x.shape[1]), np.zeros(x.shape[1])
+        total += x.sum(axis=0)
+        squares += np.square(x).sum(axis=0)
+    mean = total / len(positions)
+    return mean, np.sqrt(np.maximum(squares / len(positions) - np.square(mean), 0.0))

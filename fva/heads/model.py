@@ -4,6 +4,7 @@ margin softmax; the score is the cosine similarity of a voice and a face embeddi
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -23,6 +24,23 @@ class CosineClassifier(nn.Module):
         return F.linear(F.normalize(x), F.normalize(self.weight))
 
 
+class Standardize(nn.Module):
+    """(x - mean) / std per feature, with the statistics as buffers (saved in checkpoints); identity until
+    :meth:`fit` sets them."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("inv_std", torch.ones(dim))
+
+    def fit(self, mean: np.ndarray, std: np.ndarray, floor: float = 1e-6) -> None:
+        self.mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+        self.inv_std.copy_(1.0 / torch.as_tensor(np.maximum(std, floor), dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) * self.inv_std
+
+
 class FameHead(nn.Module):
     """Voice and face projections into one embedding space, one shared AAM-softmax classifier."""
 
@@ -30,10 +48,13 @@ class FameHead(nn.Module):
         super().__init__()
         from speechbrain.nnet.losses import AdditiveAngularMargin, LogSoftmaxWrapper
 
-        self.voice = nn.Sequential(nn.Dropout(cfg.input_dropout), nn.Linear(voice_dim, cfg.embedding_dim))
-        self.face = nn.Sequential(nn.Dropout(cfg.input_dropout), nn.Linear(face_dim, cfg.embedding_dim))
+        self.voice = nn.Sequential(Standardize(voice_dim), nn.Dropout(cfg.input_dropout),
+                                   nn.Linear(voice_dim, cfg.embedding_dim))
+        self.face = nn.Sequential(Standardize(face_dim), nn.Dropout(cfg.input_dropout),
+                                  nn.Linear(face_dim, cfg.embedding_dim))
         self.classifier = CosineClassifier(cfg.embedding_dim, n_classes)
         self.aam_loss = LogSoftmaxWrapper(AdditiveAngularMargin(margin=cfg.aam_margin, scale=cfg.aam_scale))
+        self.cfg = cfg
         self.sizes = {"voice_dim": voice_dim, "face_dim": face_dim, "n_classes": n_classes}
 
     def embed(self, modality: str, x: torch.Tensor) -> torch.Tensor:

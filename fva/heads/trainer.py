@@ -34,11 +34,11 @@ from fva.errors import FvaError
 from fva.evaluate.eer import compute_eer, eer_threshold
 from fva.evaluate.scores import write_scores
 from fva.heads.config import HeadConfig, load_config
-from fva.heads.features import (ConcatRows, FeatureTable, epoch_order, make_rows, manifest_records, select_rows,
-                                split_folder)
+from fva.heads.features import (ConcatRows, FeatureTable, epoch_order, make_rows, manifest_records, row_statistics,
+                                select_rows, split_folder)
 from fva.heads.model import FameHead, cosine_scores
 
-EXPERIMENT_FORMAT = 1
+EXPERIMENT_FORMAT = 2  # 2: input standardisation buffers in each projection
 RESUME_EVERY = 5  # epochs between resume points (last.pt holds the optimiser state too)
 PRETRAIN_STREAM = 1_000_000  # seed stream of pretraining, apart from the folds (0, 1, ...)
 
@@ -212,6 +212,7 @@ class FoldTrainer:
             voice_rows, face_rows, ids = self.pre_rows()
             torch.manual_seed(self.cfg.seed)
             model = FameHead(self.pre.voice.dim, self.pre.face.dim, len(ids), self.cfg.model)
+            fit_input_norm(model, voice_rows, face_rows, [self.cfg.seed, PRETRAIN_STREAM])
             tc = self.cfg.train
             optimiser = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, fused=True)
             with (out / "train_log.jsonl").open("w") as fh:
@@ -281,9 +282,11 @@ class FoldTrainer:
         model = FameHead(self.feats.voice.dim, self.feats.face.dim, len(classes), cfg.model)
         if init_state is None and self.pre is not None and not cfg.data.joint:
             init_state = self.pretrain()
-        if init_state is not None:
+        if init_state is not None:  # the projections with their input statistics
             model.voice.load_state_dict(init_state["voice"])
             model.face.load_state_dict(init_state["face"])
+        else:
+            fit_input_norm(model, voice_rows, face_rows, [cfg.seed, fold])
         optimiser = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay,
                                      fused=True)  # one pass per step: ~5x faster on CPU than the default
         state = {"epoch": 0, "best": math.inf, "best_epoch": -1, "stale": 0}
@@ -352,6 +355,13 @@ class FoldTrainer:
         tmp.replace(out / "checkpoint.pt")
         (out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
         return metrics
+
+
+def fit_input_norm(model: FameHead, voice_rows, face_rows, seed: list[int]) -> None:
+    """With ``input_norm`` on, set each projection's input statistics from its training rows."""
+    if model.cfg.input_norm:
+        for projection, rows, stream in ((model.voice, voice_rows, 0), (model.face, face_rows, 1)):
+            projection[0].fit(*row_statistics(rows, seed=[*seed, stream]))
 
 
 def train_epoch(model: FameHead, optimiser: torch.optim.Optimizer, voice_rows, face_rows, batch_size: int,

@@ -328,6 +328,30 @@ def test_input_dropout_only_in_training(modality):
         assert torch.equal(a, F.linear(x, linear.weight, linear.bias))
 
 
+def test_input_dropout_is_seeded_by_torch_and_matches_torch_dropout_statistics():
+    from fva.heads.model import InputDropout
+
+    layer = InputDropout(0.9).train()
+    x = torch.rand(64, 4096) + 0.5
+    torch.manual_seed(3)
+    a = layer(x)
+    torch.manual_seed(3)
+    assert torch.equal(a, layer(x))  # torch.manual_seed fixes the mask
+    assert not torch.equal(a, layer(x))  # and the next call draws a new one
+    kept = a != 0
+    assert abs(float(kept.float().mean()) - 0.1) < 0.005  # the same keep rate as torch's dropout
+    assert torch.allclose(a[kept], x[kept] * 10, rtol=1e-6)
+    torch.manual_seed(3)
+    expected_torch = F.dropout(x, 0.9, training=True)
+    assert abs(float((expected_torch != 0).float().mean()) - float(kept.float().mean())) < 0.005
+    # per feature the keep rate is uniform (no column or row pattern in the mask)
+    assert float(kept.float().mean(0).std()) < 0.06 and float(kept.float().mean(1).std()) < 0.02
+    # inputs that want gradients go through torch's dropout, whose backward is known
+    g = x.clone().requires_grad_(True)
+    layer(g).sum().backward()
+    assert set(torch.unique(g.grad).tolist()) <= {0.0, 10.0}
+
+
 # ---------------------------------------------------------------------------------------------- 3. scoring
 
 

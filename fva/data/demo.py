@@ -119,6 +119,8 @@ class _Identity:
     vibrato: float
     vibrato_hz: float
     bandwidth: float
+    intonation: float  # pitch-accent range factor
+    pauses: float  # probability of a pause after a syllable
     # face
     half_width: float
     half_height: float
@@ -223,9 +225,13 @@ def _identity(seed: int, number: int) -> _Identity:
     tilt_hz = 3600.0 * math.exp(-0.03 * (age - 45)) * (0.8 if female else 1.0)
     breath = 0.03 + 0.0025 * (age - 20) + 0.04 * sex + 0.01 * abs(r.standard_normal())
     jitter = 0.005 + 0.0003 * (age - 20)
-    vibrato = 0.003 + 0.01 * r.random()
+    vibrato = 0.004 * math.exp(0.5 * z2 + 0.2 * r.standard_normal())
     vibrato_hz = float(r.uniform(4.5, 6.5))
     bandwidth = math.exp(0.12 * z3 + 0.08 * r.standard_normal()) * (1 + 0.006 * (age - 20))
+    # dynamics (what survives the encoders' per-utterance mean normalisation): intonation range from z1,
+    # pauses from age
+    intonation = math.exp(0.45 * z1 + 0.1 * r.standard_normal())
+    pauses = min(0.5, max(0.02, 0.04 + 0.005 * (age - 20)))
     # face: jaw and width from gender and z2, eye spacing from z1, skin from z3, hair from gender and age
     half_width = 24.0 * (0.92 if female else 1.0) * (1 - 0.05 * z2 + 0.02 * r.standard_normal())
     half_height = 31.0 * (0.97 if female else 1.0) * (1 + 0.03 * z2 + 0.02 * r.standard_normal())
@@ -245,7 +251,7 @@ def _identity(seed: int, number: int) -> _Identity:
     return _Identity(
         name=f"id{number:04d}", female=female, age=age, latent=(z1, z2, z3),
         f0=f0, vtl=vtl, rate=rate, tilt_hz=tilt_hz, breath=breath, jitter=jitter, vibrato=vibrato,
-        vibrato_hz=vibrato_hz, bandwidth=bandwidth, half_width=half_width, half_height=half_height, jaw=jaw,
+        vibrato_hz=vibrato_hz, bandwidth=bandwidth, intonation=intonation, pauses=pauses, half_width=half_width, half_height=half_height, jaw=jaw,
         skin=tuple(skin), hair=tuple(hair), hair_length=hair_length, wrinkles=wrinkles, eye_gap=eye_gap,
         eye_colour=tuple(eye_colour), brow=brow, stubble=stubble, mouth=mouth,
     )
@@ -321,7 +327,7 @@ def _voice(ident: _Identity, lang: str, video: _Video, r: np.random.Generator) -
         if pos + length > dur - 0.06:
             break
         syllables.append((int(pos * SAMPLE_RATE), int((pos + length) * SAMPLE_RATE)))
-        pos += length + (r.uniform(0.12, 0.25) if r.random() < 0.12 else r.uniform(0.0, 0.03))
+        pos += length + (r.uniform(0.12, 0.25) if r.random() < ident.pauses else r.uniform(0.0, 0.03))
     # pitch at a 500 Hz control rate: speaker f0, language factor, per-clip offset, declination, accents,
     # vibrato and jitter, then interpolated to audio rate
     step = SAMPLE_RATE // 500
@@ -331,7 +337,7 @@ def _voice(ident: _Identity, lang: str, video: _Video, r: np.random.Generator) -
     for s, e in syllables:
         i, j = s // step, max(s // step + 1, e // step)
         u = (np.arange(j - i) / (j - i) - L.accent_peak) / 0.35
-        accent[i:j] = L.accent * r.uniform(0.5, 1.2) * np.exp(-u * u)
+        accent[i:j] = L.accent * ident.intonation * r.uniform(0.5, 1.2) * np.exp(-u * u)
     wobble = _one_pole(r.random(len(tc)) - 0.5, math.exp(-2 * math.pi * 40 / 500))
     wobble *= ident.jitter / (wobble.std() + 1e-12)
     f0c *= (1 + accent) * (1 + ident.vibrato * np.sin(2 * math.pi * ident.vibrato_hz * tc)) * (1 + wobble)

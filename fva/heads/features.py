@@ -157,17 +157,18 @@ def epoch_order(n: int, seed: int | list[int], epoch: int, block_rows: int = 409
 
 
 class InMemoryRows:
-    """Training rows loaded once (in the cache's float16); batches converted to float32."""
+    """Training rows loaded once, as float32 (batches need no conversion) or, to halve the memory, in the
+    cache's float16 (each batch converted)."""
 
-    def __init__(self, table: FeatureTable, selected: Labelled) -> None:
-        self.data = table.load(selected.rows)
+    def __init__(self, table: FeatureTable, selected: Labelled, dtype: str = "float16") -> None:
+        self.data = table.load(selected.rows, dtype=dtype)
         self.labels = selected.labels
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def batch(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return self.data[positions].astype(np.float32), self.labels[positions]
+        return self.data[positions].astype(np.float32, copy=False), self.labels[positions]
 
 
 class StreamingRows:
@@ -184,7 +185,10 @@ class StreamingRows:
 
 
 def make_rows(table: FeatureTable, selected: Labelled, limit_gb: float) -> InMemoryRows | StreamingRows:
-    """In memory when the selected rows fit in ``limit_gb`` (float16), else streaming."""
+    """In memory when the selected rows fit in ``limit_gb`` (as float32 when that fits too, else float16),
+    else streaming."""
+    if table.nbytes(len(selected.rows), itemsize=4) <= limit_gb * 2**30:
+        return InMemoryRows(table, selected, dtype="float32")
     if table.nbytes(len(selected.rows)) <= limit_gb * 2**30:
         return InMemoryRows(table, selected)
     return StreamingRows(table, selected)

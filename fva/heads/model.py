@@ -24,12 +24,30 @@ class CosineClassifier(nn.Module):
         return F.linear(F.normalize(x), F.normalize(self.weight))
 
 
-class Standardize(nn.Module):
-    """(x - mean) / std per feature, with the statistics as buffers (saved in checkpoints); identity until
-    :meth:`fit` sets them."""
+class InputDropout(nn.Dropout):
+    """Dropout of input features (tensors that need no gradient) on the CPU: the same distribution as
+    :class:`torch.nn.Dropout`, about twice as fast there. The mask comes from 16-bit integers drawn by a
+    numpy generator seeded from torch's generator, so ``torch.manual_seed`` still fixes it (and resuming
+    with torch's RNG state repeats it); a drop probability is represented to 1/65536. Anything else
+    (gradients wanted, other devices, p outside (0, 1)) goes through :func:`torch.nn.functional.dropout`."""
 
-    def __init__(self, dim: int) -> None:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (not self.training or x.requires_grad or x.device.type != "cpu" or x.dtype != torch.float32
+                or not 0.0 < self.p < 1.0):
+            return super().forward(x)
+        seed = int(torch.randint(0, 2**62, (1,)).item())
+        draws = np.frombuffer(np.random.default_rng(seed).bytes(2 * x.numel()), dtype=np.uint16).reshape(x.shape)
+        keep = draws >= np.uint16(round(self.p * 65536))
+        return torch.from_numpy(np.where(keep, x.numpy() * np.float32(1.0 / (1.0 - self.p)), np.float32(0.0)))
+
+
+class Standardize(nn.Module):
+    """(x - mean) / std per feature, with the statistics as buffers (saved in checkpoints, present whether
+    ``enabled`` or not, so every head has the same state dict); a no-op unless enabled."""
+
+    def __init__(self, dim: int, enabled: bool = True) -> None:
         super().__init__()
+        self.enabled = enabled
         self.register_buffer("mean", torch.zeros(dim))
         self.register_buffer("inv_std", torch.ones(dim))
 
@@ -38,7 +56,7 @@ class Standardize(nn.Module):
         self.inv_std.copy_(1.0 / torch.as_tensor(np.maximum(std, floor), dtype=torch.float32))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) * self.inv_std
+        return (x - self.mean) * self.inv_std if self.enabled else x
 
 
 class FameHead(nn.Module):
@@ -48,9 +66,9 @@ class FameHead(nn.Module):
         super().__init__()
         from speechbrain.nnet.losses import AdditiveAngularMargin, LogSoftmaxWrapper
 
-        self.voice = nn.Sequential(Standardize(voice_dim), nn.Dropout(cfg.input_dropout),
+        self.voice = nn.Sequential(Standardize(voice_dim, cfg.input_norm), InputDropout(cfg.input_dropout),
                                    nn.Linear(voice_dim, cfg.embedding_dim))
-        self.face = nn.Sequential(Standardize(face_dim), nn.Dropout(cfg.input_dropout),
+        self.face = nn.Sequential(Standardize(face_dim, cfg.input_norm), InputDropout(cfg.input_dropout),
                                   nn.Linear(face_dim, cfg.embedding_dim))
         self.classifier = CosineClassifier(cfg.embedding_dim, n_classes)
         self.aam_loss = LogSoftmaxWrapper(AdditiveAngularMargin(margin=cfg.aam_margin, scale=cfg.aam_scale))

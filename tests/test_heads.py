@@ -860,7 +860,7 @@ def test_input_norm_standardises_with_the_fold_training_rows(synth, tmp_path):
     result = run("train-head", "--fold", "1", "--config", config, "--cache", synth.root, "--exp", exp)
     assert result.exit_code == 0, result.output
     model, payload = load_checkpoint(exp / "fold1" / "checkpoint.pt")
-    train_ids = [c for c in payload["classes"]]
+    train_ids = list(payload["classes"])
     records = manifest_records(synth.train)
     for modality, encoders in (("voice", VOICE_ENCODERS), ("face", FACE_ENCODERS)):
         table = FeatureTable(synth.train, list(encoders))

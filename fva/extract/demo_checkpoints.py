@@ -23,27 +23,15 @@ from pathlib import Path
 
 import torch
 
+from fva.extract.encoders.ecapa import ECAPA_YAML
+
 SPEAKER_HPARAMS = """\
 # ECAPA-TDNN speaker model in the layout of speechbrain/spkrec-ecapa-voxceleb ({note})
 n_mels: 80
 pretrained_path: .
 out_n_neurons: {n_classes}
 
-compute_features: !new:speechbrain.lobes.features.Fbank
-    n_mels: !ref <n_mels>
-
-mean_var_norm: !new:speechbrain.processing.features.InputNormalization
-    norm_type: sentence
-    std_norm: False
-
-embedding_model: !new:speechbrain.lobes.models.ECAPA_TDNN.ECAPA_TDNN
-    input_size: !ref <n_mels>
-    channels: {channels}
-    kernel_sizes: [5, 3, 3, 3, 1]
-    dilations: [1, 2, 3, 4, 1]
-    attention_channels: {attention}
-    lin_neurons: {lin_neurons}
-
+{ecapa}
 classifier: !new:speechbrain.lobes.models.ECAPA_TDNN.Classifier
     input_size: {lin_neurons}
     out_neurons: !ref <out_n_neurons>
@@ -84,7 +72,8 @@ def save_speaker_ecapa(folder: str | Path, embedding_model: torch.nn.Module, cla
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "hyperparams.yaml").write_text(SPEAKER_HPARAMS.format(
-        note=note, n_classes=len(labels), channels=list(channels), attention=attention, lin_neurons=lin_neurons))
+        note=note, n_classes=len(labels), lin_neurons=lin_neurons,
+        ecapa=ECAPA_YAML.format(channels=list(channels), attention=attention, lin_neurons=lin_neurons)))
     torch.save(embedding_model.state_dict(), folder / "embedding_model.ckpt")
     torch.save(classifier.state_dict(), folder / "classifier.ckpt")
     mean_var_norm_emb._save(folder / "mean_var_norm_emb.ckpt")

@@ -175,12 +175,8 @@ def train_age_gender(manifest: Manifest, root: Path | None, opts: TrainOptions, 
                      "mean_var_norm": InputNormalization(norm_type="sentence", std_norm=False), **modules}
     hparams = {"schedule": schedule, "pooled": pooled, "options": ag, "languages": languages,
                "trained_on": trained_on, **modules}
-    brain = brain_class()(modules=train_modules, hparams=hparams, run_opts=run_opts, checkpointer=checkpointer,
-                          opt_class=lambda params: torch.optim.Adam(params, lr=opts.lr,
-                                                                    weight_decay=opts.weight_decay))
-    brain.out = out
-    crop = int(opts.crop_seconds * common.SAMPLE_RATE)
-    train_set = common.crop_dataset(train, root, targets, crop)
+    brain = common.make_brain(brain_class(), train_modules, hparams, run_opts, checkpointer, opts, out)
+    train_set = common.crop_dataset(train, root, targets, common.crop_samples(opts))
     valid_set = common.crop_dataset(valid, root, targets, None) if valid else None
     if valid_set is None:
         brain.has_valid = False

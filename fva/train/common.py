@@ -286,6 +286,22 @@ def brain_base():
 _BrainBase = None
 
 
+def make_brain(brain_class, modules: dict, hparams: dict, run_opts: dict, checkpointer, opts: TrainOptions,
+               out: Path):
+    """A trainer's ``Brain`` optimised by Adam (the options' rate and weight decay), exporting to ``out``."""
+    import torch
+
+    brain = brain_class(modules=modules, hparams=hparams, run_opts=run_opts, checkpointer=checkpointer,
+                        opt_class=lambda params: torch.optim.Adam(params, lr=opts.lr, weight_decay=opts.weight_decay))
+    brain.out = out
+    return brain
+
+
+def crop_samples(opts: TrainOptions) -> int:
+    """Training crop length in samples."""
+    return int(opts.crop_seconds * SAMPLE_RATE)
+
+
 def fit(brain, train_set, valid_set, epochs: int, opts: TrainOptions):
     """Run ``brain.fit`` over an epoch counter that the checkpointer saves (so a rerun resumes)."""
     from speechbrain.utils.epoch_loop import EpochCounter

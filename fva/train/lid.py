@@ -32,7 +32,6 @@ from fva.errors import FvaError, where
 
 DEFAULT_WEIGHTS = "speechbrain/lang-id-voxlingua107-ecapa"
 HEADER = "key\tlanguage\tconfidence\n"
-WINDOW_BATCHES = 8  # decoded clips gathered before sorting them by length into batches
 
 
 @dataclass
@@ -198,7 +197,7 @@ def _labelled_batches(classifier, records, root: Path, batch_size: int, workers:
     from tqdm import tqdm
 
     from fva.extract.encoders.ecapa import AudioPreprocess, collate_audio
-    from fva.extract.runner import DecodedRecords, _first
+    from fva.extract.runner import WINDOW_BATCHES, DecodedRecords, _first
 
     dataset = DecodedRecords(records, root, AudioPreprocess(), classifier.runner.min_samples)
     loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=workers, collate_fn=_first,
@@ -232,21 +231,7 @@ LID_HPARAMS = """\
 pretrained_path: speechbrain/lang-id-voxlingua107-ecapa
 n_mels: 60
 
-compute_features: !new:speechbrain.lobes.features.Fbank
-    n_mels: !ref <n_mels>
-
-mean_var_norm: !new:speechbrain.processing.features.InputNormalization
-    norm_type: sentence
-    std_norm: False
-
-embedding_model: !new:speechbrain.lobes.models.ECAPA_TDNN.ECAPA_TDNN
-    input_size: !ref <n_mels>
-    channels: {channels}
-    kernel_sizes: [5, 3, 3, 3, 1]
-    dilations: [1, 2, 3, 4, 1]
-    attention_channels: {attention}
-    lin_neurons: 256
-
+{ecapa}
 classifier: !new:speechbrain.lobes.models.Xvector.Classifier
     input_shape: [null, null, 256]
     activation: !name:torch.nn.LeakyReLU
@@ -282,6 +267,7 @@ def write_lid_model(folder: Path, languages: tuple[str, ...] = ("de: German", "e
     from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN
     from speechbrain.lobes.models.Xvector import Classifier
 
+    from fva.extract.encoders.ecapa import ECAPA_YAML
     from fva.train.speaker import ecapa_sizes
 
     sizes, attention = ecapa_sizes(channels)
@@ -295,8 +281,8 @@ def write_lid_model(folder: Path, languages: tuple[str, ...] = ("de: German", "e
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "hyperparams.yaml").write_text(LID_HPARAMS.format(
-        note=f"fva test model, random init, seed {seed}", channels=sizes, attention=attention,
-        n_languages=len(languages)))
+        note=f"fva test model, random init, seed {seed}", n_languages=len(languages),
+        ecapa=ECAPA_YAML.format(channels=sizes, attention=attention, lin_neurons=256)))
     torch.save(model.state_dict(), folder / "embedding_model.ckpt")
     torch.save(classifier.state_dict(), folder / "classifier.ckpt")
     encoder = CategoricalEncoder()

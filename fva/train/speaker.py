@@ -250,11 +250,7 @@ def train_speaker(manifest: Manifest, root: Path | None, opts: TrainOptions, spk
                "loss": LogSoftmaxWrapper(AdditiveAngularMargin(margin=spk.margin, scale=spk.scale)),
                "emb_norm": emb_norm, "labels": labels, "trials": trials, "options": spk,
                "trained_on": trained_on, **modules}
-    brain = brain_class()(modules=modules, hparams=hparams, run_opts=run_opts, checkpointer=checkpointer,
-                          opt_class=lambda params: torch.optim.Adam(params, lr=opts.lr,
-                                                                    weight_decay=opts.weight_decay))
-    brain.out = out
-    crop = int(opts.crop_seconds * common.SAMPLE_RATE)
-    train_set = common.crop_dataset(records, root, lambda r: {"spk": index[r.identity]}, crop)
+    brain = common.make_brain(brain_class(), modules, hparams, run_opts, checkpointer, opts, out)
+    train_set = common.crop_dataset(records, root, lambda r: {"spk": index[r.identity]}, common.crop_samples(opts))
     common.fit(brain, train_set, None, epochs, opts)
     return common.read_metrics(out)

@@ -31,6 +31,26 @@ SAMPLE_RATE = 16000
 HOP = 160  # speechbrain Fbank: 10 ms hop at 16 kHz; a clip of n samples has 1 + n // HOP frames
 EXTRA_FRAMES = 8  # room after the longest clip for its reflected frames (>= the widest conv padding)
 
+# The Fbank front end and ECAPA-TDNN of every speechbrain ECAPA folder fva writes (the layouts of
+# spkrec-ecapa-voxceleb and lang-id-voxlingua107-ecapa, and fva's voice age-gender format): each format's
+# template holds ``{ecapa}``, filled with ``ECAPA_YAML.format(channels=..., attention=..., lin_neurons=...)``.
+ECAPA_YAML = """\
+compute_features: !new:speechbrain.lobes.features.Fbank
+    n_mels: !ref <n_mels>
+
+mean_var_norm: !new:speechbrain.processing.features.InputNormalization
+    norm_type: sentence
+    std_norm: False
+
+embedding_model: !new:speechbrain.lobes.models.ECAPA_TDNN.ECAPA_TDNN
+    input_size: !ref <n_mels>
+    channels: {channels}
+    kernel_sizes: [5, 3, 3, 3, 1]
+    dilations: [1, 2, 3, 4, 1]
+    attention_channels: {attention}
+    lin_neurons: {lin_neurons}
+"""
+
 
 def models_home() -> Path:
     """Where fetched or linked model folders live (``$FVA_MODELS``, default ``~/.cache/fva/models``)."""

@@ -26,7 +26,7 @@ import torch
 
 from fva.errors import FvaError
 from fva.extract.encoders.base import Encoded, files_digest, register
-from fva.extract.encoders.ecapa import EcapaEncoder, load_pretrained
+from fva.extract.encoders.ecapa import ECAPA_YAML, EcapaEncoder, load_pretrained
 
 KIND = "voice-age-gender-ecapa"
 DEFAULT_CHANNELS = (256, 256, 256, 256, 768)
@@ -52,21 +52,7 @@ channels: {channels}
 pooled_size: {pooled}
 head_hidden: {hidden}
 
-compute_features: !new:speechbrain.lobes.features.Fbank
-    n_mels: !ref <n_mels>
-
-mean_var_norm: !new:speechbrain.processing.features.InputNormalization
-    norm_type: sentence
-    std_norm: False
-
-embedding_model: !new:speechbrain.lobes.models.ECAPA_TDNN.ECAPA_TDNN
-    input_size: !ref <n_mels>
-    channels: !ref <channels>
-    kernel_sizes: [5, 3, 3, 3, 1]
-    dilations: [1, 2, 3, 4, 1]
-    attention_channels: {attention}
-    lin_neurons: 192
-
+{ecapa}
 age_head: !new:fva.extract.encoders.voice_age_gender.MLPHead
     input_size: !ref <pooled_size>
     hidden: !ref <head_hidden>
@@ -98,7 +84,8 @@ pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer
 
 def hparams_text(channels: tuple[int, ...] = DEFAULT_CHANNELS, hidden: int = 256, attention: int = 32) -> str:
     return HPARAMS.format(kind=KIND, channels=list(channels), pooled=2 * channels[-1], hidden=hidden,
-                          attention=attention)
+                          ecapa=ECAPA_YAML.format(channels="!ref <channels>", attention=attention,
+                                                  lin_neurons=192))
 
 
 def save_voice_age_gender(folder: str | Path, modules: dict[str, torch.nn.Module], meta: dict | None = None,

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -203,11 +202,8 @@ def test_bad_input_is_one_error_line(tmp_path, vox, cv_root):
 def test_torchrun_two_cpu_processes_train_and_write_one_checkpoint(tmp_path, vox):
     root, _ = vox
     out = tmp_path / "ddp"
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
            "-m", "fva.cli", "train-encoder", "speaker", "--dataset", "voxceleb2", "--root", str(root),
            "--out", str(out), "--steps", "3", "--device", "cpu", "--schedule", "exponential", *TINY]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
@@ -218,3 +214,24 @@ def test_torchrun_two_cpu_processes_train_and_write_one_checkpoint(tmp_path, vox
     # 24 clips over 2 processes of 8-clip batches: 2 steps per epoch, so 2 epochs for 3 steps
     assert json.loads((out / "metrics.json").read_text())["epoch"] == 2
     assert (out / "embedding_model.ckpt").is_file() and (out / "hyperparams.yaml").is_file()
+
+
+def test_augmentation_csv_lists_every_mono_clip_and_refuses_stereo(tmp_path):
+    import csv
+
+    from fva.errors import FvaError
+    from fva.train.speaker import audio_csv
+
+    folder = tmp_path / "noise"
+    (folder / "sub").mkdir(parents=True)
+    sf.write(folder / "a.wav", np.zeros(16000, dtype=np.float32), 16000)
+    sf.write(folder / "sub" / "b.flac", np.zeros(8000, dtype=np.float32), 16000)
+    out = audio_csv(folder, tmp_path / "work" / "noise.csv", "noise")
+    with out.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(Path(r["wav"]).name, r["duration"], r["wav_format"]) for r in rows] == \
+        [("a.wav", "1.000", "wav"), ("b.flac", "0.500", "flac")]
+    assert sorted(p.name for p in out.parent.iterdir()) == ["noise.csv"]  # no temporary file left
+    sf.write(folder / "c.wav", np.zeros((800, 2), dtype=np.float32), 16000)
+    with pytest.raises(FvaError, match="2 channels"):
+        audio_csv(folder, tmp_path / "work" / "noise.csv", "noise")

@@ -157,9 +157,9 @@ def train_age_gender(manifest: Manifest, root: Path | None, opts: TrainOptions, 
     config = {"trainer": "age-gender", "model": {"channels": channels, "head_hidden": ag.head_hidden},
               "data": trained_on, "languages": languages, "records": {"train": len(train), "valid": len(valid)},
               "valid_speakers": sorted(valid_ids), "options": asdict(opts), "age_gender": asdict(ag)}
-    common.check_config(out, config)
     epochs, total = common.plan_epochs(opts, len(train))
     run_opts = common.run_options(opts, opts.steps)
+    common.check_config(out, config)  # after run_options: under torchrun only rank 0 may write it
     common.seed_all(opts.seed)
 
     modules = init_voice_age_gender(tuple(channels), ag.head_hidden, attention, seed=opts.seed)

@@ -15,6 +15,7 @@ trial list (``label enrol test`` lines, paths under ``--trials-root``) after eve
 from __future__ import annotations
 
 import csv
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -89,10 +90,14 @@ def audio_csv(folder: Path, csv_path: Path, what: str) -> Path:
     if not rows:
         raise FvaError(f"{folder}: no wav/flac {what} files found")
     csv_path.parent.mkdir(parents=True, exist_ok=True)
-    with csv_path.open("w", newline="") as fh:
+    # every torchrun process writes the same rows: each through its own temporary file, renamed into place,
+    # so that no process reads a file another one is still writing
+    tmp = csv_path.with_name(f".{csv_path.name}.{os.getpid()}.tmp")
+    with tmp.open("w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["ID", "duration", "wav", "wav_format", "wav_opts"])
         writer.writerows(rows)
+    tmp.replace(csv_path)
     return csv_path
 
 
@@ -235,9 +240,9 @@ def train_speaker(manifest: Manifest, root: Path | None, opts: TrainOptions, spk
     config = {"trainer": "speaker", "model": {"channels": spk.channels, "lin_neurons": spk.lin_neurons,
                                               "identities": labels},
               "data": trained_on, "records": len(records), "options": asdict(opts), "speaker": asdict(spk)}
-    common.check_config(out, config)
     epochs, total = common.plan_epochs(opts, len(records))
     run_opts = common.run_options(opts, opts.steps)
+    common.check_config(out, config)  # after run_options: under torchrun only rank 0 may write it
     common.seed_all(opts.seed)
 
     modules = build_modules(spk, len(labels))

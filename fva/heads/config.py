@@ -25,6 +25,8 @@ class FeaturesConfig:
 
 @dataclass
 class ModelConfig:
+    system: str = "fame2026"  # the head system (fva.heads.systems): fame2026, xm-align, fop, dual-fop, ...
+    params: dict = field(default_factory=dict)  # the system's own options (its Params dataclass)
     embedding_dim: int = 192
     input_dropout: float = 0.9
     aam_margin: float = 0.2
@@ -105,11 +107,20 @@ def _coerce(value: Any, default: Any, source: str, name: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and value != int(value)):
             raise FvaError(f"{source}: {name} must be {'an integer' if kind is int else 'a number'}, got {value!r}")
         return kind(value)
+    if kind is dict:
+        if not isinstance(value, dict):
+            raise FvaError(f"{source}: {name} must be a mapping, got {value!r}")
+        return dict(value)
     if kind is list:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise FvaError(f"{source}: {name} must be a list of names, got {value!r}")
         return list(value)
     return str(value)
+
+
+def parse_params(cls: type, data: dict, what: str) -> Any:
+    """A system's ``Params`` dataclass from the config's ``model.params`` mapping (unknown keys: errors)."""
+    return _build(cls, data or {}, what)
 
 
 def load_config(path: str | Path | None = None, overrides: dict | None = None) -> HeadConfig:
@@ -129,4 +140,8 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
             data.setdefault(section, {}).update(values)
         else:
             data[section] = values
-    return _build(HeadConfig, data, source)
+    cfg = _build(HeadConfig, data, source)
+    from fva.heads.systems import get_system
+
+    parse_params(get_system(cfg.model.system).Params, cfg.model.params, f"{source}: model.params")
+    return cfg

@@ -1,0 +1,88 @@
+"""What every head system provides to the trainer and to scoring.
+
+The trainer (:func:`fva.heads.trainer.train_epoch`) builds a :class:`Batch` per step and calls
+:meth:`HeadSystem.loss`; scoring embeds each distinct medium once with :meth:`HeadSystem.embed` (eval mode)
+and turns paired rows of those representations into distances (lower = same person) with
+:meth:`HeadSystem.pair_distances`. Pretraining and ``--init`` carry :meth:`HeadSystem.projections_state`
+from one model to another of the same system and dimensions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class Batch:
+    """One training step's rows. ``independent`` systems get voice and face rows drawn separately
+    (N voices, M faces, any identities). ``paired`` systems get N == M and row i of ``face`` is another
+    sample of the identity of row i of ``voice`` (``voice_labels`` equals ``face_labels``)."""
+
+    voice: torch.Tensor  # (N, voice_dim) float32
+    voice_labels: torch.Tensor  # (N,) int64 class index
+    face: torch.Tensor  # (M, face_dim) float32
+    face_labels: torch.Tensor  # (M,) int64
+
+
+@dataclass
+class NoParams:
+    """A system without options of its own."""
+
+
+class HeadSystem(nn.Module):
+    """Base class. Subclasses set ``name``, ``Params`` (a dataclass whose defaults are the published
+    values; the config's ``model.params`` mapping fills it) and ``pairing``, and implement
+    :meth:`loss` and :meth:`embed`; the rest has defaults.
+
+    Constructor signature (the trainer and checkpoints rebuild systems through it):
+    ``System(voice_dim, face_dim, n_classes, cfg)`` with ``cfg`` a :class:`fva.heads.config.ModelConfig`;
+    ``self.params`` is the parsed ``Params`` instance.
+    """
+
+    name: ClassVar[str] = ""
+    Params: ClassVar[type] = NoParams
+    pairing: ClassVar[str] = "independent"  # or "paired"
+    classifier_modules: ClassVar[tuple[str, ...]] = ("classifier",)  # not carried by projections_state
+
+    def __init__(self, voice_dim: int, face_dim: int, n_classes: int, cfg: Any) -> None:
+        super().__init__()
+        from fva.heads.config import parse_params
+
+        self.cfg = cfg
+        self.params = parse_params(self.Params, cfg.params, f"model.params ({self.name})")
+        self.sizes = {"voice_dim": voice_dim, "face_dim": face_dim, "n_classes": n_classes}
+
+    def loss(self, batch: Batch) -> torch.Tensor:
+        raise NotImplementedError
+
+    def embed(self, modality: str, x: torch.Tensor) -> torch.Tensor:
+        """Representation of each row of one modality, (N, ...), used for scoring (called in eval mode)."""
+        raise NotImplementedError
+
+    def pair_distances(self, voice: torch.Tensor, face: torch.Tensor) -> torch.Tensor:
+        """(N,) distance of voice row i and face row i of :meth:`embed` outputs; default 1 - cosine."""
+        return 1.0 - F.cosine_similarity(voice, face, dim=1)
+
+    def replace_classifier(self, n_classes: int) -> None:
+        """A fresh identity classifier for a new identity set (fine-tuning after pretraining). Systems with
+        an identity classifier override this."""
+        self.sizes["n_classes"] = n_classes
+
+    def projections_state(self) -> dict:
+        """The parts carried from a pretrained model (pretraining, ``--init``): everything but the
+        submodules named in ``classifier_modules`` (their shape depends on the identity set)."""
+        return {k: v for k, v in self.state_dict().items() if k.split(".")[0] not in self.classifier_modules}
+
+    def load_projections(self, state: dict) -> None:
+        missing, unexpected = self.load_state_dict(state, strict=False)
+        if unexpected:
+            raise RuntimeError(f"unexpected keys in projections state: {unexpected[:3]}")
+
+    def describe(self) -> dict:
+        return {"system": self.name, "params": asdict(self.params)}
+

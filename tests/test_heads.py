@@ -35,6 +35,7 @@ from fva.heads.config import HeadConfig, ModelConfig, load_config
 from fva.heads.features import (FeatureTable, InMemoryRows, StreamingRows, epoch_order, manifest_records,
                                 select_rows)
 from fva.heads.model import FameHead
+from fva.heads.systems.base import Batch
 from fva.heads.trainer import EXPERIMENT_FORMAT, features_for_keys, load_checkpoint, score_distances
 
 DATASET = "mavceleb-v3"
@@ -252,9 +253,9 @@ def test_aam_classifier_is_one_matrix_shared_by_both_modalities():
         return {n: p.grad.clone() for n, p in model.named_parameters()}
 
     # voice-only: the face halves of the two losses are identical and cancel
-    voice_only = grads(model.loss(xv1, y, xf1, y) - model.loss(xv2, y, xf1, y))
+    voice_only = grads(model.loss(Batch(xv1, y, xf1, y)) - model.loss(Batch(xv2, y, xf1, y)))
     # face-only: likewise with the voice halves
-    face_only = grads(model.loss(xv1, y, xf1, y) - model.loss(xv1, y, xf2, y))
+    face_only = grads(model.loss(Batch(xv1, y, xf1, y)) - model.loss(Batch(xv1, y, xf2, y)))
     assert voice_only["classifier.weight"].abs().sum() > 0
     assert face_only["classifier.weight"].abs().sum() > 0
     assert voice_only["voice.2.weight"].abs().sum() > 0 and face_only["face.2.weight"].abs().sum() > 0
@@ -287,7 +288,7 @@ def test_aam_loss_equals_hand_computed_additive_angular_margin():
     xv, xf = torch.randn(5, 5, generator=g), torch.randn(3, 6, generator=g)
     yv, yf = torch.tensor([0, 1, 2, 3, 1]), torch.tensor([3, 0, 2])
     with torch.no_grad():
-        loss = float(model.loss(xv, yv, xf, yf))
+        loss = float(model.loss(Batch(xv, yv, xf, yf)))
         ev = F.linear(xv, model.voice[2].weight, model.voice[2].bias).double().numpy()
         ef = F.linear(xf, model.face[2].weight, model.face[2].bias).double().numpy()
     w = model.classifier.weight.detach().double().numpy()

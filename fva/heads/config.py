@@ -55,6 +55,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     patience: int = 20  # epochs without a better dev EER before stopping
     pretrain_epochs: int = 10
+    pair_repeats: int = 1  # paired systems: passes over the voices per epoch, each re-paired with faces
     rows_per_epoch: int = 0  # 0: every row once per epoch; else a seeded sample of that many rows
     block_rows: int = 4096  # streaming: contiguous rows read together
     buffer_blocks: int = 8  # streaming: blocks shuffled together

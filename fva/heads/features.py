@@ -177,6 +177,10 @@ class StreamingRows:
     def __init__(self, table: FeatureTable, selected: Labelled) -> None:
         self.table, self.selected = table, selected
 
+    @property
+    def labels(self) -> np.ndarray:
+        return self.selected.labels
+
     def __len__(self) -> int:
         return len(self.selected.labels)
 
@@ -203,6 +207,10 @@ class ConcatRows:
 
     def __len__(self) -> int:
         return int(self.starts[-1])
+
+    @property
+    def labels(self) -> np.ndarray:
+        return np.concatenate([s.labels + offset for s, offset in zip(self.sources, self.offsets)])
 
     def batch(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         positions = np.asarray(positions)

@@ -10,6 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from fva.heads.config import ModelConfig
+from fva.heads.systems import register_system
+from fva.heads.systems.base import Batch, HeadSystem
 
 
 class CosineClassifier(nn.Module):
@@ -59,33 +61,42 @@ class Standardize(nn.Module):
         return (x - self.mean) * self.inv_std if self.enabled else x
 
 
-class FameHead(nn.Module):
+def projection(dim: int, cfg: ModelConfig) -> nn.Sequential:
+    """[0] input standardisation (off unless ``cfg.input_norm``), [1] input dropout, [2] linear map to the
+    shared space: the FAME 2026 projection, reused by other systems."""
+    return nn.Sequential(Standardize(dim, cfg.input_norm), InputDropout(cfg.input_dropout),
+                         nn.Linear(dim, cfg.embedding_dim))
+
+
+def aam_softmax(cfg: ModelConfig) -> nn.Module:
+    """speechbrain's additive angular margin softmax loss: called with (cosines (N, classes), labels (N,))."""
+    from speechbrain.nnet.losses import AdditiveAngularMargin, LogSoftmaxWrapper
+
+    wrapped = LogSoftmaxWrapper(AdditiveAngularMargin(margin=cfg.aam_margin, scale=cfg.aam_scale))
+    return lambda cosine, labels: wrapped(cosine.unsqueeze(1), labels.unsqueeze(1))
+
+
+@register_system
+class FameHead(HeadSystem):
     """Voice and face projections into one embedding space, one shared AAM-softmax classifier."""
 
-    def __init__(self, voice_dim: int, face_dim: int, n_classes: int, cfg: ModelConfig) -> None:
-        super().__init__()
-        from speechbrain.nnet.losses import AdditiveAngularMargin, LogSoftmaxWrapper
+    name = "fame2026"
 
-        self.voice = nn.Sequential(Standardize(voice_dim, cfg.input_norm), InputDropout(cfg.input_dropout),
-                                   nn.Linear(voice_dim, cfg.embedding_dim))
-        self.face = nn.Sequential(Standardize(face_dim, cfg.input_norm), InputDropout(cfg.input_dropout),
-                                  nn.Linear(face_dim, cfg.embedding_dim))
+    def __init__(self, voice_dim: int, face_dim: int, n_classes: int, cfg: ModelConfig) -> None:
+        super().__init__(voice_dim, face_dim, n_classes, cfg)
+        self.voice = projection(voice_dim, cfg)
+        self.face = projection(face_dim, cfg)
         self.classifier = CosineClassifier(cfg.embedding_dim, n_classes)
-        self.aam_loss = LogSoftmaxWrapper(AdditiveAngularMargin(margin=cfg.aam_margin, scale=cfg.aam_scale))
-        self.cfg = cfg
-        self.sizes = {"voice_dim": voice_dim, "face_dim": face_dim, "n_classes": n_classes}
+        self.aam_loss = aam_softmax(cfg)
 
     def embed(self, modality: str, x: torch.Tensor) -> torch.Tensor:
         return (self.voice if modality == "voice" else self.face)(x)
 
-    def loss(self, voice: torch.Tensor, voice_labels: torch.Tensor, face: torch.Tensor,
-             face_labels: torch.Tensor) -> torch.Tensor:
+    def loss(self, batch: Batch) -> torch.Tensor:
         """Mean AAM-softmax loss of the voice batch plus that of the face batch, through one classifier."""
-        total = voice.new_zeros(())
-        for x, y, modality in ((voice, voice_labels, "voice"), (face, face_labels, "face")):
-            cosine = self.classifier(self.embed(modality, x))
-            total = total + self.aam_loss(cosine.unsqueeze(1), y.unsqueeze(1))
-        return total
+        return sum(self.aam_loss(self.classifier(self.embed(modality, x)), y)
+                   for x, y, modality in ((batch.voice, batch.voice_labels, "voice"),
+                                          (batch.face, batch.face_labels, "face")))
 
     def replace_classifier(self, n_classes: int) -> None:
         """A fresh classifier for a new identity set (fine-tuning after pretraining)."""

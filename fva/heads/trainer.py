@@ -36,9 +36,12 @@ from fva.evaluate.scores import write_scores
 from fva.heads.config import HeadConfig, load_config
 from fva.heads.features import (ConcatRows, FeatureTable, epoch_order, make_rows, manifest_records, row_statistics,
                                 select_rows, split_folder)
-from fva.heads.model import FameHead, cosine_scores
+from fva.heads.config import ModelConfig
+from fva.heads.systems import get_system
+from fva.heads.systems.base import Batch, HeadSystem
 
-EXPERIMENT_FORMAT = 2  # 2: input standardisation buffers in each projection
+EXPERIMENT_FORMAT = 3  # 2: input standardisation buffers in each projection; 3: head systems
+READABLE_FORMATS = (2, 3)  # a format-2 experiment is a fame2026 one (no system named)
 RESUME_EVERY = 5  # epochs between resume points (last.pt holds the optimiser state too)
 PRETRAIN_STREAM = 1_000_000  # seed stream of pretraining, apart from the folds (0, 1, ...)
 
@@ -101,46 +104,58 @@ class TrialSet:
         face, face_of = distinct_features(feats.face, [media_key(t.face) for t in trials], fk, what)
         return cls(trials, voice, face, voice_of, face_of)
 
-    def distances(self, model: FameHead) -> np.ndarray:
+    def distances(self, model: HeadSystem) -> np.ndarray:
         return score_distances(model, self.voice, self.face, voice_of=self.voice_of, face_of=self.face_of)
 
 
+def build_model(voice_dim: int, face_dim: int, n_classes: int, cfg: ModelConfig) -> HeadSystem:
+    """The configured head system (``cfg.system``) for these input sizes and identity count."""
+    return get_system(cfg.system)(voice_dim, face_dim, n_classes, cfg)
+
+
 @torch.inference_mode()
-def score_distances(model: FameHead, voice: np.ndarray, face: np.ndarray, batch: int = 4096,
-                    voice_of: np.ndarray | None = None, face_of: np.ndarray | None = None) -> np.ndarray:
-    """1 - cosine of the embedded voice and face of each trial (dropout off): trial i pairs ``voice[i]``
-    with ``face[i]``, or ``voice[voice_of[i]]`` with ``face[face_of[i]]`` when those are given."""
+def embed_rows(model: HeadSystem, modality: str, x: np.ndarray, batch: int = 4096) -> torch.Tensor:
+    """The system's representation of every row of ``x`` (eval mode), computed in batches."""
     model.eval()
-    emb = [torch.cat([model.embed(modality, torch.from_numpy(np.ascontiguousarray(x[lo:lo + batch])))
+    return torch.cat([model.embed(modality, torch.from_numpy(np.ascontiguousarray(x[lo:lo + batch])))
                       for lo in range(0, max(len(x), 1), batch)])
-           for modality, x in (("voice", voice), ("face", face))]
-    if voice_of is not None:
-        emb = [emb[0][torch.from_numpy(voice_of)], emb[1][torch.from_numpy(face_of)]]
-    return (1.0 - cosine_scores(emb[0], emb[1]).numpy()).astype(np.float64)
 
 
-def save_checkpoint(path: Path, model: FameHead, cfg: HeadConfig, extra: dict) -> None:
+@torch.inference_mode()
+def score_distances(model: HeadSystem, voice: np.ndarray, face: np.ndarray, batch: int = 4096,
+                    voice_of: np.ndarray | None = None, face_of: np.ndarray | None = None) -> np.ndarray:
+    """The system's distance (fame2026: 1 - cosine) of the voice and face of each trial, dropout off:
+    trial i pairs ``voice[i]`` with ``face[i]``, or ``voice[voice_of[i]]`` with ``face[face_of[i]]`` when
+    those are given (each medium is embedded once)."""
+    ev, ef = embed_rows(model, "voice", voice, batch), embed_rows(model, "face", face, batch)
+    vi = torch.arange(len(ev)) if voice_of is None else torch.from_numpy(voice_of)
+    fi = torch.arange(len(ef)) if face_of is None else torch.from_numpy(face_of)
+    out = [model.pair_distances(ev[vi[lo:lo + batch]], ef[fi[lo:lo + batch]]) for lo in range(0, len(vi), batch)]
+    return (torch.cat(out) if out else torch.zeros(0)).numpy().astype(np.float64)
+
+
+def save_checkpoint(path: Path, model: HeadSystem, cfg: HeadConfig, extra: dict) -> None:
     """Everything needed to rebuild the model alone; written under a temporary name, then renamed."""
-    payload = {"format": EXPERIMENT_FORMAT, "fva_version": __version__, "sizes": dict(model.sizes),
-               "model_config": asdict(cfg.model), "state_dict": model.state_dict(), **extra}
+    payload = {"format": EXPERIMENT_FORMAT, "fva_version": __version__, "system": model.name,
+               "sizes": dict(model.sizes), "model_config": asdict(cfg.model), "state_dict": model.state_dict(),
+               **extra}
     tmp = path.with_name(path.name + ".tmp")
     torch.save(payload, tmp)
     tmp.replace(path)
 
 
-def load_checkpoint(path: Path) -> tuple[FameHead, dict]:
+def load_checkpoint(path: Path) -> tuple[HeadSystem, dict]:
     """Rebuild a head from its checkpoint file alone."""
-    from fva.heads.config import ModelConfig
-
     if not path.is_file():
         raise FvaError(f"{path}: checkpoint not found; train it with 'fva train-head'")
     payload = torch.load(path, map_location="cpu", weights_only=True)
-    if payload.get("format") != EXPERIMENT_FORMAT:
+    if payload.get("format") not in READABLE_FORMATS:
         raise FvaError(f"{path}: written by fva {payload.get('fva_version', '?')} in checkpoint format "
                        f"{payload.get('format')}; this fva {__version__} reads format {EXPERIMENT_FORMAT}: "
                        "retrain it with this version")
     sizes = payload["sizes"]
-    model = FameHead(sizes["voice_dim"], sizes["face_dim"], sizes["n_classes"], ModelConfig(**payload["model_config"]))
+    model = build_model(sizes["voice_dim"], sizes["face_dim"], sizes["n_classes"],
+                        ModelConfig(**payload["model_config"]))
     model.load_state_dict(payload["state_dict"])
     model.eval()
     return model, payload
@@ -152,7 +167,7 @@ def read_experiment(exp: Path) -> tuple[HeadConfig, dict]:
     if not info_path.is_file():
         raise FvaError(f"{exp}: not an fva experiment (no experiment.json); train one with 'fva train-head'")
     info = json.loads(info_path.read_text())
-    if info.get("format") != EXPERIMENT_FORMAT:
+    if info.get("format") not in READABLE_FORMATS:
         raise FvaError(f"{exp}: experiment written by fva {info.get('fva_version', '?')} (format "
                        f"{info.get('format')}); this fva {__version__} reads format {EXPERIMENT_FORMAT}: "
                        "retrain it with this version")
@@ -211,20 +226,20 @@ class FoldTrainer:
             out.mkdir(parents=True, exist_ok=True)
             voice_rows, face_rows, ids = self.pre_rows()
             torch.manual_seed(self.cfg.seed)
-            model = FameHead(self.pre.voice.dim, self.pre.face.dim, len(ids), self.cfg.model)
+            model = build_model(self.pre.voice.dim, self.pre.face.dim, len(ids), self.cfg.model)
             fit_input_norm(model, voice_rows, face_rows, [self.cfg.seed, PRETRAIN_STREAM])
             tc = self.cfg.train
-            optimiser = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, fused=True)
+            optimiser = make_optimiser(model, tc)
             with (out / "train_log.jsonl").open("w") as fh:
                 for epoch in range(tc.pretrain_epochs):
                     loss = train_epoch(model, optimiser, voice_rows, face_rows, tc.batch_size, seed=[self.cfg.seed, PRETRAIN_STREAM],
                                        epoch=epoch, block_rows=tc.block_rows, buffer_blocks=tc.buffer_blocks,
-                                       rows=tc.rows_per_epoch)
+                                       rows=tc.rows_per_epoch, pair_repeats=tc.pair_repeats)
                     fh.write(json.dumps({"epoch": epoch, "loss": loss}) + "\n")
             save_checkpoint(ckpt, model, self.cfg, {"classes": ids, "dataset": self.cfg.data.pretrain_dataset,
                                                     "epoch": tc.pretrain_epochs - 1})
         model, _ = load_checkpoint(ckpt)
-        self._pretrained = {"voice": model.voice.state_dict(), "face": model.face.state_dict()}
+        self._pretrained = model.projections_state()
         return self._pretrained
 
     def _folds(self) -> Folds:
@@ -279,16 +294,14 @@ class FoldTrainer:
             classes.update({f"{cfg.data.pretrain_dataset}:{i}": len(train_ids) + n for n, i in enumerate(pre_ids)})
         dev = self.dev_sets(fold)
         torch.manual_seed(cfg.seed * 1000 + fold)
-        model = FameHead(self.feats.voice.dim, self.feats.face.dim, len(classes), cfg.model)
+        model = build_model(self.feats.voice.dim, self.feats.face.dim, len(classes), cfg.model)
         if init_state is None and self.pre is not None and not cfg.data.joint:
             init_state = self.pretrain()
         if init_state is not None:  # the projections with their input statistics
-            model.voice.load_state_dict(init_state["voice"])
-            model.face.load_state_dict(init_state["face"])
+            model.load_projections(init_state)
         else:
             fit_input_norm(model, voice_rows, face_rows, [cfg.seed, fold])
-        optimiser = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay,
-                                     fused=True)  # one pass per step: ~5x faster on CPU than the default
+        optimiser = make_optimiser(model, tc)
         state = {"epoch": 0, "best": math.inf, "best_epoch": -1, "stale": 0}
         last = out / "last.pt"
         if resume and last.is_file():
@@ -309,7 +322,8 @@ class FoldTrainer:
             start = time.perf_counter()
             loss = train_epoch(model, optimiser, voice_rows, face_rows, tc.batch_size,
                                seed=[cfg.seed, fold], epoch=epoch, block_rows=tc.block_rows,
-                               buffer_blocks=tc.buffer_blocks, rows=tc.rows_per_epoch)
+                               buffer_blocks=tc.buffer_blocks, rows=tc.rows_per_epoch,
+                               pair_repeats=tc.pair_repeats)
             dev_eer = {lang: compute_eer(np.array([labels[t.key] for t in ts.trials]), ts.distances(model))
                        for lang, (ts, labels) in dev.items()}
             selection = float(np.mean([dev_eer[lang] for lang in self.heard if lang in dev_eer]))
@@ -357,34 +371,72 @@ class FoldTrainer:
         return metrics
 
 
-def fit_input_norm(model: FameHead, voice_rows, face_rows, seed: list[int]) -> None:
+def make_optimiser(model: HeadSystem, tc) -> torch.optim.Optimizer:
+    """Adam over the trainable parameters (a frozen branch has none); fused: one pass per step, ~5x faster
+    on the CPU than the default."""
+    return torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=tc.lr,
+                            weight_decay=tc.weight_decay, fused=True)
+
+
+def fit_input_norm(model: HeadSystem, voice_rows, face_rows, seed: list[int]) -> None:
     """With ``input_norm`` on, set each projection's input statistics from its training rows."""
     if model.cfg.input_norm:
-        for projection, rows, stream in ((model.voice, voice_rows, 0), (model.face, face_rows, 1)):
-            projection[0].fit(*row_statistics(rows, seed=[*seed, stream]))
+        norms = model.input_norms()
+        for modality, rows, stream in (("voice", voice_rows, 0), ("face", face_rows, 1)):
+            if modality in norms:
+                norms[modality].fit(*row_statistics(rows, seed=[*seed, stream]))
 
 
-def train_epoch(model: FameHead, optimiser: torch.optim.Optimizer, voice_rows, face_rows, batch_size: int,
-                seed: list[int], epoch: int, block_rows: int, buffer_blocks: int, rows: int = 0) -> float:
-    """One epoch: as many steps as voice batches; faces drawn from their own block-shuffled order."""
+def paired_faces(voice_labels: np.ndarray, face_labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """For each voice row, a face position of the same identity drawn uniformly (another sample, usually
+    of another video: faces and voices re-paired across scenes); -1 where the identity has no face."""
+    order = np.argsort(face_labels, kind="stable")
+    labels = face_labels[order]
+    lo = np.searchsorted(labels, voice_labels, side="left")
+    count = np.searchsorted(labels, voice_labels, side="right") - lo
+    pick = lo + (rng.random(len(voice_labels)) * np.maximum(count, 1)).astype(np.int64)
+    return np.where(count > 0, order[np.minimum(pick, len(order) - 1)], -1)
+
+
+def train_epoch(model: HeadSystem, optimiser: torch.optim.Optimizer, voice_rows, face_rows, batch_size: int,
+                seed: list[int], epoch: int, block_rows: int, buffer_blocks: int, rows: int = 0,
+                pair_repeats: int = 1) -> float:
+    """One epoch: as many steps as voice batches. ``independent`` systems draw faces from their own
+    block-shuffled order; ``paired`` systems get, for each voice, a face of the same identity, and pass over
+    the voices ``pair_repeats`` times (each time re-paired)."""
     model.train()
-    voice_order = epoch_order(len(voice_rows), seed=[*seed, 0], epoch=epoch, block_rows=block_rows,
-                              buffer_blocks=buffer_blocks, rows=rows)
+    paired = model.pairing == "paired"
+    voice_order = np.concatenate([
+        epoch_order(len(voice_rows), seed=[*seed, 0], epoch=epoch * pair_repeats + r if paired else epoch,
+                    block_rows=block_rows, buffer_blocks=buffer_blocks, rows=rows)
+        for r in range(pair_repeats if paired else 1)])
+    if paired:
+        face_order = paired_faces(voice_rows.labels[voice_order], face_rows.labels,
+                                  np.random.default_rng([*seed, 1, epoch]))
+        voice_order, face_order = voice_order[face_order >= 0], face_order[face_order >= 0]
+        if len(voice_order) == 0:
+            raise FvaError("no identity has both voice and face training rows: a paired system cannot train")
     steps = max(1, math.ceil(len(voice_order) / batch_size))
-    face_order = epoch_order(len(face_rows), seed=[*seed, 1], epoch=epoch, block_rows=block_rows,
-                             buffer_blocks=buffer_blocks, rows=rows)
-    if len(face_order) < steps * batch_size:  # cycle faces when they are fewer than voices
-        face_order = np.resize(face_order, steps * batch_size)
-    total = 0.0
+    if not paired:
+        face_order = epoch_order(len(face_rows), seed=[*seed, 1], epoch=epoch, block_rows=block_rows,
+                                 buffer_blocks=buffer_blocks, rows=rows)
+        if len(face_order) < steps * batch_size:  # cycle faces when they are fewer than voices
+            face_order = np.resize(face_order, steps * batch_size)
+    total, done = 0.0, 0
     for step in range(steps):
-        xv, yv = voice_rows.batch(voice_order[step * batch_size:(step + 1) * batch_size])
-        xf, yf = face_rows.batch(face_order[step * batch_size:(step + 1) * batch_size])
-        loss = model.loss(torch.from_numpy(xv), torch.from_numpy(yv), torch.from_numpy(xf), torch.from_numpy(yf))
+        part = slice(step * batch_size, (step + 1) * batch_size)
+        if paired and step and len(voice_order[part]) < 2:  # a lone last pair: no pairs, breaks batch norm
+            continue
+        xv, yv = voice_rows.batch(voice_order[part])
+        xf, yf = face_rows.batch(face_order[part])
+        loss = model.loss(Batch(torch.from_numpy(xv), torch.from_numpy(yv), torch.from_numpy(xf),
+                                torch.from_numpy(yf)))
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
         total += loss.item()
-    return total / steps
+        done += 1
+    return total / done
 
 
 def prepare_experiment(exp: Path, force: bool, resume: bool) -> bool:
@@ -455,6 +507,6 @@ def init_projections(init: Path) -> dict:
     for candidate in (Path(init) / "pretrain" / "checkpoint.pt", Path(init) / "fold0" / "checkpoint.pt"):
         if candidate.is_file():
             model, _ = load_checkpoint(candidate)
-            return {"voice": model.voice.state_dict(), "face": model.face.state_dict()}
+            return model.projections_state()
     raise FvaError(f"{init}: no checkpoint to start from (looked for pretrain/ and fold0/); "
                    "pass --init a trained experiment")

@@ -79,9 +79,27 @@ class HeadSystem(nn.Module):
         return {k: v for k, v in self.state_dict().items() if k.split(".")[0] not in self.classifier_modules}
 
     def load_projections(self, state: dict) -> None:
-        missing, unexpected = self.load_state_dict(state, strict=False)
-        if unexpected:
-            raise RuntimeError(f"unexpected keys in projections state: {unexpected[:3]}")
+        """Load what :meth:`projections_state` of a model of the same system and sizes returned."""
+        from fva.errors import FvaError
+
+        expected = self.projections_state()
+        odd = sorted(set(state) ^ set(expected)) or [k for k in state if state[k].shape != expected[k].shape]
+        if odd:
+            raise FvaError(f"the pretrained head does not fit this {self.name} head (first differing weight: "
+                           f"{odd[0]}); start from a head of the same system and features")
+        self.load_state_dict(state, strict=False)
+
+    def input_norms(self) -> dict:
+        """modality -> its input standardisation module (set from the training rows when ``input_norm`` is
+        on): by default the first module of ``self.voice`` / ``self.face`` where that is a Standardize."""
+        from fva.heads.model import Standardize
+
+        found = {}
+        for modality in ("voice", "face"):
+            module = getattr(self, modality, None)
+            if isinstance(module, nn.Sequential) and len(module) and isinstance(module[0], Standardize):
+                found[modality] = module[0]
+        return found
 
     def describe(self) -> dict:
         return {"system": self.name, "params": asdict(self.params)}

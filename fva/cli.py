@@ -250,18 +250,52 @@ def train_head_cmd(fold: str, config_path: Path | None, cache_root: Path, exp: P
     if seed is not None:
         overrides["seed"] = seed
     cfg = load_config(config_path, overrides)
-    if fold == "all":
-        folds = None
-    elif fold.isdigit():
-        folds = [int(fold)]
-    else:
-        raise FvaError(f"--fold {fold!r}: give a fold number (from 0) or 'all'")
-    metrics = train_head(cfg, cache_root, exp, folds, init=init, resume=resume, force=force, log=click.echo)
+    metrics = train_head(cfg, cache_root, exp, parse_folds(fold), init=init, resume=resume, force=force, log=click.echo)
     for kind in ("heard", "unheard"):
         means = metrics[f"mean_{kind}"]
         if means:
             click.echo(f"mean dev EER {kind}: " + ", ".join(f"{k} {v:.2f}%" for k, v in means.items()))
     click.echo(f"{exp}/metrics.json")
+
+
+def parse_folds(fold: str) -> list[int] | None:
+    """'all' -> None, '3' -> [3], '0,2' -> [0, 2]."""
+    if fold == "all":
+        return None
+    parts = fold.split(",")
+    if not all(p.strip().isdigit() for p in parts):
+        raise FvaError(f"--fold {fold!r}: give a fold number (from 0), a comma-separated list of them, or 'all'")
+    return [int(p) for p in parts]
+
+
+@cli.command(short_help="Train several head systems on the same folds; one table.")
+@click.option("--systems", required=True, help="Comma-separated system names (configs/systems/<name>.yaml) or YAML paths.")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
+              help="Base config every system's YAML is laid over (dataset, features, folds, training budget).")
+@click.option("--cache", "cache_root", type=click.Path(path_type=Path), default=Path("cache"), show_default=True)
+@click.option("--fold", "fold", default="all", show_default=True, help="'all', a fold number or a list (0,1,2).")
+@click.option("--split", default=None, help="Training languages: full or <language>-unheard (overrides the configs).")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("work/compare"), show_default=True,
+              help="Folder for the experiments (one per system), compare.json and compare.md.")
+@click.option("--force", is_flag=True, help="Overwrite existing experiment folders.")
+def compare(systems: str, config_path: Path | None, cache_root: Path, fold: str, split: str | None, out: Path,
+            force: bool) -> None:
+    """Train the named head systems over the same folds and print dev EER heard, unheard, their mean and the
+    training seconds of each, as a markdown table (also written with JSON to OUT).
+
+    \b
+    Example:
+      fva compare --systems fame2026,xm-align,fop --config configs/demo.yaml --cache work/demo/cache \\
+          --split english-unheard --out work/demo/compare
+    """
+    from fva.heads.compare import compare_systems, markdown_table
+
+    overrides = {"data": {"split": split}} if split else None
+    rows = compare_systems([n.strip() for n in systems.split(",") if n.strip()], cache_root, out,
+                           base=config_path, folds=parse_folds(fold), overrides=overrides, force=force,
+                           log=click.echo)
+    click.echo(markdown_table(rows))
+    click.echo(f"{out}/compare.json")
 
 
 @cli.command(short_help="Score a trial list with an experiment.")

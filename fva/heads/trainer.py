@@ -77,11 +77,18 @@ def features_for_keys(table: FeatureTable, keys: list[str], by_key: dict[str, np
     return sums / counts[:, None].astype(np.float32)  # stays float32 (an int64 divisor made float64)
 
 
+def extras_for_keys(table: FeatureTable, keys: list[str], by_key: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The per-row scalars the encoders predicted (age, p_female), one per key: a face track's frames averaged."""
+    return {name: np.array([float(np.mean(values[by_key[k]])) for k in keys]) for name, values in table.extras.items()}
+
+
 def distinct_features(table: FeatureTable, keys: list[str], by_key: dict[str, np.ndarray],
-                      what: str) -> tuple[np.ndarray, np.ndarray]:
-    """Features of the distinct keys (first-seen order) and, per key of ``keys``, its row in them."""
+                      what: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Features of the distinct keys (first-seen order), per key of ``keys`` its row in them, and the
+    distinct keys."""
     row = {k: i for i, k in enumerate(dict.fromkeys(keys))}
-    return features_for_keys(table, list(row), by_key, what), np.array([row[k] for k in keys], dtype=np.int64)
+    return (features_for_keys(table, list(row), by_key, what), np.array([row[k] for k in keys], dtype=np.int64),
+            list(row))
 
 
 @dataclass
@@ -95,14 +102,17 @@ class TrialSet:
     face: np.ndarray  # (distinct faces, dim)
     voice_of: np.ndarray  # (trials,) row of each trial's voice in ``voice``
     face_of: np.ndarray
+    voice_extras: dict[str, np.ndarray]  # per distinct voice: the encoders' age, p_female (where predicted)
+    face_extras: dict[str, np.ndarray]
 
     @classmethod
     def build(cls, trials: list[Trial], feats: Modalities, what: str,
               by_key: tuple[dict, dict] | None = None) -> "TrialSet":
         vk, fk = by_key or (feats.voice.rows_by_key(), feats.face.rows_by_key())
-        voice, voice_of = distinct_features(feats.voice, [media_key(t.voice) for t in trials], vk, what)
-        face, face_of = distinct_features(feats.face, [media_key(t.face) for t in trials], fk, what)
-        return cls(trials, voice, face, voice_of, face_of)
+        voice, voice_of, voices = distinct_features(feats.voice, [media_key(t.voice) for t in trials], vk, what)
+        face, face_of, faces = distinct_features(feats.face, [media_key(t.face) for t in trials], fk, what)
+        return cls(trials, voice, face, voice_of, face_of, extras_for_keys(feats.voice, voices, vk),
+                   extras_for_keys(feats.face, faces, fk))
 
     def distances(self, model: HeadSystem) -> np.ndarray:
         return score_distances(model, self.voice, self.face, voice_of=self.voice_of, face_of=self.face_of)

@@ -8,7 +8,12 @@ A plan is a small YAML file::
       English_heard: work/demo/exp/full
       German_heard: work/demo/exp/english-unheard
       English_unheard: work/demo/exp/english-unheard
-      German_unheard: work/demo/exp/german-unheard
+      German_unheard:                 # a list: each experiment scores the file, fused by z-norm
+        - work/demo/exp/german-unheard
+        - work/demo/exp/german-unheard-fop
+
+An entry that lists several experiments gives the mean of their scores, each z-normalised over the trial list
+(:func:`fva.heads.postprocess.znorm_fusion`); a single experiment's scores are used as they are.
 
 The default mapping is the published one: <first language> heard by the model trained on all data, every
 other file by the model trained without a language — without the test language for the unheard files,
@@ -23,6 +28,7 @@ import yaml
 
 from fva.errors import FvaError
 from fva.evaluate.submission import CONDITIONS, submission_languages, validate_submission, write_submission
+from fva.heads.postprocess import znorm_fusion
 from fva.heads.scoring import score_trial_list
 
 PLAN_KEYS = {"trials", "cache", "files"}
@@ -59,6 +65,18 @@ def read_plan(path: str | Path) -> dict:
     return plan
 
 
+def score_entry(name: str, entry: str | Path | list, trials_path: Path, cache: str | None) -> dict[str, float]:
+    """key -> distance for one file of a plan: one experiment's scores, or the z-norm fusion of a list's."""
+    if isinstance(entry, (str, Path)):
+        return score_trial_list(entry, trials_path, cache)
+    if not isinstance(entry, list) or not entry or not all(isinstance(e, (str, Path)) for e in entry):
+        raise FvaError(f"plan: {name} must be an experiment folder or a non-empty list of them, got {entry!r}")
+    try:
+        return znorm_fusion([score_trial_list(exp, trials_path, cache) for exp in entry], [str(e) for e in entry])
+    except FvaError as err:
+        raise FvaError(f"plan: {name}: {err}") from None
+
+
 def make_submission(plan: dict, out: str | Path) -> Path:
     """Score every file of the plan, write the zip and validate it against the trial lists."""
     trials_dir = Path(plan["trials"])
@@ -70,7 +88,7 @@ def make_submission(plan: dict, out: str | Path) -> Path:
     scores = {}
     for name in expected:
         lang, cond = name.rsplit("_", 1)
-        scores[(lang, cond)] = score_trial_list(files[name], trials_dir / f"{lang}_test.txt", plan.get("cache"))
+        scores[(lang, cond)] = score_entry(name, files[name], trials_dir / f"{lang}_test.txt", plan.get("cache"))
     write_submission(out, scores)
     problems = validate_submission(out, trials_dir)
     if problems:

@@ -305,7 +305,8 @@ def compare(systems: str, config_path: Path | None, cache_root: Path, fold: str,
               help="Cache root with the trial media's features (default: the experiment's).")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Score file to write.")
 def score(exp: Path, trials: Path, cache_root: Path | None, out: Path) -> None:
-    """Score a FAME trial list with an experiment: distance = 1 - cosine, averaged over its fold models.
+    """Score a FAME trial list with an experiment: the system's distance (fame2026: 1 - cosine), post-processed
+    as its config says, averaged over its fold models.
 
     \b
     Example:

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from fva.errors import FvaError
+from fva.heads.postprocess import PolariseConfig, RefineConfig
 
 
 @dataclass
@@ -63,12 +64,22 @@ class TrainConfig:
 
 
 @dataclass
+class ScoreConfig:
+    """Post-processing of every trial set's distances (dev and test; any system): chaining-cluster
+    refinement first, then age-gender polarisation (each off unless enabled)."""
+
+    refine: RefineConfig = field(default_factory=RefineConfig)
+    polarise: PolariseConfig = field(default_factory=PolariseConfig)
+
+
+@dataclass
 class HeadConfig:
     seed: int = 0
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    score: ScoreConfig = field(default_factory=ScoreConfig)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -1,4 +1,5 @@
-"""Scoring trial lists with a trained experiment: distance = 1 - cosine, averaged over its fold models."""
+"""Scoring trial lists with a trained experiment: each fold model's distances (post-processed as the config
+says), averaged over the folds."""
 
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ def score_trial_list(exp: str | Path, trials_path: str | Path, cache_root: str |
         ts = TrialSet.build(trials, feats, str(trials_path))
     finally:
         feats.close()
-    distances = np.mean([ts.distances(load_checkpoint(p)[0]) for p in fold_checkpoints(exp)], axis=0)
+    distances = np.mean([ts.distances(load_checkpoint(p)[0], cfg.score) for p in fold_checkpoints(exp)], axis=0)
     return {t.key: float(d) for t, d in zip(trials, distances)}
 
 

@@ -33,10 +33,11 @@ from fva.data.trials import Trial, labels_path, write_labels, write_trials
 from fva.errors import FvaError
 from fva.evaluate.eer import compute_eer, eer_threshold
 from fva.evaluate.scores import write_scores
-from fva.heads.config import HeadConfig, load_config
+from fva.heads.config import HeadConfig, ScoreConfig, load_config
 from fva.heads.features import (ConcatRows, FeatureTable, epoch_order, make_rows, manifest_records, row_statistics,
                                 select_rows, split_folder)
 from fva.heads.config import ModelConfig
+from fva.heads.postprocess import polarise, refine
 from fva.heads.systems import get_system
 from fva.heads.systems.base import Batch, HeadSystem
 
@@ -114,8 +115,27 @@ class TrialSet:
         return cls(trials, voice, face, voice_of, face_of, extras_for_keys(feats.voice, voices, vk),
                    extras_for_keys(feats.face, faces, fk))
 
-    def distances(self, model: HeadSystem) -> np.ndarray:
-        return score_distances(model, self.voice, self.face, voice_of=self.voice_of, face_of=self.face_of)
+    def distances(self, model: HeadSystem, post: ScoreConfig | None = None) -> np.ndarray:
+        """The system's distance of each trial, post-processed as ``post`` says (refinement, then
+        polarisation) when given."""
+        if post is None or not (post.refine.enabled or post.polarise.enabled):
+            return score_distances(model, self.voice, self.face, voice_of=self.voice_of, face_of=self.face_of)
+        ev, ef = embed_rows(model, "voice", self.voice), embed_rows(model, "face", self.face)
+        dist = pair_distances(model, ev, ef, self.voice_of, self.face_of)
+        if post.refine.enabled:
+            if ev.dim() != 2:
+                raise FvaError(f"score.refine: the {model.name} system has no embedding per medium to cluster; "
+                               "turn refinement off for it")
+            dist = refine(dist, ev.numpy(), ef.numpy(), self.voice_of, self.face_of, post.refine)
+        if post.polarise.enabled:
+            for modality, extras in (("voice", self.voice_extras), ("face", self.face_extras)):
+                if not {"age", "p_female"} <= set(extras):
+                    raise FvaError(f"score.polarise needs the age and p_female that a {modality} age-gender "
+                                   "encoder predicts; add one to the features or turn polarisation off")
+            dist = polarise(dist, self.voice_extras["age"][self.voice_of], self.voice_extras["p_female"][self.voice_of],
+                            self.face_extras["age"][self.face_of], self.face_extras["p_female"][self.face_of],
+                            post.polarise)
+        return dist
 
 
 def build_model(voice_dim: int, face_dim: int, n_classes: int, cfg: ModelConfig) -> HeadSystem:
@@ -138,6 +158,13 @@ def score_distances(model: HeadSystem, voice: np.ndarray, face: np.ndarray, batc
     trial i pairs ``voice[i]`` with ``face[i]``, or ``voice[voice_of[i]]`` with ``face[face_of[i]]`` when
     those are given (each medium is embedded once)."""
     ev, ef = embed_rows(model, "voice", voice, batch), embed_rows(model, "face", face, batch)
+    return pair_distances(model, ev, ef, voice_of, face_of, batch)
+
+
+@torch.inference_mode()
+def pair_distances(model: HeadSystem, ev: torch.Tensor, ef: torch.Tensor, voice_of: np.ndarray | None,
+                   face_of: np.ndarray | None, batch: int = 4096) -> np.ndarray:
+    """float64 distances of trials given the media's representations and each trial's rows in them."""
     vi = torch.arange(len(ev)) if voice_of is None else torch.from_numpy(voice_of)
     fi = torch.arange(len(ef)) if face_of is None else torch.from_numpy(face_of)
     out = [model.pair_distances(ev[vi[lo:lo + batch]], ef[fi[lo:lo + batch]]) for lo in range(0, len(vi), batch)]
@@ -361,7 +388,7 @@ class FoldTrainer:
         metrics = {"fold": fold, "epoch": payload["epoch"], "heard": {}, "unheard": {}}
         all_labels, all_dist = [], []
         for lang, (ts, labels) in dev.items():
-            dist = ts.distances(model)
+            dist = ts.distances(model, self.cfg.score)
             path = out / f"dev_{lang}.txt"
             write_trials(path, ts.trials)
             write_labels(labels_path(path), labels)

@@ -263,7 +263,7 @@ def imported_fop(tmp_path: Path) -> tuple[Path, dict]:
     return exp, sd
 
 
-def test_dual_frozen_branch_stays_fixed(tmp_path):
+def test_dual_frozen_branch_stays_fixed(tmp_path, one_thread):
     exp, sd = imported_fop(tmp_path)
     torch.manual_seed(0)
     model = make("dual-fop", {"frozen": str(exp), "dim": DIM, "gate_dim": GATE})
@@ -341,9 +341,18 @@ def separable_problem(seed: int, identities: int = 6, latent: int = 4):
     return rng, draw
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny models train faster on one thread (and do not contend with parallel test sessions)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.mark.parametrize("system,params", [("fop", {"dim": 32, "gate_dim": 32}),
                                            ("dual-fop", {"dim": 32, "gate_dim": 32})])
-def test_training_separates_identities(system, params):
+def test_training_separates_identities(system, params, one_thread):
     torch.manual_seed(0)
     rng, draw = separable_problem(7)
     model = make(system, params, classes=6)

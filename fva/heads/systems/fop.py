@@ -1,0 +1,314 @@
+"""FOP, the official FAME baseline (Saeed et al., "Fusion and Orthogonal Projection for Improved Face-Voice
+Association", ICASSP 2022), and the dual-branch FOP with multi-similarity pair weighting (FAME 2024, 3rd).
+
+FOP, per modality: Linear(in -> 128) -> BatchNorm -> ReLU -> Dropout(0.5) -> L2-normalise. Gated fusion of a
+voice-face pair of the same identity::
+
+    gate  = sigmoid(Linear(128 -> 128)(ReLU(BatchNorm(Linear(256 -> 128)(concat(face, voice))))))
+    fused = gate * tanh(face) + (1 - gate) * tanh(voice)
+    loss  = CE(Linear(128 -> classes)(fused), y) + alpha * OPL(fused, y)
+
+Score: Euclidean distance between tanh(face) and tanh(voice), as the official test code. Module names follow
+the official model so that its checkpoints load as they are (:mod:`fva.heads.fop_import`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fva.errors import FvaError
+from fva.heads.systems import register_system
+from fva.heads.systems.base import Batch, HeadSystem
+
+
+def opl_loss(features: torch.Tensor, labels: torch.Tensor, gamma: float = 0.7) -> torch.Tensor:
+    """Orthogonal projection loss on the L2-normalised ``features`` (N, D) with cosines c_ij:
+    ``(1 - mean_{i != j, y_i = y_j} c_ij) + gamma * mean_{y_i != y_j} |c_ij|`` over ordered pairs; the mean
+    of an empty set is 0 (the official code divides by the count + 1e-6)."""
+    z = F.normalize(features, dim=1)
+    cos = z @ z.T
+    same = labels[:, None] == labels[None, :]
+    pos = same & ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
+    neg = ~same
+    pos_mean = (cos * pos).sum() / pos.sum().clamp(min=1)
+    neg_mean = (cos.abs() * neg).sum() / neg.sum().clamp(min=1)
+    return 1.0 - pos_mean + gamma * neg_mean
+
+
+def multi_similarity_loss(sim: torch.Tensor, positive_mask: torch.Tensor, alpha: float = 2.0,
+                          beta: float = 50.0, theta: float = 0.6, gamma: float = 0.3) -> torch.Tensor:
+    """Multi-similarity pair weighting with polarisation terms, per anchor (row i of ``sim``, (N, M)), with
+    P_i its positives (``positive_mask``) and N_i the rest::
+
+        (1/alpha) log(1 + sum_P exp(-alpha (S - theta))) + (1/beta) log(1 + sum_N exp(beta (S - theta)))
+        + (2 - mean_P S) + gamma * mean_N |S|
+
+    averaged over the rows; an empty set's sum and mean are 0. The log terms go through logsumexp (exact,
+    no overflow at beta = 50)."""
+    pos = positive_mask.bool()
+    neg = ~pos
+    zero = sim.new_zeros(sim.shape[0], 1)
+    off = float("-inf")  # exp(-inf) = 0: a masked pair adds nothing to its sum
+    pos_term = torch.logsumexp(torch.cat([zero, (-alpha * (sim - theta)).masked_fill(neg, off)], 1), 1) / alpha
+    neg_term = torch.logsumexp(torch.cat([zero, (beta * (sim - theta)).masked_fill(pos, off)], 1), 1) / beta
+    pos_mean = (sim * pos).sum(1) / pos.sum(1).clamp(min=1)
+    neg_mean = (sim.abs() * neg).sum(1) / neg.sum(1).clamp(min=1)
+    return (pos_term + neg_term + 2.0 - pos_mean + gamma * neg_mean).mean()
+
+
+class ForwardBlock(nn.Module):
+    """Linear -> BatchNorm1d -> ReLU held as ``block`` (the official state-dict path ``attention.0.block.*``)."""
+
+    def __init__(self, d_in: int, d_out: int) -> None:
+        super().__init__()
+        self.block = nn.Sequential(nn.Linear(d_in, d_out), nn.BatchNorm1d(d_out), nn.ReLU())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.block(x)
+
+
+class Branch(nn.Module):
+    """One modality: ``fc1`` = Linear -> BatchNorm1d -> ReLU -> Dropout, then L2-normalise."""
+
+    def __init__(self, d_in: int, dim: int, dropout: float) -> None:
+        super().__init__()
+        self.fc1 = nn.Sequential(nn.Linear(d_in, dim), nn.BatchNorm1d(dim), nn.ReLU(), nn.Dropout(dropout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.fc1(x), dim=1)
+
+
+class GatedFusion(nn.Module):
+    """gate = sigmoid(attention(concat(face, voice))); fused = gate * tanh(face) + (1 - gate) * tanh(voice).
+    FOP's attention is an MLP (``ForwardBlock(2 dim, hidden)`` then ``Linear(hidden, dim)``)."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.attention = nn.Sequential(ForwardBlock(2 * dim, hidden), nn.Linear(hidden, dim))
+
+    def gate(self, face: torch.Tensor, voice: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.attention(torch.cat([face, voice], dim=1)))
+
+    def forward(self, face: torch.Tensor, voice: torch.Tensor) -> torch.Tensor:
+        gate = self.gate(face, voice)
+        return gate * torch.tanh(face) + (1.0 - gate) * torch.tanh(voice)
+
+
+class ConvGatedFusion(GatedFusion):
+    """The same fusion with a 1-D convolution attention: face and voice embeddings as two channels of length
+    dim, ``Conv1d(2 -> 1, kernel, same padding)``, sigmoid: each dimension's gate sees both modalities in a
+    window of ``kernel`` neighbouring dimensions."""
+
+    def __init__(self, dim: int, kernel: int) -> None:
+        nn.Module.__init__(self)
+        if kernel < 1 or kernel % 2 == 0:
+            raise FvaError(f"model.params (dual-fop): kernel must be a positive odd number, got {kernel}")
+        self.attention = nn.Conv1d(2, 1, kernel, padding=kernel // 2)
+
+    def gate(self, face: torch.Tensor, voice: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.attention(torch.stack([face, voice], dim=1)).squeeze(1))
+
+
+def init_linear(module: nn.Module) -> None:
+    """The official initialisation: Xavier-uniform weights, biases 0.01, for every Linear layer."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.xavier_uniform_(m.weight)
+            nn.init.constant_(m.bias, 0.01)
+
+
+def tanh_distances(voice: torch.Tensor, face: torch.Tensor) -> torch.Tensor:
+    """(N,) Euclidean distance between tanh(face) and tanh(voice), the official FOP score."""
+    return torch.linalg.vector_norm(torch.tanh(face) - torch.tanh(voice), dim=1)
+
+
+def check_paired(batch: Batch) -> None:
+    """FOP trains on pairs, with batch norm in training mode: at least 2 pairs per batch (the official
+    training drops an incomplete last batch)."""
+    if batch.voice.shape[0] != batch.face.shape[0] or not torch.equal(batch.voice_labels, batch.face_labels):
+        raise ValueError("FOP systems need paired batches: face row i of the identity of voice row i")
+    if batch.voice.shape[0] < 2:
+        raise ValueError("FOP systems need at least 2 pairs per training batch (batch norm); drop a last "
+                         "batch of one pair")
+
+
+@dataclass
+class FOPParams:
+    dim: int = 128  # embedding size of each branch (published: 128)
+    gate_dim: int = 128  # hidden size of the fusion gate's MLP (published: 128)
+    dropout: float = 0.5  # after each branch's ReLU
+    alpha: float = 1.0  # weight of the orthogonal projection loss (the official training uses 1)
+    gamma: float = 0.7  # weight of the different-identity |cosine| in the OPL
+
+
+@register_system
+class FOP(HeadSystem):
+    """The official FAME baseline. Published training: Adam, lr 1e-2, weight decay 0.01, batch 32 pairs."""
+
+    name = "fop"
+    Params = FOPParams
+    pairing = "paired"
+    classifier_modules = ("logits_layer",)
+
+    def __init__(self, voice_dim: int, face_dim: int, n_classes: int, cfg) -> None:
+        super().__init__(voice_dim, face_dim, n_classes, cfg)
+        p = self.params
+        self.voice_branch = Branch(voice_dim, p.dim, p.dropout)
+        self.face_branch = Branch(face_dim, p.dim, p.dropout)
+        self.fusion_layer = GatedFusion(p.dim, p.gate_dim)
+        self.logits_layer = nn.Linear(p.dim, n_classes)
+        init_linear(self)
+
+    def forward(self, voice: torch.Tensor, face: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fused features and identity logits of voice-face pairs."""
+        fused = self.fusion_layer(self.face_branch(face), self.voice_branch(voice))
+        return fused, self.logits_layer(fused)
+
+    def loss(self, batch: Batch) -> torch.Tensor:
+        check_paired(batch)
+        fused, logits = self(batch.voice, batch.face)
+        return F.cross_entropy(logits, batch.voice_labels) + self.params.alpha * opl_loss(
+            fused, batch.voice_labels, self.params.gamma)
+
+    def embed(self, modality: str, x: torch.Tensor) -> torch.Tensor:
+        """The L2-normalised branch output (tanh comes in :meth:`pair_distances`)."""
+        return {"voice": self.voice_branch, "face": self.face_branch}[modality](x)
+
+    def pair_distances(self, voice: torch.Tensor, face: torch.Tensor) -> torch.Tensor:
+        return tanh_distances(voice, face)
+
+    def replace_classifier(self, n_classes: int) -> None:
+        self.logits_layer = nn.Linear(self.params.dim, n_classes)
+        init_linear(self.logits_layer)
+        super().replace_classifier(n_classes)
+
+
+class PretrainedFOP(nn.Module):
+    """The scoring parts of a FOP (branches and MLP-gated fusion; no classifier), state-dict names as FOP's."""
+
+    def __init__(self, voice_dim: int, face_dim: int, dim: int, gate_dim: int, dropout: float) -> None:
+        super().__init__()
+        self.voice_branch = Branch(voice_dim, dim, dropout)
+        self.face_branch = Branch(face_dim, dim, dropout)
+        self.fusion_layer = GatedFusion(dim, gate_dim)
+
+
+@dataclass
+class DualFOPParams:
+    frozen: str = ""  # the pretrained FOP: an experiment folder (its fold0) or a checkpoint.pt / official file
+    dim: int = 128  # embedding size of both FOPs (the frozen one's must match)
+    gate_dim: int = 128  # hidden size of the frozen FOP's gate MLP (must match its checkpoint)
+    dropout: float = 0.5
+    kernel: int = 3  # width of the trainable FOP's convolution gate
+    ms_weight: float = 1.0  # weight of the multi-similarity term beside cross-entropy
+    ms_alpha: float = 2.0  # positive-pair sharpness (the usual multi-similarity loss value)
+    ms_beta: float = 50.0  # negative-pair sharpness (idem)
+    ms_theta: float = 0.6  # similarity margin
+    ms_gamma: float = 0.3  # weight of the mean |cosine| of negative pairs
+
+
+@register_system
+class DualFOP(HeadSystem):
+    """A frozen pretrained FOP beside a trainable FOP whose gate is a convolution (:class:`ConvGatedFusion`),
+    mixed by learned attention weights w = softmax(``mix_logits``) (one pair of weights for everything).
+
+    Per modality the representation is ``w0 tanh(frozen branch) + w1 tanh(trainable branch)``; the identity
+    classifier reads ``w0 fused_frozen + w1 fused_trainable``. Loss = CE + ``ms_weight`` x
+    :func:`multi_similarity_loss` on the cosine similarities of every voice with every face of the batch
+    (positive = same identity), with voices as anchors and with faces as anchors, averaged. Score = 1 - cosine
+    of the mixed representations: the quantity the multi-similarity term (margin ``theta`` on cosines) shapes.
+
+    ``params.frozen`` should name a trained or imported FOP; its weights are read on the first :meth:`loss`
+    or :meth:`embed` call and are part of the state dict (with the flag ``pretrained_loaded``), so a saved
+    checkpoint rebuilds without that file. Empty: the frozen FOP is a frozen copy of the trainable branches'
+    initial weights (a random projection; only useful for tests and ablations). Re-pairing each identity's
+    faces and voices across scenes (k = 4 times the data, as published) is the trainer's
+    ``train.pair_repeats``.
+    """
+
+    name = "dual-fop"
+    Params = DualFOPParams
+    pairing = "paired"
+    classifier_modules = ("logits_layer",)
+
+    def __init__(self, voice_dim: int, face_dim: int, n_classes: int, cfg) -> None:
+        super().__init__(voice_dim, face_dim, n_classes, cfg)
+        p = self.params
+        self.voice_branch = Branch(voice_dim, p.dim, p.dropout)
+        self.face_branch = Branch(face_dim, p.dim, p.dropout)
+        self.fusion_layer = ConvGatedFusion(p.dim, p.kernel)
+        self.logits_layer = nn.Linear(p.dim, n_classes)
+        self.mix_logits = nn.Parameter(torch.zeros(2))
+        init_linear(self)
+        self.pretrained = PretrainedFOP(voice_dim, face_dim, p.dim, p.gate_dim, p.dropout)
+        init_linear(self.pretrained)
+        self.pretrained.voice_branch.load_state_dict(self.voice_branch.state_dict())
+        self.pretrained.face_branch.load_state_dict(self.face_branch.state_dict())
+        self.pretrained.requires_grad_(False)
+        self.pretrained.eval()
+        self.register_buffer("pretrained_loaded", torch.tensor(False))
+
+    def train(self, mode: bool = True) -> "DualFOP":
+        super().train(mode)
+        self.pretrained.eval()  # batch-norm statistics and dropout of the frozen FOP stay as trained
+        return self
+
+    def load_pretrained(self) -> None:
+        """Copy the frozen FOP's weights from ``params.frozen`` (once: the flag is saved in the state dict)."""
+        if not self.params.frozen or bool(self.pretrained_loaded):
+            return
+        from fva.heads.fop_import import read_fop_state
+
+        path = Path(self.params.frozen)
+        state = {k: v for k, v in read_fop_state(path).items() if not k.startswith("logits_layer.")}
+        own = self.pretrained.state_dict()
+        for key, value in own.items():
+            if key not in state:
+                raise FvaError(f"{path}: not a FOP checkpoint (no {key!r}); model.params.frozen needs a FOP")
+            if state[key].shape != value.shape:
+                raise FvaError(f"{path}: {key} is {tuple(state[key].shape)} but this dual-fop needs "
+                               f"{tuple(value.shape)} (voice {self.sizes['voice_dim']}-d, face "
+                               f"{self.sizes['face_dim']}-d, dim {self.params.dim}, gate_dim {self.params.gate_dim})")
+        self.pretrained.load_state_dict({k: state[k] for k in own})
+        self.pretrained_loaded.fill_(True)
+
+    def mix_weights(self) -> torch.Tensor:
+        return torch.softmax(self.mix_logits, dim=0)
+
+    def encode(self, voice: torch.Tensor, face: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Mixed voice representations, mixed face representations, mixed fused features."""
+        self.load_pretrained()
+        w = self.mix_weights()
+        fv, ff = self.pretrained.voice_branch(voice), self.pretrained.face_branch(face)
+        tv, tf = self.voice_branch(voice), self.face_branch(face)
+        fused = w[0] * self.pretrained.fusion_layer(ff, fv) + w[1] * self.fusion_layer(tf, tv)
+        return w[0] * torch.tanh(fv) + w[1] * torch.tanh(tv), w[0] * torch.tanh(ff) + w[1] * torch.tanh(tf), fused
+
+    def loss(self, batch: Batch) -> torch.Tensor:
+        check_paired(batch)
+        voice, face, fused = self.encode(batch.voice, batch.face)
+        y = batch.voice_labels
+        sim = F.normalize(voice, dim=1) @ F.normalize(face, dim=1).T
+        positive = y[:, None] == y[None, :]
+        p = self.params
+        ms = 0.5 * (multi_similarity_loss(sim, positive, p.ms_alpha, p.ms_beta, p.ms_theta, p.ms_gamma)
+                    + multi_similarity_loss(sim.T, positive.T, p.ms_alpha, p.ms_beta, p.ms_theta, p.ms_gamma))
+        return F.cross_entropy(self.logits_layer(fused), y) + p.ms_weight * ms
+
+    def embed(self, modality: str, x: torch.Tensor) -> torch.Tensor:
+        """``w0 tanh(frozen branch(x)) + w1 tanh(trainable branch(x))``; scored with 1 - cosine (the default)."""
+        self.load_pretrained()
+        w = self.mix_weights()
+        frozen = {"voice": self.pretrained.voice_branch, "face": self.pretrained.face_branch}[modality]
+        trainable = {"voice": self.voice_branch, "face": self.face_branch}[modality]
+        return w[0] * torch.tanh(frozen(x)) + w[1] * torch.tanh(trainable(x))
+
+    def replace_classifier(self, n_classes: int) -> None:
+        self.logits_layer = nn.Linear(self.params.dim, n_classes)
+        init_linear(self.logits_layer)
+        super().replace_classifier(n_classes)

@@ -298,6 +298,38 @@ def compare(systems: str, config_path: Path | None, cache_root: Path, fold: str,
     click.echo(f"{out}/compare.json")
 
 
+@cli.command("import-fop", short_help="An official FOP baseline checkpoint as an fva experiment.")
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Experiment folder to write.")
+@click.option("--voice-encoders", required=True,
+              help="Cache name(s) of the voice features the checkpoint takes, comma-separated (the published "
+                   "checkpoints take 512-d utterance embeddings).")
+@click.option("--face-encoders", default="vggface", show_default=True, help="Cache name(s) of the face features.")
+@click.option("--cache", "cache_root", type=click.Path(path_type=Path), default=None,
+              help="Cache root whose features the experiment scores (needed with several encoders per modality).")
+@click.option("--dataset", default="mavceleb-v3", show_default=True, help="Dataset folder under --cache.")
+@click.option("--force", is_flag=True, help="Overwrite an existing experiment folder.")
+def import_fop_cmd(checkpoint: Path, out: Path, voice_encoders: str, face_encoders: str, cache_root: Path | None,
+                   dataset: str, force: bool) -> None:
+    """Turn an official FAME baseline (FOP) checkpoint, a torch file holding {'epoch', 'state_dict'}, into an
+    fva experiment that 'fva score' and submission plans use, giving the official code's scores (Euclidean
+    distance between tanh(face) and tanh(voice) embeddings).
+
+    \b
+    Example:
+      fva import-fop v3_models/English/checkpoint.pth.tar --out work/exp/fop-official \\
+          --voice-encoders utterance-512 --cache work/cache
+    """
+    from fva.heads.fop_import import import_fop
+
+    def names(text: str) -> list[str]:
+        return [n.strip() for n in text.split(",") if n.strip()]
+
+    exp = import_fop(checkpoint, out, cache=cache_root, dataset=dataset, voice_encoders=names(voice_encoders),
+                     face_encoders=names(face_encoders), force=force)
+    click.echo(f"{exp}: fop experiment (fold0/checkpoint.pt)")
+
+
 @cli.command(short_help="Score a trial list with an experiment.")
 @click.option("--exp", type=click.Path(path_type=Path), required=True, help="A trained experiment.")
 @click.option("--trials", type=click.Path(path_type=Path), required=True, help="FAME trial list.")
@@ -342,6 +374,10 @@ def verify(exp: Path, face: Path, voice: Path, weights: tuple[str, ...], device:
     from fva.heads.scoring import verify_pair
 
     result = verify_pair(exp, face, voice, device or default_device(), _parse_weights(weights))
+    if result["threshold"] != result["threshold"]:  # NaN: an imported model, never scored on dev trials
+        click.echo(f"distance {result['distance']:.4f} ({result['folds']} fold model(s)); {exp} holds no dev EER "
+                   "threshold (imported, not trained here), so no decision")
+        return
     verdict = "same person" if result["same_person"] else "different people"
     click.echo(f"distance {result['distance']:.4f} (threshold {result['threshold']:.4f} at the dev EER, "
                f"{result['folds']} fold model(s)): {verdict}")

@@ -19,7 +19,7 @@ import json
 import math
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -174,7 +174,7 @@ def pair_distances(model: HeadSystem, ev: torch.Tensor, ef: torch.Tensor, voice_
 def save_checkpoint(path: Path, model: HeadSystem, cfg: HeadConfig, extra: dict) -> None:
     """Everything needed to rebuild the model alone; written under a temporary name, then renamed."""
     payload = {"format": EXPERIMENT_FORMAT, "fva_version": __version__, "system": model.name,
-               "sizes": dict(model.sizes), "model_config": asdict(cfg.model), "state_dict": model.state_dict(),
+               "sizes": dict(model.sizes), "model_config": asdict(model.cfg), "state_dict": model.state_dict(),
                **extra}
     tmp = path.with_name(path.name + ".tmp")
     torch.save(payload, tmp)
@@ -263,7 +263,7 @@ class FoldTrainer:
             out.mkdir(parents=True, exist_ok=True)
             voice_rows, face_rows, ids = self.pre_rows()
             torch.manual_seed(self.cfg.seed)
-            model = build_model(self.pre.voice.dim, self.pre.face.dim, len(ids), self.cfg.model)
+            model = build_model(self.pre.voice.dim, self.pre.face.dim, len(ids), self.model_config("pretrain"))
             fit_input_norm(model, voice_rows, face_rows, [self.cfg.seed, PRETRAIN_STREAM])
             tc = self.cfg.train
             optimiser = make_optimiser(model, tc)
@@ -289,6 +289,14 @@ class FoldTrainer:
             path.parent.mkdir(parents=True, exist_ok=True)
             folds.save(path)
         return folds
+
+    def model_config(self, fold: int | str) -> ModelConfig:
+        """The model config of one fold: ``{fold}`` and ``{exp_parent}`` (the folder holding this experiment)
+        in the system's text options are filled in, so a dual-fop's frozen FOP can be the same fold's of a
+        sibling experiment (``{exp_parent}/fop/fold{fold}/checkpoint.pt``) and never saw its dev identities."""
+        params = {k: v.format(fold=fold, exp_parent=self.exp.parent) if isinstance(v, str) else v
+                  for k, v in self.cfg.model.params.items()}
+        return replace(self.cfg.model, params=params)
 
     def describe(self) -> dict:
         return {"format": EXPERIMENT_FORMAT, "fva_version": __version__, "cache": str(self.cache_root.resolve()),
@@ -331,7 +339,7 @@ class FoldTrainer:
             classes.update({f"{cfg.data.pretrain_dataset}:{i}": len(train_ids) + n for n, i in enumerate(pre_ids)})
         dev = self.dev_sets(fold)
         torch.manual_seed(cfg.seed * 1000 + fold)
-        model = build_model(self.feats.voice.dim, self.feats.face.dim, len(classes), cfg.model)
+        model = build_model(self.feats.voice.dim, self.feats.face.dim, len(classes), self.model_config(fold))
         if init_state is None and self.pre is not None and not cfg.data.joint:
             init_state = self.pretrain()
         if init_state is not None:  # the projections with their input statistics

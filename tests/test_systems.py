@@ -12,10 +12,15 @@ import torch
 import yaml
 
 from conftest import assert_user_error
+from fva.data.trials import read_trials
+from fva.evaluate.scores import read_scores
 from fva.heads.config import load_config
 from fva.heads.features import InMemoryRows
-from fva.heads.trainer import paired_faces, train_epoch
-from test_heads import CONFIG, run, synth  # noqa: F401  (synth: the module fixture)
+from fva.heads.postprocess import polarise, refine
+from fva.heads.scoring import score_trial_list
+from fva.heads.trainer import (TrialSet, embed_rows, load_checkpoint, open_features, paired_faces, read_experiment,
+                               train_epoch)
+from test_heads import naive_trial_features, run, synth  # noqa: F401  (synth: the module fixture)
 
 SYSTEMS = ["fame2026", "xm-align", "fop", "dual-fop", "contrastive", "cross-attention"]
 
@@ -87,3 +92,132 @@ def test_unknown_system_and_unknown_system_option_are_one_line_errors(tmp_path):
     path.write_text(yaml.safe_dump({"model": {"system": "fame2026", "params": {"lambda": 1}}}))
     with pytest.raises(Exception, match="unknown config key 'lambda'"):
         load_config(path)
+
+
+# ------------------------------------------------------------------------------------------ fva compare
+
+
+@pytest.fixture(scope="module")
+def compared(synth, tmp_path_factory):
+    """``fva compare`` over fold 0 of the synthetic cache: every shipped system, fop before dual-fop (whose
+    frozen FOP is the same fold's of the fop experiment)."""
+    base = tmp_path_factory.mktemp("compare")
+    out = base / "out"
+    config = yaml.safe_load(synth.config.read_text())
+    config["train"].update(epochs=30, patience=10, lr=0.01)
+    (base / "base.yaml").write_text(yaml.safe_dump(config))
+    torch.set_num_threads(1)  # tiny heads: one thread is faster, and much faster on a shared CPU
+    try:
+        result = run("compare", "--systems", ",".join(SYSTEMS), "--config", base / "base.yaml", "--cache",
+                     synth.root, "--fold", "0", "--out", out)
+    finally:
+        torch.set_num_threads(THREADS)
+    assert result.exit_code == 0, result.output
+    return out, result.output
+
+
+THREADS = torch.get_num_threads()
+
+
+def test_compare_trains_every_system_on_the_same_fold_well_below_chance(compared):
+    out, output = compared
+    rows = json.loads((out / "compare.json").read_text())
+    assert [r["system"] for r in rows] == SYSTEMS
+    for row in rows:
+        assert row["folds"] == 1 and row["seconds"] > 0
+        # chance is 50; the pair classifier learns slowest from this cache's 9 training identities
+        assert row["heard"] < (42.0 if row["system"] == "cross-attention" else 30.0), row
+        metrics = json.loads((out / row["system"] / "metrics.json").read_text())
+        assert list(metrics["folds"]) == ["0"]
+    table = (out / "compare.md").read_text()
+    assert table.splitlines()[0].startswith("| system | dev EER heard % |")
+    assert all(f"| {name} |" in output for name in SYSTEMS)
+    # the same identity-disjoint fold for everyone: identical dev trial lists
+    dev = {name: (out / name / "fold0" / "dev_English.txt").read_text() for name in SYSTEMS}
+    assert len(set(dev.values())) == 1
+
+
+def test_every_system_rebuilds_from_its_checkpoint_and_rescores_its_dev_trials(compared, synth):
+    """``fva score``'s path (checkpoint rebuilt through the registry, distances post-processed as configured)
+    reproduces the dev scores the trainer wrote, for every system."""
+    out, _ = compared
+    for name in SYSTEMS:
+        exp = out / name
+        for lang in ("English", "German"):
+            dev = exp / "fold0" / f"dev_{lang}.txt"
+            again = score_trial_list(exp, dev, synth.root, subset="train")
+            stored = read_scores(exp / "fold0" / f"dev_scores_{lang}.txt")
+            assert again.keys() == stored.keys()
+            np.testing.assert_allclose([again[k] for k in stored], list(stored.values()), rtol=1e-6, atol=1e-6,
+                                       err_msg=name)
+
+
+def raw_and_post(exp, synth, lang="English"):
+    """The trial set of fold 0's dev trials, its raw distances and the model (no post-processing)."""
+    cfg, _ = read_experiment(exp)
+    model, _ = load_checkpoint(exp / "fold0" / "checkpoint.pt")
+    feats = open_features(cfg, synth.train)
+    try:
+        ts = TrialSet.build(read_trials(exp / "fold0" / f"dev_{lang}.txt"), feats, "dev")
+    finally:
+        feats.close()
+    return cfg, model, ts, ts.distances(model)
+
+
+def test_configured_post_processing_is_what_the_dev_scores_hold(compared, synth):
+    out, _ = compared
+    stored = read_scores(out / "contrastive" / "fold0" / "dev_scores_English.txt")
+    cfg, model, ts, raw = raw_and_post(out / "contrastive", synth)
+    assert cfg.score.refine.enabled and not cfg.score.polarise.enabled
+    ev, ef = (embed_rows(model, m, x).numpy() for m, x in (("voice", ts.voice), ("face", ts.face)))
+    expected = refine(raw, ev, ef, ts.voice_of, ts.face_of, cfg.score.refine)
+    assert not np.allclose(expected, raw)  # refinement changed something here
+    np.testing.assert_allclose([stored[t.key] for t in ts.trials], expected, atol=1e-6)
+
+    stored = read_scores(out / "dual-fop" / "fold0" / "dev_scores_English.txt")
+    cfg, model, ts, raw = raw_and_post(out / "dual-fop", synth)
+    assert cfg.score.polarise.enabled and not cfg.score.refine.enabled
+    v, f = ts.voice_extras, ts.face_extras
+    expected = polarise(raw, v["age"][ts.voice_of], v["p_female"][ts.voice_of], f["age"][ts.face_of],
+                        f["p_female"][ts.face_of], cfg.score.polarise)
+    assert not np.allclose(expected, raw)
+    np.testing.assert_allclose([stored[t.key] for t in ts.trials], expected, atol=1e-6)
+
+
+def test_polarisation_without_age_gender_features_is_a_one_line_error(synth, tmp_path):
+    config = yaml.safe_load(synth.config.read_text())
+    config["features"] = {"voice_encoders": ["speaker-ecapa"], "face_encoders": ["vggface"]}
+    config["score"] = {"polarise": {"enabled": True}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    result = run("train-head", "--fold", "0", "--config", tmp_path / "c.yaml", "--cache", synth.root, "--exp",
+                 tmp_path / "exp")
+    assert_user_error(result, "score.polarise needs the age and p_female")
+
+
+def test_dual_fop_takes_the_same_folds_frozen_fop(compared):
+    out, _ = compared
+    model, payload = load_checkpoint(out / "dual-fop" / "fold0" / "checkpoint.pt")
+    assert payload["model_config"]["params"]["frozen"] == f"{out}/fop/fold0/checkpoint.pt"
+    fop, _ = load_checkpoint(out / "fop" / "fold0" / "checkpoint.pt")
+    frozen = model.pretrained.state_dict()
+    for key, value in fop.state_dict().items():
+        if not key.startswith("logits_layer."):
+            assert torch.equal(frozen[key], value), key
+
+
+def test_imported_official_fop_scores_a_trial_list_through_the_cli(synth, tmp_path):
+    from test_systems_fop import official_state, reference_forward, write_official
+
+    sd = official_state(seed=3, voice_in=32, face_in=38)  # the synthetic cache's 24+8 and 32+6 features
+    ckpt = write_official(tmp_path / "checkpoint.pth.tar", sd, prefix="module.")
+    exp = tmp_path / "official"
+    result = run("import-fop", ckpt, "--out", exp, "--voice-encoders", "speaker-ecapa,voice-age-gender-ecapa",
+                 "--face-encoders", "vggface,vit-age-gender", "--cache", synth.root)
+    assert result.exit_code == 0, result.output
+    result = run("score", "--exp", exp, "--trials", synth.test_list, "--out", tmp_path / "scores.txt")
+    assert result.exit_code == 0, result.output
+    scores = read_scores(tmp_path / "scores.txt")
+    voice, face = naive_trial_features(synth, synth.trials)
+    expected = reference_forward(sd, torch.from_numpy(voice), torch.from_numpy(face))["distance"].numpy()
+    np.testing.assert_allclose([scores[t.key] for t in synth.trials], expected, atol=1e-5)
+    assert_user_error(run("import-fop", ckpt, "--out", exp, "--voice-encoders", "speaker-ecapa"), "exists")

@@ -104,3 +104,13 @@ class HeadSystem(nn.Module):
     def describe(self) -> dict:
         return {"system": self.name, "params": asdict(self.params)}
 
+
+
+def check_paired(batch: Batch, system: str, min_pairs: int = 1) -> None:
+    """Paired systems need face row i to belong to voice row i's identity (the trainer's paired sampler);
+    systems with batch norm need ``min_pairs`` = 2 (the trainer skips a last batch of one pair)."""
+    if len(batch.voice) != len(batch.face) or not torch.equal(batch.voice_labels, batch.face_labels):
+        raise ValueError(f"{system} needs paired rows (same count, same labels), got {len(batch.voice)} voices "
+                         f"and {len(batch.face)} faces")
+    if len(batch.voice) < min_pairs:
+        raise ValueError(f"{system} needs at least {min_pairs} pairs per training batch")

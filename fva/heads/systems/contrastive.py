@@ -20,10 +20,9 @@ import torch
 import torch.nn.functional as F
 
 from fva.errors import FvaError
-from fva.heads.model import CosineClassifier
+from fva.heads.model import CosineClassifier, aam_softmax, projection
 from fva.heads.systems import register_system
-from fva.heads.systems.base import Batch, HeadSystem
-from fva.heads.systems.xmalign import check_paired, projection
+from fva.heads.systems.base import Batch, HeadSystem, check_paired
 
 
 def cross_infonce(v: torch.Tensor, f: torch.Tensor, labels: torch.Tensor, tau: float) -> torch.Tensor:
@@ -77,9 +76,7 @@ class Contrastive(HeadSystem):
         self.face = projection(face_dim, cfg)
         self.classifier = None
         if self.params.ce_weight > 0:
-            from speechbrain.nnet.losses import AdditiveAngularMargin, LogSoftmaxWrapper
-
-            self.aam_loss = LogSoftmaxWrapper(AdditiveAngularMargin(margin=cfg.aam_margin, scale=cfg.aam_scale))
+            self.aam_loss = aam_softmax(cfg)
             self.replace_classifier(n_classes)
 
     def replace_classifier(self, n_classes: int) -> None:
@@ -98,6 +95,5 @@ class Contrastive(HeadSystem):
         total = cross_infonce(v, f, batch.voice_labels, self.params.tau)
         if self.classifier is not None:
             for emb, labels in ((v, batch.voice_labels), (f, batch.face_labels)):
-                total = total + self.params.ce_weight * self.aam_loss(self.classifier(emb).unsqueeze(1),
-                                                                      labels.unsqueeze(1))
+                total = total + self.params.ce_weight * self.aam_loss(self.classifier(emb), labels)
         return total

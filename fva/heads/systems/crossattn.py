@@ -25,8 +25,7 @@ from torch import nn
 from fva.errors import FvaError
 from fva.heads.model import InputDropout, Standardize
 from fva.heads.systems import register_system
-from fva.heads.systems.base import Batch, HeadSystem
-from fva.heads.systems.xmalign import check_paired
+from fva.heads.systems.base import Batch, HeadSystem, check_paired
 
 
 class SegmentTokens(nn.Module):

@@ -23,7 +23,7 @@ from torch import nn
 
 from fva.errors import FvaError
 from fva.heads.systems import register_system
-from fva.heads.systems.base import Batch, HeadSystem
+from fva.heads.systems.base import Batch, HeadSystem, check_paired
 
 
 def opl_loss(features: torch.Tensor, labels: torch.Tensor, gamma: float = 0.7) -> torch.Tensor:
@@ -127,16 +127,6 @@ def tanh_distances(voice: torch.Tensor, face: torch.Tensor) -> torch.Tensor:
     return torch.linalg.vector_norm(torch.tanh(face) - torch.tanh(voice), dim=1)
 
 
-def check_paired(batch: Batch) -> None:
-    """FOP trains on pairs, with batch norm in training mode: at least 2 pairs per batch (the official
-    training drops an incomplete last batch)."""
-    if batch.voice.shape[0] != batch.face.shape[0] or not torch.equal(batch.voice_labels, batch.face_labels):
-        raise ValueError("FOP systems need paired batches: face row i of the identity of voice row i")
-    if batch.voice.shape[0] < 2:
-        raise ValueError("FOP systems need at least 2 pairs per training batch (batch norm); drop a last "
-                         "batch of one pair")
-
-
 @dataclass
 class FOPParams:
     dim: int = 128  # embedding size of each branch (published: 128)
@@ -170,7 +160,7 @@ class FOP(HeadSystem):
         return fused, self.logits_layer(fused)
 
     def loss(self, batch: Batch) -> torch.Tensor:
-        check_paired(batch)
+        check_paired(batch, self.name, min_pairs=2)  # batch norm in training mode
         fused, logits = self(batch.voice, batch.face)
         return F.cross_entropy(logits, batch.voice_labels) + self.params.alpha * opl_loss(
             fused, batch.voice_labels, self.params.gamma)
@@ -290,7 +280,7 @@ class DualFOP(HeadSystem):
         return w[0] * torch.tanh(fv) + w[1] * torch.tanh(tv), w[0] * torch.tanh(ff) + w[1] * torch.tanh(tf), fused
 
     def loss(self, batch: Batch) -> torch.Tensor:
-        check_paired(batch)
+        check_paired(batch, self.name, min_pairs=2)  # batch norm in training mode
         voice, face, fused = self.encode(batch.voice, batch.face)
         y = batch.voice_labels
         sim = F.normalize(voice, dim=1) @ F.normalize(face, dim=1).T

@@ -24,26 +24,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from fva.errors import FvaError
-from fva.heads.model import CosineClassifier, InputDropout, Standardize
+from fva.heads.model import CosineClassifier, aam_softmax, projection
 from fva.heads.systems import register_system
-from fva.heads.systems.base import Batch, HeadSystem
+from fva.heads.systems.base import Batch, HeadSystem, check_paired
 
 ALIGNMENTS = ("mse", "cosine")
 CLASSIFIERS = ("softmax", "aam")
-
-
-def projection(dim: int, cfg) -> nn.Sequential:
-    """Standardize → input dropout → Linear(dim → cfg.embedding_dim), as the fame2026 head (the trainer fits
-    element 0's statistics when ``cfg.input_norm`` is on)."""
-    return nn.Sequential(Standardize(dim, cfg.input_norm), InputDropout(cfg.input_dropout),
-                         nn.Linear(dim, cfg.embedding_dim))
-
-
-def check_paired(batch: Batch, system: str) -> None:
-    """Paired systems need face row i to belong to voice row i's identity (the trainer's paired sampler)."""
-    if len(batch.voice) != len(batch.face) or not torch.equal(batch.voice_labels, batch.face_labels):
-        raise ValueError(f"{system} needs paired rows (same count, same labels), got {len(batch.voice)} voices "
-                         f"and {len(batch.face)} faces")
 
 
 def check_choice(value: str, known: tuple[str, ...], what: str) -> None:
@@ -97,9 +83,7 @@ class XmAlign(HeadSystem):
         self.face = projection(face_dim, cfg)
         self.replace_classifier(n_classes)
         if p.classifier == "aam":
-            from speechbrain.nnet.losses import AdditiveAngularMargin, LogSoftmaxWrapper
-
-            self.aam_loss = LogSoftmaxWrapper(AdditiveAngularMargin(margin=cfg.aam_margin, scale=cfg.aam_scale))
+            self.aam_loss = aam_softmax(cfg)
 
     def _new_classifier(self, n_classes: int) -> nn.Module:
         dim = self.cfg.embedding_dim
@@ -116,7 +100,7 @@ class XmAlign(HeadSystem):
     def identity_loss(self, emb: torch.Tensor, labels: torch.Tensor, classifier: nn.Module) -> torch.Tensor:
         """Mean cross-entropy (softmax) or AAM-softmax loss of one modality's embeddings."""
         if self.params.classifier == "aam":
-            return self.aam_loss(classifier(emb).unsqueeze(1), labels.unsqueeze(1))
+            return self.aam_loss(classifier(emb), labels)
         return F.cross_entropy(classifier(emb), labels)
 
     def embed(self, modality: str, x: torch.Tensor) -> torch.Tensor:

@@ -226,8 +226,11 @@ def extract(manifest_path: Path | None, dataset: str | None, root: Path | None, 
 @click.option("--seed", type=int, default=None, help="Overrides the config's seed.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted experiment.")
 @click.option("--force", is_flag=True, help="Overwrite an existing experiment folder.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Folds trained at once, each in its own process with a share of the CPU threads.")
 def train_head_cmd(fold: str, config_path: Path | None, cache_root: Path, exp: Path, split: str | None,
-                   dataset: str | None, folds_path: Path | None, init: Path | None, seed: int | None, resume: bool, force: bool) -> None:
+                   dataset: str | None, folds_path: Path | None, init: Path | None, seed: int | None, resume: bool,
+                   force: bool, workers: int) -> None:
     """Train projection heads per identity-disjoint fold on cached features, selecting on dev EER.
 
     Prints each fold's dev EER, heard and unheard separately, and their mean.
@@ -250,7 +253,8 @@ def train_head_cmd(fold: str, config_path: Path | None, cache_root: Path, exp: P
     if seed is not None:
         overrides["seed"] = seed
     cfg = load_config(config_path, overrides)
-    metrics = train_head(cfg, cache_root, exp, parse_folds(fold), init=init, resume=resume, force=force, log=click.echo)
+    metrics = train_head(cfg, cache_root, exp, parse_folds(fold), init=init, resume=resume, force=force,
+                         workers=workers, log=click.echo)
     for kind in ("heard", "unheard"):
         means = metrics[f"mean_{kind}"]
         if means:
@@ -278,8 +282,10 @@ def parse_folds(fold: str) -> list[int] | None:
 @click.option("--out", type=click.Path(path_type=Path), default=Path("work/compare"), show_default=True,
               help="Folder for the experiments (one per system), compare.json and compare.md.")
 @click.option("--force", is_flag=True, help="Overwrite existing experiment folders.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Folds trained at once per system, each in its own process.")
 def compare(systems: str, config_path: Path | None, cache_root: Path, fold: str, split: str | None, out: Path,
-            force: bool) -> None:
+            force: bool, workers: int) -> None:
     """Train the named head systems over the same folds and print dev EER heard, unheard, their mean and the
     training seconds of each, as a markdown table (also written with JSON to OUT).
 
@@ -293,7 +299,7 @@ def compare(systems: str, config_path: Path | None, cache_root: Path, fold: str,
     overrides = {"data": {"split": split}} if split else None
     rows = compare_systems([n.strip() for n in systems.split(",") if n.strip()], cache_root, out,
                            base=config_path, folds=parse_folds(fold), overrides=overrides, force=force,
-                           log=click.echo)
+                           workers=workers, log=click.echo)
     click.echo(markdown_table(rows))
     click.echo(f"{out}/compare.json")
 

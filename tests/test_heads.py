@@ -557,6 +557,24 @@ def test_same_seed_gives_identical_scores_and_another_seed_does_not(synth, train
     assert differs
 
 
+def test_folds_trained_by_worker_processes_equal_the_sequential_run(synth, trained):
+    """--workers 2: two spawned processes train the folds at once; each fold's selected epoch, dev scores and
+    metrics equal the one-process run's (the threads only split the matrix products)."""
+    exp = synth.base / "exp_workers"
+    result = train(synth, exp, "--workers", "2")
+    assert result.exit_code == 0, result.output
+    assert sorted(line.split(":")[0] for line in result.output.splitlines() if line.startswith("fold ")) == \
+        [f"fold {f}" for f in range(NUM_FOLDS)]
+    ours, theirs = json.loads((exp / "metrics.json").read_text()), json.loads((trained.exp / "metrics.json").read_text())
+    for f in range(NUM_FOLDS):
+        assert ours["folds"][str(f)]["epoch"] == theirs["folds"][str(f)]["epoch"]
+        for lang in LANGUAGES:
+            a = read_scores(exp / f"fold{f}" / f"dev_scores_{lang}.txt")
+            b = read_scores(trained.exp / f"fold{f}" / f"dev_scores_{lang}.txt")
+            assert a.keys() == b.keys()
+            np.testing.assert_allclose(list(a.values()), [b[k] for k in a], atol=1e-5)
+
+
 # ------------------------------------------------------------------------------------------------ 7. score
 
 

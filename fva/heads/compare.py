@@ -76,7 +76,7 @@ def markdown_table(rows: list[dict]) -> str:
 
 def compare_systems(names: list[str], cache_root: Path, out: Path, base: Path | None = None,
                     folds: list[int] | None = None, overrides: dict | None = None, force: bool = False,
-                    log=print) -> list[dict]:
+                    workers: int = 1, log=print) -> list[dict]:
     """Train each system over ``folds`` (None: all) into ``out/<name>``; returns the table's rows and
     writes ``out/compare.json`` and ``out/compare.md``."""
     from fva.heads.trainer import prepare_experiment, train_head
@@ -89,7 +89,7 @@ def compare_systems(names: list[str], cache_root: Path, out: Path, base: Path | 
     rows = []
     for name, cfg in configs.items():
         start = time.perf_counter()
-        metrics = train_head(cfg, cache_root, out / Path(name).stem, folds, force=force,
+        metrics = train_head(cfg, cache_root, out / Path(name).stem, folds, force=force, workers=workers,
                              log=lambda line, n=name: log(f"[{n}] {line}"))
         rows.append(summary_row(Path(name).stem, metrics, time.perf_counter() - start))
     out.mkdir(parents=True, exist_ok=True)

@@ -298,6 +298,11 @@ class FoldTrainer:
                   for k, v in self.cfg.model.params.items()}
         return replace(self.cfg.model, params=params)
 
+    def close(self) -> None:
+        self.feats.close()
+        if self.pre is not None:
+            self.pre.close()
+
     def describe(self) -> dict:
         return {"format": EXPERIMENT_FORMAT, "fva_version": __version__, "cache": str(self.cache_root.resolve()),
                 "dataset": self.cfg.data.dataset, "train_features": str(self.folder),
@@ -496,9 +501,39 @@ def prepare_experiment(exp: Path, force: bool, resume: bool) -> bool:
     return False
 
 
+def fold_line(f: int, r: dict, seconds: float) -> str:
+    return (f"fold {f}: epoch {r['epoch']} selected, dev EER heard " + ", ".join(f"{k} {v:.2f}%" for k, v in r["heard"].items())
+            + ("; unheard " + ", ".join(f"{k} {v:.2f}%" for k, v in r["unheard"].items()) if r["unheard"] else "")
+            + f" ({seconds:.1f} s)")
+
+
+def _worker_threads(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+def _train_fold_in_worker(cfg_dict: dict, cache_root: str, exp: str, fold: int, init: str | None,
+                          resume: bool) -> tuple[int, dict, float]:
+    """One fold in a worker process (``train_head(workers=N)``): its own trainer over the same caches."""
+    from fva.heads.config import _build
+
+    start = time.perf_counter()
+    trainer = FoldTrainer(_build(HeadConfig, cfg_dict, "config"), Path(cache_root), Path(exp))
+    try:
+        result = trainer.train_fold(fold, init_state=init_projections(Path(init)) if init else None, resume=resume)
+    finally:
+        trainer.close()
+    return fold, result, time.perf_counter() - start
+
+
 def train_head(cfg: HeadConfig, cache_root: Path, exp: Path, folds: list[int] | None = None, *,
-               init: Path | None = None, resume: bool = False, force: bool = False, log=print) -> dict:
-    """Train the configured head on each requested fold (None: all); returns the experiment's metrics."""
+               init: Path | None = None, resume: bool = False, force: bool = False, workers: int = 1,
+               log=print) -> dict:
+    """Train the configured head on each requested fold (None: all); returns the experiment's metrics.
+
+    ``workers`` > 1 trains that many folds at once, each in its own process with an equal share of torch's
+    threads: on a few cores, small heads use them better than one fold's matrix products on all threads.
+    A fold's numbers then come from fewer threads, so they can differ in the last bits from a run with
+    another ``workers``; the same ``workers`` and seed give the same numbers."""
     exp = Path(exp)
     overwrite = prepare_experiment(exp, force, resume)
     if resume and (exp / "config.yaml").is_file():
@@ -515,26 +550,48 @@ def train_head(cfg: HeadConfig, cache_root: Path, exp: Path, folds: list[int] | 
         (exp / "experiment.json").write_text(json.dumps(trainer.describe(), indent=1) + "\n")
         init_state = init_projections(init) if init else None
         results = {}
+        todo = []
         for f in fold_list:
             done = exp / f"fold{f}" / "metrics.json"
             if resume and done.is_file():
                 results[f] = json.loads(done.read_text())
                 log(f"fold {f}: already trained (resume)")
-                continue
+            else:
+                todo.append(f)
+        if workers > 1 and len(todo) > 1:
+            if trainer.pre is not None and not cfg.data.joint and init_state is None:
+                trainer.pretrain()  # once, before the workers read it
+            trainer.close()
+            results.update(train_folds_in_workers(cfg, cache_root, exp, todo, init, resume, workers, log))
+        for f in todo if not (workers > 1 and len(todo) > 1) else []:
             start = time.perf_counter()
             results[f] = trainer.train_fold(f, init_state=init_state, resume=resume)
-            log(f"fold {f}: epoch {results[f]['epoch']} selected, dev EER heard "
-                + ", ".join(f"{k} {v:.2f}%" for k, v in results[f]["heard"].items())
-                + ("; unheard " + ", ".join(f"{k} {v:.2f}%" for k, v in results[f]["unheard"].items())
-                   if results[f]["unheard"] else "")
-                + f" ({time.perf_counter() - start:.1f} s)")
+            log(fold_line(f, results[f], time.perf_counter() - start))
     finally:
-        trainer.feats.close()
-        if trainer.pre is not None:
-            trainer.pre.close()
+        trainer.close()
     metrics = summarise(results)
     (exp / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
     return metrics
+
+
+def train_folds_in_workers(cfg: HeadConfig, cache_root: Path, exp: Path, folds: list[int], init: Path | None,
+                           resume: bool, workers: int, log) -> dict[int, dict]:
+    """Folds trained by ``workers`` processes at once (spawned: no state shared with this one)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    workers = min(workers, len(folds))
+    threads = max(1, torch.get_num_threads() // workers)
+    results = {}
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_threads,
+                             initargs=(threads,)) as pool:
+        jobs = [pool.submit(_train_fold_in_worker, cfg.to_dict(), str(cache_root), str(exp), f,
+                            str(init) if init else None, resume) for f in folds]
+        for job in as_completed(jobs):
+            f, result, seconds = job.result()
+            results[f] = result
+            log(fold_line(f, result, seconds))
+    return dict(sorted(results.items()))
 
 
 def summarise(results: dict[int, dict]) -> dict:

@@ -221,3 +221,23 @@ def test_imported_official_fop_scores_a_trial_list_through_the_cli(synth, tmp_pa
     expected = reference_forward(sd, torch.from_numpy(voice), torch.from_numpy(face))["distance"].numpy()
     np.testing.assert_allclose([scores[t.key] for t in synth.trials], expected, atol=1e-5)
     assert_user_error(run("import-fop", ckpt, "--out", exp, "--voice-encoders", "speaker-ecapa"), "exists")
+
+
+@pytest.mark.parametrize("system", SYSTEMS)
+def test_input_standardisation_is_fitted_for_every_system(system):
+    """``model.input_norm``: each system's voice and face inputs are standardised with the training rows'
+    statistics (so encoders of very different scales weigh alike), whatever its architecture."""
+    from fva.heads.config import ModelConfig
+    from fva.heads.trainer import build_model, fit_input_norm
+
+    rng = np.random.default_rng(0)
+    voice = _Rows((rng.normal(3.0, 0.01, (64, 10))).astype(np.float32), np.arange(64) % 4)
+    face = _Rows((rng.normal(-1.0, 5.0, (64, 12))).astype(np.float32), np.arange(64) % 4)
+    model = build_model(10, 12, 4, ModelConfig(system=system, embedding_dim=8, input_norm=True))
+    norms = model.input_norms()
+    assert set(norms) == {"voice", "face"}
+    fit_input_norm(model, voice, face, seed=[0])
+    for modality, rows in (("voice", voice), ("face", face)):
+        x = norms[modality](torch.from_numpy(rows.data))
+        assert torch.allclose(x.mean(0), torch.zeros(x.shape[1]), atol=1e-3)
+        assert torch.allclose(x.std(0, unbiased=False), torch.ones(x.shape[1]), atol=1e-3)

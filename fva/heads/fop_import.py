@@ -111,7 +111,7 @@ def import_fop(checkpoint: Path, out: Path, *, cache: Path | None = None, datase
     weights; ``cache`` (optional with one encoder per modality) gives each encoder's dimension and weights
     id. Checks everything before writing; the folder appears whole (written aside, then renamed)."""
     from fva.heads.config import DataConfig, FeaturesConfig, HeadConfig, ModelConfig, TrainConfig
-    from fva.heads.systems.fop import FOP
+    from fva.heads.systems.fop import FOP, with_own_norms
     from fva.heads.trainer import EXPERIMENT_FORMAT, save_checkpoint
 
     checkpoint, out = Path(checkpoint), Path(out)
@@ -133,7 +133,7 @@ def import_fop(checkpoint: Path, out: Path, *, cache: Path | None = None, datase
                      train=TrainConfig(batch_size=32, lr=1e-2, weight_decay=0.01))  # the published training
     model = FOP(voice_in, face_in, n_classes, cfg.model)
     try:
-        model.load_state_dict(state, strict=True)
+        model.load_state_dict(with_own_norms(state, model), strict=True)  # fva's input norm: the identity
     except RuntimeError as err:  # extra keys (another fusion) or inconsistent shapes
         detail = " ".join(str(err).split())
         raise FvaError(f"{checkpoint}: FOP weights do not load ({detail[:300]})") from None

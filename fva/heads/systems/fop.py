@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fva.errors import FvaError
+from fva.heads.model import Standardize
 from fva.heads.systems import register_system
 from fva.heads.systems.base import Batch, HeadSystem, check_paired
 
@@ -73,14 +74,23 @@ class ForwardBlock(nn.Module):
 
 
 class Branch(nn.Module):
-    """One modality: ``fc1`` = Linear -> BatchNorm1d -> ReLU -> Dropout, then L2-normalise."""
+    """One modality: ``fc1`` = Linear -> BatchNorm1d -> ReLU -> Dropout, then L2-normalise. Before it, fva's
+    optional input standardisation ``norm`` (``model.input_norm``; not in official checkpoints, whose
+    import keeps it the identity)."""
 
-    def __init__(self, d_in: int, dim: int, dropout: float) -> None:
+    def __init__(self, d_in: int, dim: int, dropout: float, input_norm: bool = False) -> None:
         super().__init__()
+        self.norm = Standardize(d_in, input_norm)
         self.fc1 = nn.Sequential(nn.Linear(d_in, dim), nn.BatchNorm1d(dim), nn.ReLU(), nn.Dropout(dropout))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.fc1(x), dim=1)
+        return F.normalize(self.fc1(self.norm(x)), dim=1)
+
+
+def with_own_norms(state: dict, model: nn.Module) -> dict:
+    """``state`` completed with ``model``'s own input-standardisation buffers where it has none (an official
+    checkpoint): those stay the identity (mean 0, 1 / std 1)."""
+    return {**{k: v for k, v in model.state_dict().items() if ".norm." in k}, **state}
 
 
 class GatedFusion(nn.Module):
@@ -148,11 +158,14 @@ class FOP(HeadSystem):
     def __init__(self, voice_dim: int, face_dim: int, n_classes: int, cfg) -> None:
         super().__init__(voice_dim, face_dim, n_classes, cfg)
         p = self.params
-        self.voice_branch = Branch(voice_dim, p.dim, p.dropout)
-        self.face_branch = Branch(face_dim, p.dim, p.dropout)
+        self.voice_branch = Branch(voice_dim, p.dim, p.dropout, cfg.input_norm)
+        self.face_branch = Branch(face_dim, p.dim, p.dropout, cfg.input_norm)
         self.fusion_layer = GatedFusion(p.dim, p.gate_dim)
         self.logits_layer = nn.Linear(p.dim, n_classes)
         init_linear(self)
+
+    def input_norms(self) -> dict:
+        return {"voice": self.voice_branch.norm, "face": self.face_branch.norm}
 
     def forward(self, voice: torch.Tensor, face: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Fused features and identity logits of voice-face pairs."""
@@ -183,8 +196,9 @@ class PretrainedFOP(nn.Module):
 
     def __init__(self, voice_dim: int, face_dim: int, dim: int, gate_dim: int, dropout: float) -> None:
         super().__init__()
-        self.voice_branch = Branch(voice_dim, dim, dropout)
-        self.face_branch = Branch(face_dim, dim, dropout)
+        # standardisation on: the frozen FOP's own statistics are loaded (the identity for official weights)
+        self.voice_branch = Branch(voice_dim, dim, dropout, input_norm=True)
+        self.face_branch = Branch(face_dim, dim, dropout, input_norm=True)
         self.fusion_layer = GatedFusion(dim, gate_dim)
 
 
@@ -229,8 +243,8 @@ class DualFOP(HeadSystem):
     def __init__(self, voice_dim: int, face_dim: int, n_classes: int, cfg) -> None:
         super().__init__(voice_dim, face_dim, n_classes, cfg)
         p = self.params
-        self.voice_branch = Branch(voice_dim, p.dim, p.dropout)
-        self.face_branch = Branch(face_dim, p.dim, p.dropout)
+        self.voice_branch = Branch(voice_dim, p.dim, p.dropout, cfg.input_norm)
+        self.face_branch = Branch(face_dim, p.dim, p.dropout, cfg.input_norm)
         self.fusion_layer = ConvGatedFusion(p.dim, p.kernel)
         self.logits_layer = nn.Linear(p.dim, n_classes)
         self.mix_logits = nn.Parameter(torch.zeros(2))
@@ -242,6 +256,9 @@ class DualFOP(HeadSystem):
         self.pretrained.requires_grad_(False)
         self.pretrained.eval()
         self.register_buffer("pretrained_loaded", torch.tensor(False))
+
+    def input_norms(self) -> dict:
+        return {"voice": self.voice_branch.norm, "face": self.face_branch.norm}
 
     def train(self, mode: bool = True) -> "DualFOP":
         super().train(mode)
@@ -255,7 +272,8 @@ class DualFOP(HeadSystem):
         from fva.heads.fop_import import read_fop_state
 
         path = Path(self.params.frozen)
-        state = {k: v for k, v in read_fop_state(path).items() if not k.startswith("logits_layer.")}
+        state = with_own_norms({k: v for k, v in read_fop_state(path).items() if not k.startswith("logits_layer.")},
+                               self.pretrained)
         own = self.pretrained.state_dict()
         for key, value in own.items():
             if key not in state:

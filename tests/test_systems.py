@@ -104,7 +104,7 @@ def compared(synth, tmp_path_factory):
     base = tmp_path_factory.mktemp("compare")
     out = base / "out"
     config = yaml.safe_load(synth.config.read_text())
-    config["train"].update(epochs=30, patience=10, lr=0.01)
+    config["train"].update(epochs=30, patience=10, lr=0.01, batch_size=8)  # small batches: more steps
     (base / "base.yaml").write_text(yaml.safe_dump(config))
     torch.set_num_threads(1)  # tiny heads: one thread is faster, and much faster on a shared CPU
     try:
@@ -126,7 +126,7 @@ def test_compare_trains_every_system_on_the_same_fold_well_below_chance(compared
     for row in rows:
         assert row["folds"] == 1 and row["seconds"] > 0
         # chance is 50; the pair classifier learns slowest from this cache's 9 training identities
-        assert row["heard"] < (42.0 if row["system"] == "cross-attention" else 30.0), row
+        assert row["heard"] < (40.0 if row["system"] == "cross-attention" else 20.0), row
         metrics = json.loads((out / row["system"] / "metrics.json").read_text())
         assert list(metrics["folds"]) == ["0"]
     table = (out / "compare.md").read_text()

@@ -64,6 +64,14 @@ class FeatureTable:
         self.dim = int(sum(self.dims))
         self.extras = {name: t.extras[name][col] for t, col in zip(self.tables, self.columns) for name in t.extras}
         self.weights_ids = {e: t.attrs.get("weights_id", "") for e, t in zip(encoders, self.tables)}
+        self.preloaded: np.ndarray | None = None  # every row as float32, once :meth:`preload` found room
+
+    def preload(self, limit_gb: float) -> bool:
+        """Keep every row in memory as float32 when that takes at most ``limit_gb``: every later read (each
+        fold's training rows, dev features) is then an in-memory copy instead of a disk read."""
+        if self.preloaded is None and self.nbytes(itemsize=4) <= limit_gb * 2**30:
+            self.preloaded = self.load(dtype="float32")
+        return self.preloaded is not None
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -71,11 +79,15 @@ class FeatureTable:
     def rows(self, indices: np.ndarray) -> np.ndarray:
         """float32 (len(indices), dim): the concatenated features of these rows, read from disk."""
         indices = np.asarray(indices, dtype=np.int64)
+        if self.preloaded is not None:
+            return self.preloaded[indices]
         return np.concatenate([t.rows(col[indices]) for t, col in zip(self.tables, self.columns)], axis=1)
 
     def load(self, indices: np.ndarray | None = None, dtype: str = "float16") -> np.ndarray:
         """The rows (all, or ``indices``) in memory as one array of ``dtype``."""
         indices = np.arange(len(self)) if indices is None else np.asarray(indices, dtype=np.int64)
+        if self.preloaded is not None:
+            return self.preloaded[indices].astype(dtype, copy=False)
         out = np.empty((len(indices), self.dim), dtype=dtype)
         start = 0
         for table, col, dim in zip(self.tables, self.columns, self.dims):

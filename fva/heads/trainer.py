@@ -219,6 +219,8 @@ class FoldTrainer:
         split = Split.parse(cfg.data.split)
         self.folder = split_folder(cache_root, cfg.data.dataset, "train", split.name)
         self.feats = open_features(cfg, self.folder)
+        for table in (self.feats.voice, self.feats.face):  # read once for all folds when half the budget holds it
+            table.preload(cfg.train.in_memory_limit_gb / 2)
         self.records = manifest_records(self.folder)
         self.by_key = (self.feats.voice.rows_by_key(), self.feats.face.rows_by_key())
         all_languages = sorted({r.language for r in self.records.values() if r.language})
@@ -511,17 +513,24 @@ def _worker_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
+_WORKER: dict = {}  # in a worker process: the trainer of its experiment, kept for its next folds
+
+
 def _train_fold_in_worker(cfg_dict: dict, cache_root: str, exp: str, fold: int, init: str | None,
                           resume: bool) -> tuple[int, dict, float]:
-    """One fold in a worker process (``train_head(workers=N)``): its own trainer over the same caches."""
+    """One fold in a worker process (``train_head(workers=N)``): the process's own trainer over the same
+    caches, built on its first fold and kept (features read once per process)."""
     from fva.heads.config import _build
 
     start = time.perf_counter()
-    trainer = FoldTrainer(_build(HeadConfig, cfg_dict, "config"), Path(cache_root), Path(exp))
-    try:
-        result = trainer.train_fold(fold, init_state=init_projections(Path(init)) if init else None, resume=resume)
-    finally:
-        trainer.close()
+    key = (repr(cfg_dict), cache_root, exp)
+    if _WORKER.get("key") != key:
+        if _WORKER:
+            _WORKER["trainer"].close()
+        _WORKER.update(key=key, trainer=FoldTrainer(_build(HeadConfig, cfg_dict, "config"), Path(cache_root),
+                                                    Path(exp)))
+    result = _WORKER["trainer"].train_fold(fold, init_state=init_projections(Path(init)) if init else None,
+                                           resume=resume)
     return fold, result, time.perf_counter() - start
 
 

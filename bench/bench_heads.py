@@ -1,21 +1,24 @@
 """Stage-2 head training on CPU: the default system on a MAV-Celeb-V3-sized cache, streaming memory, determinism.
 
-1. All folds of the DEFAULT config (``train_head(load_config(), cache, exp, None)``: 100 epochs at most,
-   patience 20) on a synthetic stage-1 cache of MAV-Celeb V3's size and real feature widths: 50 identities,
+1. All folds of the DEFAULT config (``train_head(load_config(), cache, exp, None, workers=2)``, i.e.
+   ``fva train-head --fold all --workers 2``: two folds at once, one thread each; 100 epochs at most,
+   patience 10) on a synthetic stage-1 cache of MAV-Celeb V3's size and real feature widths: 50 identities,
    English and German, 3,812 voice clips cut into videos of ~8 clips (~477 videos), 20 face
    images per video; voice = speaker-ecapa 6144 + voice-age-gender-ecapa 1536, face = vggface 4096 +
    vit-age-gender 768, float16. Features carry an identity signal: a latent per identity (shared by voice
    and face) plus a per-modality identity latent, a per-video and a per-language shift, through a random
    linear map per encoder, plus unit noise. Reported: total and per-fold wall time, epochs run, dev EER,
-   peak resident memory (VmHWM of a fresh subprocess). Over the 60 s target, one fold is profiled
-   (cProfile, top 15 by cumulative time).
+   peak resident memory (VmHWM of a fresh subprocess, and the largest worker's). The same run in one
+   process (``workers=1``, torch's two threads) is timed beside it. Over the 60 s target, one fold is
+   profiled (cProfile, top 15 by cumulative time).
 2. Streaming: a ~2.5 GB float16 cache (100,000 voice rows x 7680 + 100,000 face rows x 4864) trained with
    ``in_memory_limit_gb: 0.5`` (so both modalities stream), ``rows_per_epoch`` = 40,000 (~1 GB of feature
    bytes read per epoch), 2 epochs, fold 0: peak RSS (VmHWM, fresh subprocess) and seconds per epoch; plus
    a sanity line: the first batches of :class:`InMemoryRows` and :class:`StreamingRows` over the same rows
    and positions are identical arrays.
-3. Determinism: fold 0 of (1) trained again in another process with the same seed gives byte-identical
-   ``dev_scores_<Lang>.txt`` files.
+3. Determinism: fold 0 of the one-process run trained again in another process with the same seed gives
+   byte-identical ``dev_scores_<Lang>.txt`` files; and the largest difference between the two-worker and
+   the one-process runs' dev scores.
 
 Before each timed measurement the 1-minute load average is read; above 1.5 the benchmark waits (20 s steps,
 up to 8 minutes) and records the load it started at. Every timed run is a fresh subprocess (so VmHWM is its
@@ -32,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -243,7 +247,7 @@ def run_child(task: dict) -> None:
     from fva.heads.trainer import train_head
 
     cfg = load_config(None, task.get("overrides") or {})
-    exp, folds = Path(task["exp"]), task.get("folds")
+    exp, folds, workers = Path(task["exp"]), task.get("folds"), task.get("workers", 1)
     stamps: list[float] = []
     result: dict = {"torch_threads": torch.get_num_threads(), "rss_after_imports": proc_status("VmRSS")}
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
@@ -255,7 +259,7 @@ def run_child(task: dict) -> None:
 
         prof = cProfile.Profile()
         prof.enable()
-        train_head(cfg, Path(task["cache"]), exp, folds, log=lambda msg: stamps.append(time.perf_counter()))
+        train_head(cfg, Path(task["cache"]), exp, folds, log=stamps.append)
         prof.disable()
         text = io.StringIO()
         pstats.Stats(prof, stream=text).sort_stats("cumulative").print_stats(15)
@@ -264,15 +268,16 @@ def run_child(task: dict) -> None:
         pstats.Stats(prof, stream=text).sort_stats("tottime").print_stats(10)
         result["profile_tottime"] = text.getvalue()
     else:
-        train_head(cfg, Path(task["cache"]), exp, folds, log=lambda msg: stamps.append(time.perf_counter()))
+        train_head(cfg, Path(task["cache"]), exp, folds, workers=workers, log=stamps.append)
     total = time.perf_counter() - start
+    result["workers"] = workers
+    result["workers_max_rss"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
     cpu1 = resource.getrusage(resource.RUSAGE_SELF)
     result["cpu_s"] = cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime
-    fold_list = folds if folds is not None else list(range(len(stamps)))
-    # fold seconds: between train_head's per-fold log lines (the first includes opening the caches)
-    edges = [start] + stamps
-    result.update(total_s=total, folds=[{**fold_summary(exp, f), "seconds": edges[k + 1] - edges[k]}
-                                        for k, f in enumerate(fold_list)],
+    # fold seconds as train_head logs them ("fold 3: ... (12.3 s)"): in a worker, from its start on that fold
+    seconds = {int(m.group(1)): float(m.group(2)) for m in (re.match(r"fold (\d+):.*\(([\d.]+) s\)$", line)
+                                                              for line in stamps) if m}
+    result.update(total_s=total, folds=[{**fold_summary(exp, f), "seconds": seconds[f]} for f in sorted(seconds)],
                   vm_hwm=proc_status("VmHWM"), vm_rss_end=proc_status("VmRSS"))
     Path(task["out"]).write_text(json.dumps(result))
 
@@ -345,11 +350,14 @@ def bench(tmp: Path, quick: bool) -> dict:
           f"{sizes['feature_bytes'] / 2**20:.0f} MiB float16, written in {sizes['write_s']:.1f} s", flush=True)
     overrides = {"train": {"epochs": 20}} if quick else {}
     folds = [0, 1] if quick else None
-    run = child({"cache": str(cache), "exp": str(tmp / "exp_all"), "folds": folds, "overrides": overrides},
-                "all folds")
+    one = child({"cache": str(cache), "exp": str(tmp / "exp_one"), "folds": folds, "overrides": overrides},
+                "all folds, one process")
+    figures["default_all_folds_one_process"] = one
+    run = child({"cache": str(cache), "exp": str(tmp / "exp_all"), "folds": folds, "overrides": overrides,
+                 "workers": 2}, "all folds, two workers")
     figures["default_all_folds"] = run
-    print(f"\n1. default config{' (quick: 20 epochs)' if quick else ''}, {len(run['folds'])} folds "
-          f"(load {run['load1']:.2f} at start, {run['load1_end']:.2f} at end; torch threads {run['torch_threads']})")
+    print(f"\n1. default config{' (quick: 20 epochs)' if quick else ''}, {len(run['folds'])} folds, two worker "
+          f"processes of one thread each (load {run['load1']:.2f} at start, {run['load1_end']:.2f} at end)")
     print(f"{'fold':>5} {'seconds':>8} {'epochs':>7} {'selected':>9} {'s/epoch mean':>13} {'median':>7} "
           f"{'dev EER heard %':>16}")
     for f in run["folds"]:
@@ -358,8 +366,11 @@ def bench(tmp: Path, quick: bool) -> dict:
     epochs = sum(f["epochs_run"] for f in run["folds"])
     print(f"total {run['total_s']:.1f} s wall, {run['cpu_s']:.1f} s CPU for {len(run['folds'])} folds, {epochs} epochs "
           f"({run['total_s'] / epochs:.3f} s/epoch all in; target < {TARGET_FOLDS_S:.0f} s for 7 folds); "
-          f"peak RSS {run['vm_hwm'] / 2**20:.0f} MiB ({run['rss_after_imports'] / 2**20:.0f} MiB after imports)",
-          flush=True)
+          f"peak RSS {run['vm_hwm'] / 2**20:.0f} MiB in the parent, {run['workers_max_rss'] / 2**20:.0f} MiB in "
+          "the largest worker", flush=True)
+    print(f"one process, torch's {one['torch_threads']} threads (load {one['load1']:.2f}): {one['total_s']:.1f} s wall "
+          f"for {sum(f['epochs_run'] for f in one['folds'])} epochs, peak RSS {one['vm_hwm'] / 2**20:.0f} MiB; "
+          f"two workers / one process: {run['total_s'] / one['total_s']:.2f}x the time", flush=True)
     if run["total_s"] * 7 / len(run["folds"]) > TARGET_FOLDS_S:
         prof = child({"cache": str(cache), "exp": str(tmp / "exp_profile"), "folds": [0],
                       "overrides": {"train": {"epochs": PROFILE_EPOCHS}}, "profile": True}, "profile")
@@ -373,15 +384,23 @@ def bench(tmp: Path, quick: bool) -> dict:
             print("\n".join(line.replace(str(Path(sys.prefix)), "<venv>").replace(str(ROOT), "") for line in lines))
 
     # ---- 3. determinism: fold 0 again in another process, same seed
+    from fva.evaluate.scores import read_scores
+
     again = child({"cache": str(cache), "exp": str(tmp / "exp_again"), "folds": [0], "overrides": overrides},
                   "determinism")
-    files = sorted(p.name for p in (tmp / "exp_all" / "fold0").glob("dev_scores_*.txt"))
-    same = bool(files) and all((tmp / "exp_all" / "fold0" / n).read_bytes() == (tmp / "exp_again" / "fold0" / n)
+    files = sorted(p.name for p in (tmp / "exp_one" / "fold0").glob("dev_scores_*.txt"))
+    same = bool(files) and all((tmp / "exp_one" / "fold0" / n).read_bytes() == (tmp / "exp_again" / "fold0" / n)
                                .read_bytes() for n in files)
+    worker_diff = 0.0
+    for path in sorted((tmp / "exp_one").glob("fold*/dev_scores_*.txt")):
+        ours, theirs = read_scores(path), read_scores(tmp / "exp_all" / path.relative_to(tmp / "exp_one"))
+        worker_diff = max([worker_diff] + [abs(v - theirs[k]) for k, v in ours.items()])
     figures["determinism"] = {"files": files, "identical": same, "fold0_again_s": again["folds"][0]["seconds"],
-                              "load1": again["load1"], "load1_end": again["load1_end"]}
+                              "load1": again["load1"], "load1_end": again["load1_end"],
+                              "max_abs_score_diff_two_workers_vs_one_process": worker_diff}
     print(f"\n3. determinism: fold 0 retrained in a fresh process ({again['folds'][0]['seconds']:.1f} s): "
-          f"{', '.join(files)} byte-identical: {'yes' if same else 'NO'}")
+          f"{', '.join(files)} byte-identical: {'yes' if same else 'NO'}; two workers vs one process: dev scores "
+          f"differ by at most {worker_diff:.2g}")
     eq_small = batches_equal(cache, 0, 5)
     figures["batches_equal_mav"] = eq_small
     shutil.rmtree(cache)

@@ -509,29 +509,32 @@ def fold_line(f: int, r: dict, seconds: float) -> str:
             + f" ({seconds:.1f} s)")
 
 
-def _worker_threads(threads: int) -> None:
-    torch.set_num_threads(threads)
+def _fold_worker(tasks, results, cfg_dict: dict, cache_root: str, exp: str, init: str | None, resume: bool,
+                 threads: int) -> None:
+    """A spawned worker of ``train_head(workers=N)``: trains the folds it takes from ``tasks`` (until None)
+    with its own trainer over the same caches (features read once), and puts (fold, metrics, seconds) or
+    ("error", fold, message) on ``results``."""
+    import traceback
 
-
-_WORKER: dict = {}  # in a worker process: the trainer of its experiment, kept for its next folds
-
-
-def _train_fold_in_worker(cfg_dict: dict, cache_root: str, exp: str, fold: int, init: str | None,
-                          resume: bool) -> tuple[int, dict, float]:
-    """One fold in a worker process (``train_head(workers=N)``): the process's own trainer over the same
-    caches, built on its first fold and kept (features read once per process)."""
     from fva.heads.config import _build
 
-    start = time.perf_counter()
-    key = (repr(cfg_dict), cache_root, exp)
-    if _WORKER.get("key") != key:
-        if _WORKER:
-            _WORKER["trainer"].close()
-        _WORKER.update(key=key, trainer=FoldTrainer(_build(HeadConfig, cfg_dict, "config"), Path(cache_root),
-                                                    Path(exp)))
-    result = _WORKER["trainer"].train_fold(fold, init_state=init_projections(Path(init)) if init else None,
-                                           resume=resume)
-    return fold, result, time.perf_counter() - start
+    torch.set_num_threads(threads)
+    trainer = None
+    try:
+        while (fold := tasks.get()) is not None:
+            start = time.perf_counter()
+            try:
+                if trainer is None:
+                    trainer = FoldTrainer(_build(HeadConfig, cfg_dict, "config"), Path(cache_root), Path(exp))
+                result = trainer.train_fold(fold, init_state=init_projections(Path(init)) if init else None,
+                                            resume=resume)
+            except Exception as err:  # reported by the parent; FvaError keeps its one line
+                results.put(("error", fold, str(err) if isinstance(err, FvaError) else traceback.format_exc()))
+                return
+            results.put((fold, result, time.perf_counter() - start))
+    finally:
+        if trainer is not None:
+            trainer.close()
 
 
 def train_head(cfg: HeadConfig, cache_root: Path, exp: Path, folds: list[int] | None = None, *,
@@ -539,8 +542,9 @@ def train_head(cfg: HeadConfig, cache_root: Path, exp: Path, folds: list[int] | 
                log=print) -> dict:
     """Train the configured head on each requested fold (None: all); returns the experiment's metrics.
 
-    ``workers`` > 1 trains that many folds at once, each in its own process with an equal share of torch's
-    threads: on a few cores, small heads use them better than one fold's matrix products on all threads.
+    ``workers`` > 1 trains that many folds at once, in this process and ``workers`` - 1 spawned ones, each
+    with an equal share of torch's threads: on a few cores, small heads use them better than one fold's
+    matrix products on all threads.
     A fold's numbers then come from fewer threads, so they can differ in the last bits from a run with
     another ``workers``; the same ``workers`` and seed give the same numbers."""
     exp = Path(exp)
@@ -570,9 +574,9 @@ def train_head(cfg: HeadConfig, cache_root: Path, exp: Path, folds: list[int] | 
         if workers > 1 and len(todo) > 1:
             if trainer.pre is not None and not cfg.data.joint and init_state is None:
                 trainer.pretrain()  # once, before the workers read it
-            trainer.close()
-            results.update(train_folds_in_workers(cfg, cache_root, exp, todo, init, resume, workers, log))
-        for f in todo if not (workers > 1 and len(todo) > 1) else []:
+            results.update(train_folds_in_workers(trainer, todo, init, init_state, resume, workers, log))
+            todo = []
+        for f in todo:
             start = time.perf_counter()
             results[f] = trainer.train_fold(f, init_state=init_state, resume=resume)
             log(fold_line(f, results[f], time.perf_counter() - start))
@@ -583,24 +587,54 @@ def train_head(cfg: HeadConfig, cache_root: Path, exp: Path, folds: list[int] | 
     return metrics
 
 
-def train_folds_in_workers(cfg: HeadConfig, cache_root: Path, exp: Path, folds: list[int], init: Path | None,
+def train_folds_in_workers(trainer: FoldTrainer, folds: list[int], init: Path | None, init_state: dict | None,
                            resume: bool, workers: int, log) -> dict[int, dict]:
-    """Folds trained by ``workers`` processes at once (spawned: no state shared with this one)."""
+    """``workers`` lanes take folds from one queue: this process (its trainer has the features already) and
+    ``workers`` - 1 spawned processes, each with an equal share of torch's threads."""
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    import queue
 
+    ctx = multiprocessing.get_context("spawn")
     workers = min(workers, len(folds))
     threads = max(1, torch.get_num_threads() // workers)
-    results = {}
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_threads,
-                             initargs=(threads,)) as pool:
-        jobs = [pool.submit(_train_fold_in_worker, cfg.to_dict(), str(cache_root), str(exp), f,
-                            str(init) if init else None, resume) for f in folds]
-        for job in as_completed(jobs):
-            f, result, seconds = job.result()
-            results[f] = result
-            log(fold_line(f, result, seconds))
-    return dict(sorted(results.items()))
+    tasks, results = ctx.Queue(), ctx.Queue()
+    for f in folds:
+        tasks.put(f)
+    for _ in range(workers):
+        tasks.put(None)  # one stop per lane
+    args = (tasks, results, trainer.cfg.to_dict(), str(trainer.cache_root), str(trainer.exp),
+            str(init) if init else None, resume, threads)
+    children = [ctx.Process(target=_fold_worker, args=args, daemon=True) for _ in range(workers - 1)]
+    for child in children:
+        child.start()
+    done: dict[int, dict] = {}
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        while (fold := tasks.get()) is not None:
+            start = time.perf_counter()
+            done[fold] = trainer.train_fold(fold, init_state=init_state, resume=resume)
+            log(fold_line(fold, done[fold], time.perf_counter() - start))
+        while len(done) < len(folds):
+            try:
+                item = results.get(timeout=5)
+            except queue.Empty:
+                if not any(child.is_alive() for child in children) and results.empty():
+                    raise FvaError("a fold worker process died without a result; train again with --workers 1 "
+                                   "to see why") from None
+                continue
+            if item[0] == "error":
+                raise FvaError(f"fold {item[1]} (in a worker process): {item[2].strip().splitlines()[-1]}")
+            fold, result, seconds = item
+            done[fold] = result
+            log(fold_line(fold, result, seconds))
+    finally:
+        torch.set_num_threads(before)
+        for child in children:
+            child.join(timeout=5)
+            if child.is_alive():
+                child.terminate()
+    return dict(sorted(done.items()))
 
 
 def summarise(results: dict[int, dict]) -> dict:

@@ -63,8 +63,8 @@ def cli() -> None:
 @cli.command("demo-data", short_help="Write the synthetic demo dataset (V3 layout).")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder to create (must be empty).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, byte-identical dataset.")
-@click.option("--train-identities", type=int, default=24, show_default=True)
-@click.option("--test-identities", type=int, default=8, show_default=True)
+@click.option("--train-identities", type=int, default=72, show_default=True)
+@click.option("--test-identities", type=int, default=16, show_default=True)
 def demo_data(out: Path, seed: int, train_identities: int, test_identities: int) -> None:
     """Write a small synthetic MAV-Celeb-V3-shaped dataset (English/German).
 

@@ -136,8 +136,8 @@ class _Identity:
     mouth: float
 
 
-def generate_demo(out: Path, *, seed: int = 0, train_identities: int = 24, test_identities: int = 8,
-                  videos: int = 2, utterances: int = 3, frames: int = 3,
+def generate_demo(out: Path, *, seed: int = 0, train_identities: int = 72, test_identities: int = 16,
+                  videos: int = 2, utterances: int = 2, frames: int = 2,
                   trials_per_identity: int = 12) -> DemoSummary:
     """Write a synthetic MAV-Celeb V3 dataset to ``out`` (new or empty) and return what was written.
 
@@ -219,19 +219,19 @@ def _identity(seed: int, number: int) -> _Identity:
     sex = 1.0 if female else 0.0
     # voice: pitch from gender, age (women lower, men slightly higher with age) and z1
     f0 = (208.0 if female else 118.0) * (1 - 0.004 * (age - 45) if female else 1 + 0.002 * (age - 45))
-    f0 *= math.exp(0.2 * z1 + 0.03 * r.standard_normal())
-    vtl = (1.16 if female else 1.0) * math.exp(0.08 * z2 + 0.015 * r.standard_normal())
-    rate = 4.6 * math.exp(0.2 * z3 - 0.01 * (age - 45) + 0.04 * r.standard_normal())
+    f0 *= math.exp(0.3 * z1 + 0.03 * r.standard_normal())
+    vtl = (1.16 if female else 1.0) * math.exp(0.12 * z2 + 0.015 * r.standard_normal())
+    rate = 4.6 * math.exp(0.35 * z3 - 0.02 * (age - 45) + 0.04 * r.standard_normal())
     tilt_hz = 3600.0 * math.exp(-0.03 * (age - 45)) * (0.8 if female else 1.0)
     breath = 0.03 + 0.0025 * (age - 20) + 0.04 * sex + 0.01 * abs(r.standard_normal())
-    jitter = 0.005 + 0.0003 * (age - 20)
-    vibrato = 0.004 * math.exp(0.5 * z2 + 0.2 * r.standard_normal())
+    jitter = 0.005 + 0.0006 * (age - 20)
+    vibrato = 0.006 * math.exp(0.8 * z2 + 0.2 * r.standard_normal())
     vibrato_hz = float(r.uniform(4.5, 6.5))
-    bandwidth = math.exp(0.12 * z3 + 0.08 * r.standard_normal()) * (1 + 0.006 * (age - 20))
+    bandwidth = math.exp(0.25 * z3 + 0.08 * r.standard_normal()) * (1 + 0.006 * (age - 20))
     # dynamics (what survives the encoders' per-utterance mean normalisation): intonation range from z1,
     # pauses from age
-    intonation = math.exp(0.45 * z1 + 0.1 * r.standard_normal())
-    pauses = min(0.5, max(0.02, 0.04 + 0.005 * (age - 20)))
+    intonation = math.exp(0.6 * z1 + 0.1 * r.standard_normal())
+    pauses = min(0.6, max(0.02, 0.04 + 0.009 * (age - 20)))
     # face: jaw and width from gender and z2, eye spacing from z1, skin from z3, hair from gender and age
     half_width = 24.0 * (0.92 if female else 1.0) * (1 - 0.05 * z2 + 0.02 * r.standard_normal())
     half_height = 31.0 * (0.97 if female else 1.0) * (1 + 0.03 * z2 + 0.02 * r.standard_normal())
@@ -243,7 +243,7 @@ def _identity(seed: int, number: int) -> _Identity:
         hair = hair * 0.6 if hair.sum() > 300 else np.minimum(hair * 1.25 + 40, 255)
     hair_length = min(1.0, max(0.0, (0.75 if female else 0.08) + 0.15 * r.standard_normal()))
     wrinkles = max(0, int(round((age - 32) / 7 + 0.7 * r.standard_normal())))
-    eye_gap = 10.5 * (1 + 0.07 * z1 + 0.02 * r.standard_normal())
+    eye_gap = 10.5 * (1 + 0.1 * z1 + 0.02 * r.standard_normal())
     eye_colour = _palette(_EYES, float(r.random()))
     brow = (1.3 if female else 2.3) * float(np.exp(0.15 * r.standard_normal()))
     stubble = 0.0 if female or r.random() < 0.6 else float(r.uniform(0.3, 1.0))

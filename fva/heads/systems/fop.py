@@ -146,26 +146,40 @@ class FOPParams:
     gamma: float = 0.7  # weight of the different-identity |cosine| in the OPL
 
 
+class FOPParts(HeadSystem):
+    """What FOP and dual-FOP share: a branch per modality, a fusion layer and the identity logits, trained
+    on pairs."""
+
+    pairing = "paired"
+    classifier_modules = ("logits_layer",)
+
+    def build(self, voice_dim: int, face_dim: int, n_classes: int, fusion: nn.Module) -> None:
+        p = self.params
+        self.voice_branch = Branch(voice_dim, p.dim, p.dropout, self.cfg.input_norm)
+        self.face_branch = Branch(face_dim, p.dim, p.dropout, self.cfg.input_norm)
+        self.fusion_layer = fusion
+        self.logits_layer = nn.Linear(p.dim, n_classes)
+
+    def input_norms(self) -> dict:
+        return {"voice": self.voice_branch.norm, "face": self.face_branch.norm}
+
+    def replace_classifier(self, n_classes: int) -> None:
+        self.logits_layer = nn.Linear(self.params.dim, n_classes)
+        init_linear(self.logits_layer)
+        super().replace_classifier(n_classes)
+
+
 @register_system
-class FOP(HeadSystem):
+class FOP(FOPParts):
     """The official FAME baseline. Published training: Adam, lr 1e-2, weight decay 0.01, batch 32 pairs."""
 
     name = "fop"
     Params = FOPParams
-    pairing = "paired"
-    classifier_modules = ("logits_layer",)
 
     def __init__(self, voice_dim: int, face_dim: int, n_classes: int, cfg) -> None:
         super().__init__(voice_dim, face_dim, n_classes, cfg)
-        p = self.params
-        self.voice_branch = Branch(voice_dim, p.dim, p.dropout, cfg.input_norm)
-        self.face_branch = Branch(face_dim, p.dim, p.dropout, cfg.input_norm)
-        self.fusion_layer = GatedFusion(p.dim, p.gate_dim)
-        self.logits_layer = nn.Linear(p.dim, n_classes)
+        self.build(voice_dim, face_dim, n_classes, GatedFusion(self.params.dim, self.params.gate_dim))
         init_linear(self)
-
-    def input_norms(self) -> dict:
-        return {"voice": self.voice_branch.norm, "face": self.face_branch.norm}
 
     def forward(self, voice: torch.Tensor, face: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Fused features and identity logits of voice-face pairs."""
@@ -185,10 +199,6 @@ class FOP(HeadSystem):
     def pair_distances(self, voice: torch.Tensor, face: torch.Tensor) -> torch.Tensor:
         return tanh_distances(voice, face)
 
-    def replace_classifier(self, n_classes: int) -> None:
-        self.logits_layer = nn.Linear(self.params.dim, n_classes)
-        init_linear(self.logits_layer)
-        super().replace_classifier(n_classes)
 
 
 class PretrainedFOP(nn.Module):
@@ -217,7 +227,7 @@ class DualFOPParams:
 
 
 @register_system
-class DualFOP(HeadSystem):
+class DualFOP(FOPParts):
     """A frozen pretrained FOP beside a trainable FOP whose gate is a convolution (:class:`ConvGatedFusion`),
     mixed by learned attention weights w = softmax(``mix_logits``) (one pair of weights for everything).
 
@@ -237,16 +247,11 @@ class DualFOP(HeadSystem):
 
     name = "dual-fop"
     Params = DualFOPParams
-    pairing = "paired"
-    classifier_modules = ("logits_layer",)
 
     def __init__(self, voice_dim: int, face_dim: int, n_classes: int, cfg) -> None:
         super().__init__(voice_dim, face_dim, n_classes, cfg)
         p = self.params
-        self.voice_branch = Branch(voice_dim, p.dim, p.dropout, cfg.input_norm)
-        self.face_branch = Branch(face_dim, p.dim, p.dropout, cfg.input_norm)
-        self.fusion_layer = ConvGatedFusion(p.dim, p.kernel)
-        self.logits_layer = nn.Linear(p.dim, n_classes)
+        self.build(voice_dim, face_dim, n_classes, ConvGatedFusion(p.dim, p.kernel))
         self.mix_logits = nn.Parameter(torch.zeros(2))
         init_linear(self)
         self.pretrained = PretrainedFOP(voice_dim, face_dim, p.dim, p.gate_dim, p.dropout)
@@ -256,9 +261,6 @@ class DualFOP(HeadSystem):
         self.pretrained.requires_grad_(False)
         self.pretrained.eval()
         self.register_buffer("pretrained_loaded", torch.tensor(False))
-
-    def input_norms(self) -> dict:
-        return {"voice": self.voice_branch.norm, "face": self.face_branch.norm}
 
     def train(self, mode: bool = True) -> "DualFOP":
         super().train(mode)
@@ -316,7 +318,3 @@ class DualFOP(HeadSystem):
         trainable = {"voice": self.voice_branch, "face": self.face_branch}[modality]
         return w[0] * torch.tanh(frozen(x)) + w[1] * torch.tanh(trainable(x))
 
-    def replace_classifier(self, n_classes: int) -> None:
-        self.logits_layer = nn.Linear(self.params.dim, n_classes)
-        init_linear(self.logits_layer)
-        super().replace_classifier(n_classes)

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from fva.errors import FvaError
 from fva.extract.cache import ShardWriter
-from fva.heads.config import HeadConfig, ModelConfig
+from fva.heads.config import ModelConfig
 from fva.heads.fop_import import FOP_KEYS, import_fop
 from fva.heads.systems import get_system
 from fva.heads.systems.base import Batch
@@ -300,7 +300,7 @@ def test_dual_frozen_branch_stays_fixed(tmp_path, one_thread):
         fresh.embed("face", torch.randn(3, FACE_IN))
     assert bool(fresh.pretrained_loaded) and torch.equal(fresh.pretrained.face_branch.fc1[0].weight,
                                                          sd["face_branch.fc1.0.weight"])
-    save_checkpoint(tmp_path / "dual.pt", model, HeadConfig(model=model.cfg), {"epoch": 0})
+    save_checkpoint(tmp_path / "dual.pt", model, {"epoch": 0})
     (exp / "fold0" / "checkpoint.pt").unlink()
     rebuilt, _ = rebuild(tmp_path / "dual.pt")
     model.eval()

@@ -150,7 +150,7 @@ def import_fop(checkpoint: Path, out: Path, *, cache: Path | None = None, datase
     (tmp / "fold0").mkdir(parents=True)
     cfg.dump(tmp / "config.yaml")
     (tmp / "experiment.json").write_text(json.dumps(info, indent=1) + "\n")
-    save_checkpoint(tmp / "fold0" / "checkpoint.pt", model, cfg,
+    save_checkpoint(tmp / "fold0" / "checkpoint.pt", model,
                     {"classes": [str(i) for i in range(n_classes)], "fold": 0, "split": cfg.data.split,
                      "heard": [], "unheard": [], "epoch": epoch if isinstance(epoch, int) else -1,
                      "source": str(checkpoint.resolve())})

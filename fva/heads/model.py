@@ -103,8 +103,3 @@ class FameHead(HeadSystem):
         """A fresh classifier for a new identity set (fine-tuning after pretraining)."""
         self.classifier = CosineClassifier(self.classifier.weight.shape[1], n_classes)
         self.sizes["n_classes"] = n_classes
-
-
-def cosine_scores(voice_emb: torch.Tensor, face_emb: torch.Tensor) -> torch.Tensor:
-    """Row-wise cosine similarity of paired voice and face embeddings."""
-    return F.cosine_similarity(voice_emb, face_emb, dim=1)

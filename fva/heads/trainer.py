@@ -33,10 +33,9 @@ from fva.data.trials import Trial, labels_path, write_labels, write_trials
 from fva.errors import FvaError
 from fva.evaluate.eer import compute_eer, eer_threshold
 from fva.evaluate.scores import write_scores
-from fva.heads.config import HeadConfig, ScoreConfig, load_config
+from fva.heads.config import HeadConfig, ModelConfig, ScoreConfig, load_config
 from fva.heads.features import (ConcatRows, FeatureTable, epoch_order, make_rows, manifest_records, row_statistics,
                                 select_rows, split_folder)
-from fva.heads.config import ModelConfig
 from fva.heads.postprocess import polarise, refine
 from fva.heads.systems import get_system
 from fva.heads.systems.base import Batch, HeadSystem
@@ -171,8 +170,9 @@ def pair_distances(model: HeadSystem, ev: torch.Tensor, ef: torch.Tensor, voice_
     return (torch.cat(out) if out else torch.zeros(0)).numpy().astype(np.float64)
 
 
-def save_checkpoint(path: Path, model: HeadSystem, cfg: HeadConfig, extra: dict) -> None:
-    """Everything needed to rebuild the model alone; written under a temporary name, then renamed."""
+def save_checkpoint(path: Path, model: HeadSystem, extra: dict) -> None:
+    """Everything needed to rebuild the model alone (its system, sizes, model config and weights) and
+    ``extra``; written under a temporary name, then renamed."""
     payload = {"format": EXPERIMENT_FORMAT, "fva_version": __version__, "system": model.name,
                "sizes": dict(model.sizes), "model_config": asdict(model.cfg), "state_dict": model.state_dict(),
                **extra}
@@ -275,7 +275,7 @@ class FoldTrainer:
                                        epoch=epoch, block_rows=tc.block_rows, buffer_blocks=tc.buffer_blocks,
                                        rows=tc.rows_per_epoch, pair_repeats=tc.pair_repeats)
                     fh.write(json.dumps({"epoch": epoch, "loss": loss}) + "\n")
-            save_checkpoint(ckpt, model, self.cfg, {"classes": ids, "dataset": self.cfg.data.pretrain_dataset,
+            save_checkpoint(ckpt, model, {"classes": ids, "dataset": self.cfg.data.pretrain_dataset,
                                                     "epoch": tc.pretrain_epochs - 1})
         model, _ = load_checkpoint(ckpt)
         self._pretrained = model.projections_state()
@@ -382,7 +382,7 @@ class FoldTrainer:
             state["epoch"] = epoch + 1
             if selection < state["best"]:
                 state.update(best=selection, best_epoch=epoch, stale=0)
-                save_checkpoint(out / "checkpoint.pt", model, cfg, {**extra, "epoch": epoch, "dev_eer": dev_eer})
+                save_checkpoint(out / "checkpoint.pt", model, {**extra, "epoch": epoch, "dev_eer": dev_eer})
             else:
                 state["stale"] += 1
             entry = {"fold": fold, "epoch": epoch, "loss": loss, "dev_eer": dev_eer, "selection_eer": selection,

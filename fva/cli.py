@@ -227,7 +227,7 @@ def extract(manifest_path: Path | None, dataset: str | None, root: Path | None, 
 @click.option("--resume", is_flag=True, help="Continue an interrupted experiment.")
 @click.option("--force", is_flag=True, help="Overwrite an existing experiment folder.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Folds trained at once, each in its own process with a share of the CPU threads.")
+              help="Folds trained at once (this process and N-1 spawned ones), each with a share of the CPU threads.")
 def train_head_cmd(fold: str, config_path: Path | None, cache_root: Path, exp: Path, split: str | None,
                    dataset: str | None, folds_path: Path | None, init: Path | None, seed: int | None, resume: bool,
                    force: bool, workers: int) -> None:
@@ -283,7 +283,7 @@ def parse_folds(fold: str) -> list[int] | None:
               help="Folder for the experiments (one per system), compare.json and compare.md.")
 @click.option("--force", is_flag=True, help="Overwrite existing experiment folders.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Folds trained at once per system, each in its own process.")
+              help="Folds trained at once per system (this process and N-1 spawned ones).")
 def compare(systems: str, config_path: Path | None, cache_root: Path, fold: str, split: str | None, out: Path,
             force: bool, workers: int) -> None:
     """Train the named head systems over the same folds and print dev EER heard, unheard, their mean and the

@@ -241,3 +241,10 @@ def test_input_standardisation_is_fitted_for_every_system(system):
         x = norms[modality](torch.from_numpy(rows.data))
         assert torch.allclose(x.mean(0), torch.zeros(x.shape[1]), atol=1e-3)
         assert torch.allclose(x.std(0, unbiased=False), torch.ones(x.shape[1]), atol=1e-3)
+
+
+def test_compare_refuses_an_unknown_system_before_training_anything(synth, tmp_path):
+    result = run("compare", "--systems", "fame2026,nonesuch", "--config", synth.config, "--cache", synth.root,
+                 "--fold", "0", "--out", tmp_path / "out")
+    assert_user_error(result, "system 'nonesuch'", "known systems:", "fop")
+    assert not (tmp_path / "out").exists()

@@ -9,7 +9,7 @@ from one model to another of the same system and dimensions.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -100,10 +100,6 @@ class HeadSystem(nn.Module):
             if isinstance(module, nn.Sequential) and len(module) and isinstance(module[0], Standardize):
                 found[modality] = module[0]
         return found
-
-    def describe(self) -> dict:
-        return {"system": self.name, "params": asdict(self.params)}
-
 
 
 def check_paired(batch: Batch, system: str, min_pairs: int = 1) -> None:

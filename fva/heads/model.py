@@ -4,6 +4,8 @@ margin softmax; the score is the cosine similarity of a voice and a face embeddi
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -69,8 +71,8 @@ def projection(dim: int, cfg: ModelConfig) -> nn.Sequential:
                          nn.Linear(dim, cfg.embedding_dim))
 
 
-def aam_softmax(cfg: ModelConfig) -> nn.Module:
-    """speechbrain's additive angular margin softmax loss: called with (cosines (N, classes), labels (N,))."""
+def aam_softmax(cfg: ModelConfig) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """speechbrain's additive angular margin softmax loss, as a function of (cosines (N, classes), labels (N,))."""
     from speechbrain.nnet.losses import AdditiveAngularMargin, LogSoftmaxWrapper
 
     wrapped = LogSoftmaxWrapper(AdditiveAngularMargin(margin=cfg.aam_margin, scale=cfg.aam_scale))

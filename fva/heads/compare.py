@@ -16,7 +16,7 @@ import numpy as np
 import yaml
 
 from fva.errors import FvaError
-from fva.heads.config import HeadConfig, load_config
+from fva.heads.config import HeadConfig, load_config, merge_sections
 
 SYSTEMS_DIR = Path("configs") / "systems"
 
@@ -43,14 +43,7 @@ def system_config(name: str, base: Path | None, overrides: dict | None = None) -
         raise FvaError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
     if not isinstance(layer, dict):
         raise FvaError(f"{path}: a config must be a mapping")
-    merged: dict = {}
-    for source in (layer, overrides or {}):
-        for section, values in source.items():
-            if isinstance(values, dict):
-                merged.setdefault(section, {}).update(values)
-            else:
-                merged[section] = values
-    return load_config(base, merged)
+    return load_config(base, merge_sections(merge_sections({}, layer), overrides or {}))
 
 
 def summary_row(name: str, metrics: dict, seconds: float) -> dict:

@@ -138,6 +138,17 @@ def parse_params(cls: type, data: dict, what: str) -> Any:
     return _build(cls, data or {}, what)
 
 
+def merge_sections(data: dict, layer: dict) -> dict:
+    """``data`` with ``layer`` laid over it section by section (a section's keys updated, other values
+    replaced); returns ``data``, changed in place."""
+    for section, values in layer.items():
+        if isinstance(values, dict):
+            data.setdefault(section, {}).update(values)
+        else:
+            data[section] = values
+    return data
+
+
 def load_config(path: str | Path | None = None, overrides: dict | None = None) -> HeadConfig:
     """Defaults, updated by the YAML file at ``path``, then by ``overrides`` (same nesting)."""
     data: dict = {}
@@ -150,12 +161,7 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
             data = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as err:
             raise FvaError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
-    for section, values in (overrides or {}).items():
-        if isinstance(values, dict):
-            data.setdefault(section, {}).update(values)
-        else:
-            data[section] = values
-    cfg = _build(HeadConfig, data, source)
+    cfg = _build(HeadConfig, merge_sections(data, overrides or {}), source)
     from fva.heads.systems import get_system
 
     parse_params(get_system(cfg.model.system).Params, cfg.model.params, f"{source}: model.params")

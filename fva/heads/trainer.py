@@ -575,11 +575,11 @@ def train_head(cfg: HeadConfig, cache_root: Path, exp: Path, folds: list[int] | 
             if trainer.pre is not None and not cfg.data.joint and init_state is None:
                 trainer.pretrain()  # once, before the workers read it
             results.update(train_folds_in_workers(trainer, todo, init, init_state, resume, workers, log))
-            todo = []
-        for f in todo:
-            start = time.perf_counter()
-            results[f] = trainer.train_fold(f, init_state=init_state, resume=resume)
-            log(fold_line(f, results[f], time.perf_counter() - start))
+        else:
+            for f in todo:
+                start = time.perf_counter()
+                results[f] = trainer.train_fold(f, init_state=init_state, resume=resume)
+                log(fold_line(f, results[f], time.perf_counter() - start))
     finally:
         trainer.close()
     metrics = summarise(results)

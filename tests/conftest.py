@@ -7,6 +7,18 @@ from pathlib import Path
 import pytest
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """An inconsistent stack (torch and torchaudio of two releases, deepface without its PyTorch backend)
+    stops the run with fva's one line, before any test module imports torchaudio into a ctypes traceback."""
+    from fva.environment import EnvironmentMismatch, require_deepface_pytorch, require_torchaudio
+
+    try:
+        require_torchaudio()
+        require_deepface_pytorch()
+    except EnvironmentMismatch as err:
+        pytest.exit(f"Error: {err}", returncode=2)
+
+
 def touch(path: Path, data: bytes = b"x") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)

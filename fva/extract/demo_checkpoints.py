@@ -18,7 +18,6 @@ which is all the demo needs; real systems use the published weights.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
@@ -101,7 +100,9 @@ def write_demo_speaker_ecapa(folder: Path, seed: int = 0, channels: tuple[int, .
 
 def write_demo_vggface(deepface_home: Path, seed: int = 0) -> Path:
     """deepface's VGG-Face architecture, seeded random weights, saved where deepface looks for them."""
-    os.environ.setdefault("DEEPFACE_BACKEND_ENGINE", "pytorch")
+    from fva.extract.encoders.vggface import use_pytorch_backend
+
+    use_pytorch_backend()
     from deepface.models.facial_recognition.pytorch.VGGFace import base_model
 
     torch.manual_seed(seed)

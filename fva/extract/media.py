@@ -19,6 +19,10 @@ import numpy as np
 import soundfile as sf
 from PIL import Image, UnidentifiedImageError
 
+from fva.environment import require_torchaudio
+
+require_torchaudio()  # resampling needs it: fail at the start of a run, not at the first 44.1 kHz clip
+
 __all__ = [
     "MediaError",
     "VIDEO_EXTS",

@@ -11,9 +11,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fva.environment import require_torchaudio
 from fva.heads.config import ModelConfig
 from fva.heads.systems import register_system
 from fva.heads.systems.base import Batch, HeadSystem
+
+require_torchaudio()  # the AAM-softmax loss is speechbrain's, and speechbrain imports torchaudio
 
 
 class CosineClassifier(nn.Module):

@@ -25,10 +25,13 @@ from pathlib import Path
 
 from fva.data.commonvoice import AGE_YEARS
 from fva.data.records import Manifest, MediaRecord
+from fva.environment import require_torchaudio
 from fva.errors import FvaError
 from fva.train import common
 from fva.train.common import TrainOptions
 from fva.train.speaker import ecapa_sizes
+
+require_torchaudio()  # the trainer is speechbrain's, and speechbrain imports torchaudio
 
 GENDERS = ("male", "female")  # the gender head's two logits, in this order
 

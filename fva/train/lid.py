@@ -28,7 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fva.data.languages import canonical_language
+from fva.environment import require_torchaudio
 from fva.errors import FvaError, where
+
+require_torchaudio()  # the LID model is speechbrain's, and speechbrain imports torchaudio
 
 DEFAULT_WEIGHTS = "speechbrain/lang-id-voxlingua107-ecapa"
 HEADER = "key\tlanguage\tconfidence\n"

@@ -22,9 +22,12 @@ from pathlib import Path
 import torch
 
 from fva.data.records import Manifest
+from fva.environment import require_torchaudio
 from fva.errors import FvaError, where
 from fva.train import common
 from fva.train.common import TrainOptions
+
+require_torchaudio()  # the trainer is speechbrain's, and speechbrain imports torchaudio
 
 AUDIO_SUFFIXES = (".wav", ".flac")
 

@@ -35,6 +35,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from fva.environment import require_deepface_pytorch
 from fva.errors import FvaError
 from fva.extract.encoders.base import Encoded, Encoder, files_digest, register
 
@@ -43,15 +44,16 @@ INPUT_SIZE = (224, 224)  # deepface VggFaceClient.input_shape
 L2_EPSILON = 1e-10  # deepface.modules.verification.l2_normalize
 
 
-def _use_pytorch_backend() -> None:
+def use_pytorch_backend() -> None:
     """deepface picks its backend engine from this variable (once, on first use); VGG-Face here is the
-    PyTorch implementation."""
+    PyTorch implementation, which deepface has only from 0.0.101 on (checked first: one clear line)."""
+    require_deepface_pytorch()
     os.environ.setdefault("DEEPFACE_BACKEND_ENGINE", "pytorch")
 
 
 def deepface_weights_path() -> Path:
     """Where deepface itself looks for the VGG-Face weights (no download is ever triggered here)."""
-    _use_pytorch_backend()
+    use_pytorch_backend()
     from deepface.commons.folder_utils import get_deepface_home
 
     return Path(get_deepface_home()) / ".deepface" / "weights" / WEIGHTS_FILE
@@ -80,7 +82,7 @@ def resolve_weights(weights: str | Path | None) -> Path:
 
 def load_vggface(path: Path) -> torch.nn.Module:
     """deepface's ``VggFaceBaseModel`` with the weights at ``path``, through deepface's own loader."""
-    _use_pytorch_backend()
+    use_pytorch_backend()
     from deepface.models.facial_recognition.pytorch.TorchFacialRecognition import load_model_weights
     from deepface.models.facial_recognition.pytorch.VGGFace import base_model
 

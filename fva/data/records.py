@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, Literal
 
 from fva import __version__
+from fva.atomic import atomic_write
 from fva.errors import FvaError, where
 
 Modality = Literal["voice", "face"]
@@ -82,13 +83,10 @@ class Manifest:
         """Write the manifest atomically (temp file, then rename), checking keys are unique."""
         check_unique_keys(self.records)
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        with tmp.open("w") as fh:
+        with atomic_write(path) as fh:
             fh.write(json.dumps({"manifest": self.header()}) + "\n")
             for r in self.records:
                 fh.write(r.to_json() + "\n")
-        tmp.replace(path)
 
     @classmethod
     def read(cls, path: str | Path) -> "Manifest":

@@ -16,8 +16,6 @@ display is needed and the process's backend is left alone) and written atomicall
 
 from __future__ import annotations
 
-import os
-import tempfile
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -27,6 +25,7 @@ from typing import Sequence
 import numpy as np
 from scipy.stats import norm
 
+from fva.atomic import atomic_write
 from fva.data.trials import labels_path, read_labels
 from fva.errors import FvaError
 from fva.evaluate.eer import check_eer_inputs, compute_eer, eer_threshold
@@ -180,14 +179,8 @@ def plot_evaluation(path: str | Path, scenarios: list[Scenario]) -> Path:
     if not scenarios:
         raise FvaError(f"{path}: nothing to plot; give at least one scored trial set")
     fig = evaluation_figure(scenarios)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format=_format(path))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "wb") as fh:
+        fig.savefig(fh, format=_format(path))
     return path
 
 

@@ -12,13 +12,13 @@ and returns ``[]`` for a valid zip. The test languages are taken from the trial 
 
 from __future__ import annotations
 
-import os
 import zipfile
 import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Mapping
 
+from fva.atomic import atomic_path
 from fva.data.trials import labels_path, read_labels, read_trials
 from fva.errors import FvaError, where
 from fva.evaluate.scores import (EvalResult, check_score_line, evaluate_labelled, format_scores,
@@ -83,18 +83,12 @@ def write_submission(zip_path: str | Path, scores: Mapping[tuple[str, str], Mapp
             files[name] = format_scores(values)
         except FvaError as err:
             raise FvaError(f"{name}: {err}") from None
-    zip_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = zip_path.with_name(f".{zip_path.name}.{os.getpid()}.tmp")
-    try:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-            for name in sorted(files):
-                info = zipfile.ZipInfo(name, date_time=_ZIP_TIME)
-                info.compress_type = zipfile.ZIP_DEFLATED
-                info.external_attr = 0o644 << 16
-                zf.writestr(info, files[name])
-        os.replace(tmp, zip_path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(zip_path) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name in sorted(files):
+            info = zipfile.ZipInfo(name, date_time=_ZIP_TIME)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            zf.writestr(info, files[name])
     return zip_path
 
 

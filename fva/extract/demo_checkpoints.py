@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from fva.atomic import atomic_path
 from fva.extract.encoders.ecapa import ECAPA_YAML
 
 SPEAKER_HPARAMS = """\
@@ -114,10 +115,8 @@ def write_demo_vggface(deepface_home: Path, seed: int = 0) -> Path:
             torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
             torch.nn.init.normal_(module.bias, std=0.01)
     path = Path(deepface_home) / ".deepface" / "weights" / "vgg_face_weights.pth"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(model.state_dict(), tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        torch.save(model.state_dict(), tmp)
     return path
 
 

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from fva import __version__
+from fva.atomic import atomic_path
 from fva.data.folds import Folds, dev_trials, make_folds
 from fva.data.mavceleb import media_key
 from fva.data.splits import Split
@@ -176,9 +177,8 @@ def save_checkpoint(path: Path, model: HeadSystem, extra: dict) -> None:
     payload = {"format": EXPERIMENT_FORMAT, "fva_version": __version__, "system": model.name,
                "sizes": dict(model.sizes), "model_config": asdict(model.cfg), "state_dict": model.state_dict(),
                **extra}
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
 
 
 def load_checkpoint(path: Path) -> tuple[HeadSystem, dict]:
@@ -391,9 +391,9 @@ class FoldTrainer:
                 fh.write(json.dumps(entry) + "\n")
             finished = state["epoch"] >= tc.epochs or state["stale"] >= tc.patience
             if finished or state["epoch"] % RESUME_EVERY == 0:
-                torch.save({"model": model.state_dict(), "optimiser": optimiser.state_dict(), "state": state,
-                            "torch_rng": torch.get_rng_state()}, last.with_name("last.pt.tmp"))
-                last.with_name("last.pt.tmp").replace(last)
+                with atomic_path(last) as tmp:
+                    torch.save({"model": model.state_dict(), "optimiser": optimiser.state_dict(), "state": state,
+                                "torch_rng": torch.get_rng_state()}, tmp)
         return self.finish_fold(fold, dev)
 
     def finish_fold(self, fold: int, dev: dict) -> dict:
@@ -416,9 +416,8 @@ class FoldTrainer:
         threshold = eer_threshold(np.concatenate(all_labels), np.concatenate(all_dist))
         metrics["threshold"] = threshold
         payload["threshold"] = threshold
-        tmp = out / "checkpoint.pt.tmp"
-        torch.save(payload, tmp)
-        tmp.replace(out / "checkpoint.pt")
+        with atomic_path(out / "checkpoint.pt") as tmp:
+            torch.save(payload, tmp)
         (out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
         return metrics
 

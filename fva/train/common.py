@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from fva.atomic import write_text
 from fva.data.records import Manifest, MediaRecord
 from fva.errors import FvaError
 
@@ -179,9 +180,7 @@ def check_config(out: Path, config: dict) -> None:
 
 
 def write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str) + "\n")
-    tmp.replace(path)
+    write_text(path, json.dumps(data, indent=1, default=str) + "\n")
 
 
 def read_metrics(out: Path) -> dict:

@@ -27,6 +27,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fva.atomic import atomic_write
 from fva.data.languages import canonical_language
 from fva.environment import require_torchaudio
 from fva.errors import FvaError, where
@@ -110,13 +111,10 @@ def vote(clips: dict[str, tuple[str, float]], threshold: float) -> tuple[dict[st
 
 def write_labels(path: Path, labels: dict[str, tuple[str, float]]) -> None:
     """Write a label TSV atomically (temporary file, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with tmp.open("w") as fh:
+    with atomic_write(path) as fh:
         fh.write(HEADER)
         for key, (language, confidence) in labels.items():
             fh.write(f"{key}\t{language}\t{confidence}\n")
-    tmp.replace(path)
 
 
 def run_lid(dataset: str, root: Path, subset: str, out: Path, *, weights: str | None = None,

@@ -15,12 +15,12 @@ trial list (``label enrol test`` lines, paths under ``--trials-root``) after eve
 from __future__ import annotations
 
 import csv
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
+from fva.atomic import atomic_write
 from fva.data.records import Manifest
 from fva.environment import require_torchaudio
 from fva.errors import FvaError, where
@@ -92,15 +92,12 @@ def audio_csv(folder: Path, csv_path: Path, what: str) -> Path:
         rows.append((f"{what}{i:06d}", f"{info.frames / info.samplerate:.3f}", str(path.resolve()), path.suffix[1:], ""))
     if not rows:
         raise FvaError(f"{folder}: no wav/flac {what} files found")
-    csv_path.parent.mkdir(parents=True, exist_ok=True)
-    # every torchrun process writes the same rows: each through its own temporary file, renamed into place,
-    # so that no process reads a file another one is still writing
-    tmp = csv_path.with_name(f".{csv_path.name}.{os.getpid()}.tmp")
-    with tmp.open("w", newline="") as fh:
+    # every torchrun process writes the same rows: each through its own temporary file (named by its pid),
+    # renamed into place, so that no process reads a file another one is still writing
+    with atomic_write(csv_path, newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["ID", "duration", "wav", "wav_format", "wav_opts"])
         writer.writerows(rows)
-    tmp.replace(csv_path)
     return csv_path
 
 

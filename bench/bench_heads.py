@@ -287,8 +287,8 @@ def batches_equal(cache: Path, fold: int, n_batches: int, identities: int | None
     the first ``n_batches`` batches of epoch 0's block-shuffled order, per modality."""
     from fva.data.folds import Folds
     from fva.heads.config import load_config
-    from fva.heads.features import (FeatureTable, InMemoryRows, StreamingRows, epoch_order, manifest_records,
-                                    select_rows)
+    from fva.heads.features import FeatureTable, InMemoryRows, StreamingRows, epoch_order, select_rows
+    from fva.layout import manifest_records
 
     cfg = load_config()
     tc = cfg.train

@@ -200,15 +200,11 @@ def extract(manifest_path: Path | None, dataset: str | None, root: Path | None, 
     else:
         raise click.UsageError("give --manifest, or --dataset with --root")
     num_shards, shard_index = shard_from_env(num_shards, shard_index)
-    split_dir = cache_root / man.dataset / f"{man.subset}-{man.split}"
-    man.write(split_dir / "manifest.jsonl")  # stage 2 reads identities and languages from it
     device = device or default_device()
     for encoder in iter_encoders(names, weight_map, device):
         summary = run_extraction(man, encoder, cache_root, root=root, num_shards=num_shards,
                                  shard_index=shard_index, batch_size=batch_size, workers=workers, limit=limit,
-                                 dtype=dtype, strict=strict, progress=progress,
-                                 manifest_path=str(split_dir / "manifest.jsonl"),
-                                 commit_rows=commit_rows)
+                                 dtype=dtype, strict=strict, progress=progress, commit_rows=commit_rows)
         click.echo(summary.line())
 
 

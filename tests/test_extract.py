@@ -166,6 +166,27 @@ def test_kill_at_any_point_then_resume_equals_uninterrupted(tmp_path, demo):
         assert run("cache", "validate", cache / folder, "--manifest", manifest).exit_code == 0
 
 
+def test_a_cache_extracted_from_python_is_readable_by_stage_two(tmp_path, demo):
+    """run_extraction keeps the manifest beside the caches itself: stage 2 needs no CLI in between."""
+    from fva.extract.encoders.base import get_encoder_class
+    from fva.extract.runner import run_extraction
+    from fva.heads.features import FeatureTable
+    from fva.layout import features_folder, manifest_path, manifest_records
+
+    root, weights = demo
+    manifest, _ = build_manifest("mavceleb-v3", root)
+    encoder = get_encoder_class("speaker-ecapa")(str(weights["speaker-ecapa"]), device="cpu")
+    summary = run_extraction(manifest, encoder, tmp_path / "cache", workers=0, progress=False)
+    folder = features_folder(tmp_path / "cache", "mavceleb-v3", "train")
+    assert manifest_records(folder) == {r.key: r for r in manifest.records}
+    table = FeatureTable(folder, ["speaker-ecapa"])
+    try:
+        assert len(table) == summary.rows > 0
+        assert table.tables[0].attrs["manifest"] == str(manifest_path(folder))
+    finally:
+        table.close()
+
+
 def test_bad_media_recorded_and_skipped(tmp_path, demo):
     root, weights = demo
     data = tmp_path / "data"

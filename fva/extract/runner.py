@@ -24,6 +24,7 @@ from fva.errors import FvaError
 from fva.extract.cache import ShardWriter
 from fva.extract.encoders.base import Encoder
 from fva.extract.media import MediaError, load_audio, load_face
+from fva.layout import encoder_folder, write_manifest
 
 WINDOW_BATCHES = 8  # decoded records gathered before sorting clips by length into batches
 
@@ -157,17 +158,12 @@ def _encode_window(encoder: Encoder, records: list[MediaRecord], window: list[tu
     return len(window), rows
 
 
-def cache_folder(cache_root: Path, manifest: Manifest, encoder_name: str) -> Path:
-    """``<cache>/<dataset>/<subset>-<split>/<encoder>``."""
-    return Path(cache_root) / manifest.dataset / f"{manifest.subset}-{manifest.split}" / encoder_name
-
-
 def run_extraction(manifest: Manifest, encoder: Encoder, cache_root: Path, *, root: Path | None = None,
                    num_shards: int = 1, shard_index: int = 0, batch_size: int = 64, workers: int = 2,
                    limit: int | None = None, dtype: str = "float16", strict: bool = False,
-                   progress: bool = True, manifest_path: str | None = None,
-                   commit_rows: int = 4096) -> ExtractSummary:
-    """Extract one encoder's features for this worker's shard of ``manifest``; resumable."""
+                   progress: bool = True, commit_rows: int = 4096) -> ExtractSummary:
+    """Extract one encoder's features for this worker's shard of ``manifest``; resumable. The manifest is kept
+    beside the caches (:func:`fva.layout.write_manifest`): stage 2 reads identities and languages from it."""
     start = time.perf_counter()
     root = Path(root or manifest.root)
     if not root.is_dir():
@@ -176,10 +172,11 @@ def run_extraction(manifest: Manifest, encoder: Encoder, cache_root: Path, *, ro
     if limit is not None:
         records = records[:limit]
     mine = shard_records(records, num_shards, shard_index)
-    folder = cache_folder(cache_root, manifest, encoder.name)
+    folder = encoder_folder(cache_root, manifest, encoder.name)
+    kept = write_manifest(cache_root, manifest)
     attrs = {"encoder": encoder.name, "modality": encoder.modality, "weights": encoder.weights,
              "weights_id": encoder.weights_id, "dataset": manifest.dataset, "subset": manifest.subset,
-             "split": manifest.split, "manifest": manifest_path or "", "config": encoder.config()}
+             "split": manifest.split, "manifest": str(kept), "config": encoder.config()}
     writer = ShardWriter(folder, shard_index, num_shards, dim=encoder.dim, dtype=dtype, extras=encoder.extras,
                          attrs=attrs, part_rows=commit_rows)
     summary = ExtractSummary(encoder.name, folder)

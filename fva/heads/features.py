@@ -2,7 +2,7 @@
 
 A :class:`FeatureTable` concatenates, row by row, the caches of several encoders of one modality (e.g.
 speaker ECAPA 6144 + voice age-gender 1536) joined on (key, frame); dimensions come from the caches.
-Identities and languages come from the manifest that ``fva extract`` keeps beside the caches.
+Identities and languages come from the manifest kept beside the caches (:mod:`fva.layout`).
 
 Training reads rows in a block-shuffled order (:func:`epoch_order`): contiguous blocks of rows in a seeded
 random order, shuffled within a buffer of a few blocks. :class:`InMemoryRows` indexes a loaded array with it;
@@ -18,20 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from fva.data.records import Manifest, MediaRecord
+from fva.data.records import MediaRecord
 from fva.errors import FvaError
 from fva.extract.cache import CacheTable, open_cache
-
-
-def split_folder(cache_root: str | Path, dataset: str, subset: str, split: str = "full") -> Path:
-    """``<cache>/<dataset>/<subset>-<split>``, falling back to ``-full`` (filtered later) when the split's own
-    extraction does not exist."""
-    base = Path(cache_root) / dataset
-    for name in (f"{subset}-{split}", f"{subset}-full"):
-        if (base / name).is_dir():
-            return base / name
-    raise FvaError(f"no {subset} features of {dataset} under {cache_root} (looked for {base}/{subset}-{split} "
-                   f"and {base}/{subset}-full); run 'fva extract' for them first")
 
 
 class FeatureTable:
@@ -117,15 +106,6 @@ class Labelled:
 
     rows: np.ndarray  # row indices into the table, ascending
     labels: np.ndarray  # class index per row
-
-
-def manifest_records(folder: Path) -> dict[str, MediaRecord]:
-    """key -> record from the manifest kept beside the caches (``manifest.jsonl``)."""
-    path = Path(folder) / "manifest.jsonl"
-    if not path.is_file():
-        raise FvaError(f"{path} not found: 'fva extract' keeps the manifest beside its caches; extract again "
-                       "with this fva version")
-    return {r.key: r for r in Manifest.read(path).records}
 
 
 def select_rows(table: FeatureTable, records: dict[str, MediaRecord], identities: set[str],

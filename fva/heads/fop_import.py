@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from fva import __version__
+from fva import __version__, layout
 from fva.errors import FvaError
 
 _BN = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
@@ -66,13 +66,8 @@ def read_fop_state(path: Path) -> dict[str, torch.Tensor]:
 
 def features_folder(cache: Path, dataset: str, encoders: list[str]) -> Path:
     """The cache folder (``<cache>/<dataset>/train-full``, else ``test-full``) holding every encoder's cache."""
-    from fva.heads.features import split_folder
-
     for subset in ("train", "test"):
-        try:
-            folder = split_folder(cache, dataset, subset)
-        except FvaError:
-            continue
+        folder = layout.features_folder(cache, dataset, subset)
         if all((folder / e).is_dir() for e in encoders):
             return folder
     raise FvaError(f"{cache}: no {dataset} train-full or test-full folder holds caches of {', '.join(encoders)}; "

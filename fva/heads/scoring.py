@@ -9,8 +9,8 @@ import numpy as np
 
 from fva.data.trials import read_trials
 from fva.errors import FvaError
-from fva.heads.features import split_folder
 from fva.heads.trainer import TrialSet, load_checkpoint, open_features, read_experiment, score_distances
+from fva.layout import find_features_folder
 
 
 def fold_checkpoints(exp: Path) -> list[Path]:
@@ -27,7 +27,7 @@ def score_trial_list(exp: str | Path, trials_path: str | Path, cache_root: str |
     cfg, info = read_experiment(exp)
     root = Path(cache_root) if cache_root else Path(info["cache"])
     trials = read_trials(trials_path)
-    feats = open_features(cfg, split_folder(root, cfg.data.dataset, subset, "full"))
+    feats = open_features(cfg, find_features_folder(root, cfg.data.dataset, subset))
     try:
         for modality, table in (("voice", feats.voice), ("face", feats.face)):
             if table.dim != sum(info["features"][modality]["dims"]):

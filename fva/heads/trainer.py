@@ -35,11 +35,11 @@ from fva.errors import FvaError
 from fva.evaluate.eer import compute_eer, eer_threshold
 from fva.evaluate.scores import write_scores
 from fva.heads.config import HeadConfig, ModelConfig, ScoreConfig, load_config
-from fva.heads.features import (ConcatRows, FeatureTable, epoch_order, make_rows, manifest_records, row_statistics,
-                                select_rows, split_folder)
+from fva.heads.features import ConcatRows, FeatureTable, epoch_order, make_rows, row_statistics, select_rows
 from fva.heads.postprocess import polarise, refine
 from fva.heads.systems import get_system
 from fva.heads.systems.base import Batch, HeadSystem
+from fva.layout import find_features_folder, folds_path, manifest_records
 
 EXPERIMENT_FORMAT = 3  # 2: input standardisation buffers in each projection; 3: head systems
 READABLE_FORMATS = (2, 3)  # a format-2 experiment is a fame2026 one (no system named)
@@ -217,7 +217,7 @@ class FoldTrainer:
     def __init__(self, cfg: HeadConfig, cache_root: Path, exp: Path) -> None:
         self.cfg, self.cache_root, self.exp = cfg, Path(cache_root), Path(exp)
         split = Split.parse(cfg.data.split)
-        self.folder = split_folder(cache_root, cfg.data.dataset, "train", split.name)
+        self.folder = find_features_folder(cache_root, cfg.data.dataset, "train", split.name)
         self.feats = open_features(cfg, self.folder)
         for table in (self.feats.voice, self.feats.face):  # read once for all folds when half the budget holds it
             table.preload(cfg.train.in_memory_limit_gb / 2)
@@ -235,7 +235,7 @@ class FoldTrainer:
             from fva.data.datasets import get_dataset
 
             pds = cfg.data.pretrain_dataset
-            self.pre_folder = split_folder(cache_root, pds, get_dataset(pds).train_subsets[0], split.name)
+            self.pre_folder = find_features_folder(cache_root, pds, get_dataset(pds).train_subsets[0], split.name)
             self.pre = open_features(cfg, self.pre_folder)
             for modality in ("voice", "face"):
                 a, b = getattr(self.feats, modality), getattr(self.pre, modality)
@@ -282,7 +282,7 @@ class FoldTrainer:
         return self._pretrained
 
     def _folds(self) -> Folds:
-        path = Path(self.cfg.data.folds) if self.cfg.data.folds else self.cache_root / self.cfg.data.dataset / "folds.json"
+        path = Path(self.cfg.data.folds) if self.cfg.data.folds else folds_path(self.cache_root, self.cfg.data.dataset)
         if path.is_file():
             folds = Folds.load(path)
         else:

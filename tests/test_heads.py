@@ -32,10 +32,11 @@ from fva.evaluate.eer import compute_eer
 from fva.evaluate.scores import read_scores
 from fva.extract.cache import ShardWriter
 from fva.heads.config import HeadConfig, ModelConfig, load_config
+from fva.heads.experiment import EXPERIMENT_FORMAT, load_checkpoint
 from fva.heads.features import FeatureTable, InMemoryRows, StreamingRows, epoch_order, select_rows
 from fva.heads.model import FameHead
 from fva.heads.systems.base import Batch
-from fva.heads.trainer import EXPERIMENT_FORMAT, features_for_keys, load_checkpoint, score_distances
+from fva.heads.trialset import features_for_keys, score_distances
 from fva.layout import manifest_records
 
 DATASET = "mavceleb-v3"

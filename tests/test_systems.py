@@ -18,8 +18,9 @@ from fva.heads.config import load_config
 from fva.heads.features import InMemoryRows
 from fva.heads.postprocess import polarise, refine
 from fva.heads.scoring import score_trial_list
-from fva.heads.trainer import (TrialSet, embed_rows, load_checkpoint, open_features, paired_faces, read_experiment,
-                               train_epoch)
+from fva.heads.experiment import load_checkpoint, read_experiment
+from fva.heads.trainer import paired_faces, train_epoch
+from fva.heads.trialset import TrialSet, embed_rows, open_features
 from test_heads import naive_trial_features, run, synth  # noqa: F401  (synth: the module fixture)
 
 SYSTEMS = ["fame2026", "xm-align", "fop", "dual-fop", "contrastive", "cross-attention"]
@@ -228,7 +229,8 @@ def test_input_standardisation_is_fitted_for_every_system(system):
     """``model.input_norm``: each system's voice and face inputs are standardised with the training rows'
     statistics (so encoders of very different scales weigh alike), whatever its architecture."""
     from fva.heads.config import ModelConfig
-    from fva.heads.trainer import build_model, fit_input_norm
+    from fva.heads.experiment import build_model
+    from fva.heads.trainer import fit_input_norm
 
     rng = np.random.default_rng(0)
     voice = _Rows((rng.normal(3.0, 0.01, (64, 10))).astype(np.float32), np.arange(64) % 4)

@@ -19,7 +19,7 @@ from fva.heads.fop_import import FOP_KEYS, import_fop
 from fva.heads.systems import get_system
 from fva.heads.systems.base import Batch
 from fva.heads.systems.fop import DualFOP, FOP, multi_similarity_loss, opl_loss
-from fva.heads.trainer import read_experiment, save_checkpoint
+from fva.heads.experiment import read_experiment, save_checkpoint
 
 VOICE_IN, FACE_IN, DIM, GATE, CLASSES = 12, 20, 16, 8, 5
 

@@ -72,7 +72,8 @@ def compare_systems(names: list[str], cache_root: Path, out: Path, base: Path | 
                     workers: int = 1, log=print) -> list[dict]:
     """Train each system over ``folds`` (None: all) into ``out/<name>``; returns the table's rows and
     writes ``out/compare.json`` and ``out/compare.md``."""
-    from fva.heads.trainer import prepare_experiment, train_head
+    from fva.heads.experiment import prepare_experiment
+    from fva.heads.trainer import train_head
 
     if not names:
         raise FvaError("--systems: name at least one system")

@@ -107,7 +107,7 @@ def import_fop(checkpoint: Path, out: Path, *, cache: Path | None = None, datase
     id. Checks everything before writing; the folder appears whole (written aside, then renamed)."""
     from fva.heads.config import DataConfig, FeaturesConfig, HeadConfig, ModelConfig, TrainConfig
     from fva.heads.systems.fop import FOP, with_own_norms
-    from fva.heads.trainer import EXPERIMENT_FORMAT, save_checkpoint
+    from fva.heads.experiment import EXPERIMENT_FORMAT, save_checkpoint
 
     checkpoint, out = Path(checkpoint), Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:

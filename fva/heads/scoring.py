@@ -9,15 +9,9 @@ import numpy as np
 
 from fva.data.trials import read_trials
 from fva.errors import FvaError
-from fva.heads.trainer import TrialSet, load_checkpoint, open_features, read_experiment, score_distances
+from fva.heads.experiment import fold_checkpoints, load_checkpoint, read_experiment
+from fva.heads.trialset import TrialSet, open_features, score_distances
 from fva.layout import find_features_folder
-
-
-def fold_checkpoints(exp: Path) -> list[Path]:
-    found = sorted(Path(exp).glob("fold*/checkpoint.pt"), key=lambda p: int(p.parent.name[4:]))
-    if not found:
-        raise FvaError(f"{exp}: no trained fold (fold*/checkpoint.pt); train it with 'fva train-head'")
-    return found
 
 
 def score_trial_list(exp: str | Path, trials_path: str | Path, cache_root: str | Path | None = None,

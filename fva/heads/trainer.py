@@ -1,16 +1,9 @@
-"""Train heads per identity-disjoint fold, select on the fold's dev EER, keep everything in an experiment folder.
+"""Train heads per identity-disjoint fold, select on the fold's dev EER, keep everything in an experiment folder
+(its layout and files: :mod:`fva.heads.experiment`).
 
-Experiment folder::
-
-    config.yaml        the resolved config (seed included): what later commands read
-    experiment.json    fva version, format, cache root, dataset, features (encoders, dims, weights ids)
-    fold<k>/checkpoint.pt   the selected model; rebuilds itself alone (sizes, config, state dict, classes,
-                            EER threshold of its dev trials)
-    fold<k>/last.pt         the latest epoch with optimiser state, for --resume
-    fold<k>/train_log.jsonl one line per epoch: loss, dev EER per language, seconds
-    fold<k>/dev_<Lang>.txt, dev_<Lang>_labels.txt, dev_scores_<Lang>.txt   trials, truth, distances
-    fold<k>/metrics.json    selected epoch, dev EER heard / unheard
-    metrics.json       per fold and mean dev EER, heard and unheard
+:meth:`FoldTrainer.train_fold` is a short loop over named steps (the fold's rows, a fresh or initialised
+model, the resume point, then per epoch: train, evaluate, select, log, resume point); the head system
+(:class:`~fva.heads.systems.base.HeadSystem`) is the hook that defines the model and its loss.
 """
 
 from __future__ import annotations
@@ -19,7 +12,7 @@ import json
 import math
 import shutil
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,187 +21,39 @@ import torch
 from fva import __version__
 from fva.atomic import atomic_path
 from fva.data.folds import Folds, dev_trials, make_folds
-from fva.data.mavceleb import media_key
 from fva.data.splits import Split
-from fva.data.trials import Trial, labels_path, write_labels, write_trials
+from fva.data.trials import labels_path, write_labels, write_trials
 from fva.errors import FvaError
 from fva.evaluate.eer import compute_eer, eer_threshold
 from fva.evaluate.scores import write_scores
-from fva.heads.config import HeadConfig, ModelConfig, ScoreConfig, load_config
-from fva.heads.features import ConcatRows, FeatureTable, epoch_order, make_rows, row_statistics, select_rows
-from fva.heads.postprocess import polarise, refine
-from fva.heads.systems import get_system
+from fva.heads.config import HeadConfig, ModelConfig, load_config
+from fva.heads.experiment import (CHECKPOINT_FILE, CONFIG_FILE, EXPERIMENT_FORMAT, METRICS_FILE, build_model,
+                                  fold_folder, fold_line, init_projections, load_checkpoint, prepare_experiment, save_checkpoint,
+                                  write_experiment, write_json, write_payload)
+from fva.heads.features import ConcatRows, epoch_order, make_rows, row_statistics, select_rows
+from fva.heads.parallel import train_folds_in_workers
 from fva.heads.systems.base import Batch, HeadSystem
+from fva.heads.trialset import Modalities, TrialSet, open_features
 from fva.layout import find_features_folder, folds_path, manifest_records
 
-EXPERIMENT_FORMAT = 3  # 2: input standardisation buffers in each projection; 3: head systems
-READABLE_FORMATS = (2, 3)  # a format-2 experiment is a fame2026 one (no system named)
 RESUME_EVERY = 5  # epochs between resume points (last.pt holds the optimiser state too)
 PRETRAIN_STREAM = 1_000_000  # seed stream of pretraining, apart from the folds (0, 1, ...)
 
 
 @dataclass
-class Modalities:
-    voice: FeatureTable
-    face: FeatureTable
+class FoldRun:
+    """What one fold's training loop works on."""
 
-    def close(self) -> None:
-        self.voice.close()
-        self.face.close()
+    fold: int
+    out: Path  # the fold's folder in the experiment
+    classes: dict[str, int]  # identity -> class index (pretraining identities after the fold's, when joint)
+    voice_rows: object  # InMemoryRows / StreamingRows / ConcatRows
+    face_rows: object
+    dev: dict  # language -> (TrialSet, labels)
 
-
-def open_features(cfg: HeadConfig, folder: Path) -> Modalities:
-    return Modalities(FeatureTable(folder, cfg.features.voice_encoders),
-                      FeatureTable(folder, cfg.features.face_encoders))
-
-
-def features_for_keys(table: FeatureTable, keys: list[str], by_key: dict[str, np.ndarray],
-                      what: str) -> np.ndarray:
-    """float32 (len(keys), dim): each key's row, or the mean of its frames for a face track."""
-    missing = [k for k in keys if k not in by_key]
-    if missing:
-        raise FvaError(f"{what}: no {table.modality} features for key {missing[0]!r} ({len(missing)} key(s) "
-                       f"missing) in {table.folder}; extract them with 'fva extract'")
-    flat = np.concatenate([by_key[k] for k in keys])
-    rows = table.rows(flat)
-    counts = np.array([len(by_key[k]) for k in keys])
-    if (counts == 1).all():
-        return rows
-    sums = np.add.reduceat(rows, np.concatenate([[0], np.cumsum(counts)[:-1]]), axis=0)
-    return sums / counts[:, None].astype(np.float32)  # stays float32 (an int64 divisor made float64)
-
-
-def extras_for_keys(table: FeatureTable, keys: list[str], by_key: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The per-row scalars the encoders predicted (age, p_female), one per key: a face track's frames averaged."""
-    return {name: np.array([float(np.mean(values[by_key[k]])) for k in keys]) for name, values in table.extras.items()}
-
-
-def distinct_features(table: FeatureTable, keys: list[str], by_key: dict[str, np.ndarray],
-                      what: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Features of the distinct keys (first-seen order), per key of ``keys`` its row in them, and the
-    distinct keys."""
-    row = {k: i for i, k in enumerate(dict.fromkeys(keys))}
-    return (features_for_keys(table, list(row), by_key, what), np.array([row[k] for k in keys], dtype=np.int64),
-            list(row))
-
-
-@dataclass
-class TrialSet:
-    """Trials with their features resolved: one voice and one (frame-averaged) face vector per distinct
-    medium, and per trial the row of its voice and of its face (a dev voice clip is in six trials: each
-    medium is embedded once per scoring)."""
-
-    trials: list[Trial]
-    voice: np.ndarray  # (distinct voices, dim)
-    face: np.ndarray  # (distinct faces, dim)
-    voice_of: np.ndarray  # (trials,) row of each trial's voice in ``voice``
-    face_of: np.ndarray
-    voice_extras: dict[str, np.ndarray]  # per distinct voice: the encoders' age, p_female (where predicted)
-    face_extras: dict[str, np.ndarray]
-
-    @classmethod
-    def build(cls, trials: list[Trial], feats: Modalities, what: str,
-              by_key: tuple[dict, dict] | None = None) -> "TrialSet":
-        vk, fk = by_key or (feats.voice.rows_by_key(), feats.face.rows_by_key())
-        voice, voice_of, voices = distinct_features(feats.voice, [media_key(t.voice) for t in trials], vk, what)
-        face, face_of, faces = distinct_features(feats.face, [media_key(t.face) for t in trials], fk, what)
-        return cls(trials, voice, face, voice_of, face_of, extras_for_keys(feats.voice, voices, vk),
-                   extras_for_keys(feats.face, faces, fk))
-
-    def distances(self, model: HeadSystem, post: ScoreConfig | None = None) -> np.ndarray:
-        """The system's distance of each trial, post-processed as ``post`` says (refinement, then
-        polarisation) when given."""
-        if post is None or not (post.refine.enabled or post.polarise.enabled):
-            return score_distances(model, self.voice, self.face, voice_of=self.voice_of, face_of=self.face_of)
-        ev, ef = embed_rows(model, "voice", self.voice), embed_rows(model, "face", self.face)
-        dist = pair_distances(model, ev, ef, self.voice_of, self.face_of)
-        if post.refine.enabled:
-            if ev.dim() != 2:
-                raise FvaError(f"score.refine: the {model.name} system has no embedding per medium to cluster; "
-                               "turn refinement off for it")
-            dist = refine(dist, ev.numpy(), ef.numpy(), self.voice_of, self.face_of, post.refine)
-        if post.polarise.enabled:
-            for modality, extras in (("voice", self.voice_extras), ("face", self.face_extras)):
-                if not {"age", "p_female"} <= set(extras):
-                    raise FvaError(f"score.polarise needs the age and p_female that a {modality} age-gender "
-                                   "encoder predicts; add one to the features or turn polarisation off")
-            dist = polarise(dist, self.voice_extras["age"][self.voice_of], self.voice_extras["p_female"][self.voice_of],
-                            self.face_extras["age"][self.face_of], self.face_extras["p_female"][self.face_of],
-                            post.polarise)
-        return dist
-
-
-def build_model(voice_dim: int, face_dim: int, n_classes: int, cfg: ModelConfig) -> HeadSystem:
-    """The configured head system (``cfg.system``) for these input sizes and identity count."""
-    return get_system(cfg.system)(voice_dim, face_dim, n_classes, cfg)
-
-
-@torch.inference_mode()
-def embed_rows(model: HeadSystem, modality: str, x: np.ndarray, batch: int = 4096) -> torch.Tensor:
-    """The system's representation of every row of ``x`` (eval mode), computed in batches."""
-    model.eval()
-    return torch.cat([model.embed(modality, torch.from_numpy(np.ascontiguousarray(x[lo:lo + batch])))
-                      for lo in range(0, max(len(x), 1), batch)])
-
-
-@torch.inference_mode()
-def score_distances(model: HeadSystem, voice: np.ndarray, face: np.ndarray, batch: int = 4096,
-                    voice_of: np.ndarray | None = None, face_of: np.ndarray | None = None) -> np.ndarray:
-    """The system's distance (fame2026: 1 - cosine) of the voice and face of each trial, dropout off:
-    trial i pairs ``voice[i]`` with ``face[i]``, or ``voice[voice_of[i]]`` with ``face[face_of[i]]`` when
-    those are given (each medium is embedded once)."""
-    ev, ef = embed_rows(model, "voice", voice, batch), embed_rows(model, "face", face, batch)
-    return pair_distances(model, ev, ef, voice_of, face_of, batch)
-
-
-@torch.inference_mode()
-def pair_distances(model: HeadSystem, ev: torch.Tensor, ef: torch.Tensor, voice_of: np.ndarray | None,
-                   face_of: np.ndarray | None, batch: int = 4096) -> np.ndarray:
-    """float64 distances of trials given the media's representations and each trial's rows in them."""
-    vi = torch.arange(len(ev)) if voice_of is None else torch.from_numpy(voice_of)
-    fi = torch.arange(len(ef)) if face_of is None else torch.from_numpy(face_of)
-    out = [model.pair_distances(ev[vi[lo:lo + batch]], ef[fi[lo:lo + batch]]) for lo in range(0, len(vi), batch)]
-    return (torch.cat(out) if out else torch.zeros(0)).numpy().astype(np.float64)
-
-
-def save_checkpoint(path: Path, model: HeadSystem, extra: dict) -> None:
-    """Everything needed to rebuild the model alone (its system, sizes, model config and weights) and
-    ``extra``; written under a temporary name, then renamed."""
-    payload = {"format": EXPERIMENT_FORMAT, "fva_version": __version__, "system": model.name,
-               "sizes": dict(model.sizes), "model_config": asdict(model.cfg), "state_dict": model.state_dict(),
-               **extra}
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
-
-
-def load_checkpoint(path: Path) -> tuple[HeadSystem, dict]:
-    """Rebuild a head from its checkpoint file alone."""
-    if not path.is_file():
-        raise FvaError(f"{path}: checkpoint not found; train it with 'fva train-head'")
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    if payload.get("format") not in READABLE_FORMATS:
-        raise FvaError(f"{path}: written by fva {payload.get('fva_version', '?')} in checkpoint format "
-                       f"{payload.get('format')}; this fva {__version__} reads format {EXPERIMENT_FORMAT}: "
-                       "retrain it with this version")
-    sizes = payload["sizes"]
-    model = build_model(sizes["voice_dim"], sizes["face_dim"], sizes["n_classes"],
-                        ModelConfig(**payload["model_config"]))
-    model.load_state_dict(payload["state_dict"])
-    model.eval()
-    return model, payload
-
-
-def read_experiment(exp: Path) -> tuple[HeadConfig, dict]:
-    """The experiment's resolved config and description; another version's experiment is an error."""
-    info_path = exp / "experiment.json"
-    if not info_path.is_file():
-        raise FvaError(f"{exp}: not an fva experiment (no experiment.json); train one with 'fva train-head'")
-    info = json.loads(info_path.read_text())
-    if info.get("format") not in READABLE_FORMATS:
-        raise FvaError(f"{exp}: experiment written by fva {info.get('fva_version', '?')} (format "
-                       f"{info.get('format')}); this fva {__version__} reads format {EXPERIMENT_FORMAT}: "
-                       "retrain it with this version")
-    return load_config(exp / "config.yaml"), info
+    @property
+    def log_path(self) -> Path:
+        return self.out / "train_log.jsonl"
 
 
 class FoldTrainer:
@@ -259,8 +104,8 @@ class FoldTrainer:
         """Train on the pretraining dataset alone (once per experiment); its projections start every fold."""
         if self._pretrained is not None:
             return self._pretrained
-        out = self.exp / "pretrain"
-        ckpt = out / "checkpoint.pt"
+        out = fold_folder(self.exp, "pretrain")
+        ckpt = out / CHECKPOINT_FILE
         if not ckpt.is_file():
             out.mkdir(parents=True, exist_ok=True)
             voice_rows, face_rows, ids = self.pre_rows()
@@ -327,8 +172,26 @@ class FoldTrainer:
 
     def train_fold(self, fold: int, init_state: dict | None = None, resume: bool = False,
                    log=print) -> dict:
+        """Train one fold, keep the epoch with the best dev EER heard, then score its dev trials."""
+        run = self.fold_run(fold)
+        model = self.new_model(run, init_state)
+        optimiser = make_optimiser(model, self.cfg.train)
+        state = self.resume_point(run, model, optimiser, resume)
+        while not self.finished(state):
+            start = time.perf_counter()
+            epoch = state["epoch"]
+            loss = self.train_one_epoch(run, model, optimiser, epoch)
+            dev_eer, selection = self.evaluate(run, model)
+            self.select(run, model, state, epoch, dev_eer, selection)
+            self.log_epoch(run, {"fold": fold, "epoch": epoch, "loss": loss, "dev_eer": dev_eer,
+                                 "selection_eer": selection, "seconds": round(time.perf_counter() - start, 4)})
+            self.save_resume_point(run, model, optimiser, state)
+        return self.finish_fold(fold, run.dev)
+
+    def fold_run(self, fold: int) -> "FoldRun":
+        """The fold's training rows (with the pretraining dataset's when joint), classes and dev trial sets."""
         cfg, tc = self.cfg, self.cfg.train
-        out = self.exp / f"fold{fold}"
+        out = fold_folder(self.exp, fold)
         out.mkdir(parents=True, exist_ok=True)
         train_ids = self.folds.train_identities(fold)
         classes = {identity: i for i, identity in enumerate(train_ids)}
@@ -344,62 +207,85 @@ class FoldTrainer:
             voice_rows = ConcatRows([voice_rows, pre_voice], [0, len(train_ids)])
             face_rows = ConcatRows([face_rows, pre_face], [0, len(train_ids)])
             classes.update({f"{cfg.data.pretrain_dataset}:{i}": len(train_ids) + n for n, i in enumerate(pre_ids)})
-        dev = self.dev_sets(fold)
-        torch.manual_seed(cfg.seed * 1000 + fold)
-        model = build_model(self.feats.voice.dim, self.feats.face.dim, len(classes), self.model_config(fold))
+        return FoldRun(fold, out, classes, voice_rows, face_rows, self.dev_sets(fold))
+
+    def new_model(self, run: "FoldRun", init_state: dict | None) -> HeadSystem:
+        """The fold's model, seeded: its projections from ``init_state`` or the pretrained heads, else input
+        statistics fitted on its training rows."""
+        cfg = self.cfg
+        torch.manual_seed(cfg.seed * 1000 + run.fold)
+        model = build_model(self.feats.voice.dim, self.feats.face.dim, len(run.classes), self.model_config(run.fold))
         if init_state is None and self.pre is not None and not cfg.data.joint:
             init_state = self.pretrain()
         if init_state is not None:  # the projections with their input statistics
             model.load_projections(init_state)
         else:
-            fit_input_norm(model, voice_rows, face_rows, [cfg.seed, fold])
-        optimiser = make_optimiser(model, tc)
+            fit_input_norm(model, run.voice_rows, run.face_rows, [cfg.seed, run.fold])
+        return model
+
+    def resume_point(self, run: "FoldRun", model: HeadSystem, optimiser: torch.optim.Optimizer,
+                     resume: bool) -> dict:
+        """The selection state to start from: the last resume point's (model, optimiser and torch RNG
+        restored) with ``resume``, else a fresh one; the log keeps only the epochs before it."""
         state = {"epoch": 0, "best": math.inf, "best_epoch": -1, "stale": 0}
-        last = out / "last.pt"
+        last = run.out / "last.pt"
         if resume and last.is_file():
             saved = torch.load(last, map_location="cpu", weights_only=True)
             model.load_state_dict(saved["model"])
             optimiser.load_state_dict(saved["optimiser"])
             state = saved["state"]
             torch.set_rng_state(saved["torch_rng"])
-        log_path = out / "train_log.jsonl"
-        if log_path.is_file():  # epochs after the resume point are trained again: drop their old lines
-            kept = [line for line in log_path.read_text().splitlines()
+        if run.log_path.is_file():  # epochs after the resume point are trained again: drop their old lines
+            kept = [line for line in run.log_path.read_text().splitlines()
                     if line.strip() and json.loads(line)["epoch"] < state["epoch"]]
-            log_path.write_text("".join(line + "\n" for line in kept))
-        extra = {"classes": list(classes), "fold": fold, "split": cfg.data.split, "heard": self.heard,
-                 "unheard": self.unheard}
-        while state["epoch"] < tc.epochs and state["stale"] < tc.patience:
-            epoch = state["epoch"]
-            start = time.perf_counter()
-            loss = train_epoch(model, optimiser, voice_rows, face_rows, tc.batch_size,
-                               seed=[cfg.seed, fold], epoch=epoch, block_rows=tc.block_rows,
-                               buffer_blocks=tc.buffer_blocks, rows=tc.rows_per_epoch,
-                               pair_repeats=tc.pair_repeats)
-            dev_eer = {lang: compute_eer(np.array([labels[t.key] for t in ts.trials]), ts.distances(model))
-                       for lang, (ts, labels) in dev.items()}
-            selection = float(np.mean([dev_eer[lang] for lang in self.heard if lang in dev_eer]))
-            state["epoch"] = epoch + 1
-            if selection < state["best"]:
-                state.update(best=selection, best_epoch=epoch, stale=0)
-                save_checkpoint(out / "checkpoint.pt", model, {**extra, "epoch": epoch, "dev_eer": dev_eer})
-            else:
-                state["stale"] += 1
-            entry = {"fold": fold, "epoch": epoch, "loss": loss, "dev_eer": dev_eer, "selection_eer": selection,
-                     "seconds": round(time.perf_counter() - start, 4)}
-            with log_path.open("a") as fh:
-                fh.write(json.dumps(entry) + "\n")
-            finished = state["epoch"] >= tc.epochs or state["stale"] >= tc.patience
-            if finished or state["epoch"] % RESUME_EVERY == 0:
-                with atomic_path(last) as tmp:
-                    torch.save({"model": model.state_dict(), "optimiser": optimiser.state_dict(), "state": state,
-                                "torch_rng": torch.get_rng_state()}, tmp)
-        return self.finish_fold(fold, dev)
+            run.log_path.write_text("".join(line + "\n" for line in kept))
+        return state
+
+    def finished(self, state: dict) -> bool:
+        """All epochs done, or ``patience`` epochs without a better dev EER."""
+        return state["epoch"] >= self.cfg.train.epochs or state["stale"] >= self.cfg.train.patience
+
+    def train_one_epoch(self, run: "FoldRun", model: HeadSystem, optimiser: torch.optim.Optimizer,
+                        epoch: int) -> float:
+        tc = self.cfg.train
+        return train_epoch(model, optimiser, run.voice_rows, run.face_rows, tc.batch_size,
+                           seed=[self.cfg.seed, run.fold], epoch=epoch, block_rows=tc.block_rows,
+                           buffer_blocks=tc.buffer_blocks, rows=tc.rows_per_epoch, pair_repeats=tc.pair_repeats)
+
+    def evaluate(self, run: "FoldRun", model: HeadSystem) -> tuple[dict[str, float], float]:
+        """Dev EER per language (raw distances) and the selection EER: the mean over heard languages."""
+        dev_eer = {lang: compute_eer(np.array([labels[t.key] for t in ts.trials]), ts.distances(model))
+                   for lang, (ts, labels) in run.dev.items()}
+        return dev_eer, float(np.mean([dev_eer[lang] for lang in self.heard if lang in dev_eer]))
+
+    def select(self, run: "FoldRun", model: HeadSystem, state: dict, epoch: int, dev_eer: dict[str, float],
+               selection: float) -> None:
+        """Keep this epoch's model as the fold's checkpoint when its selection EER is the best so far."""
+        state["epoch"] = epoch + 1
+        if selection < state["best"]:
+            state.update(best=selection, best_epoch=epoch, stale=0)
+            save_checkpoint(run.out / CHECKPOINT_FILE, model,
+                            {"classes": list(run.classes), "fold": run.fold, "split": self.cfg.data.split,
+                             "heard": self.heard, "unheard": self.unheard, "epoch": epoch, "dev_eer": dev_eer})
+        else:
+            state["stale"] += 1
+
+    def log_epoch(self, run: "FoldRun", entry: dict) -> None:
+        with run.log_path.open("a") as fh:
+            fh.write(json.dumps(entry) + "\n")
+
+    def save_resume_point(self, run: "FoldRun", model: HeadSystem, optimiser: torch.optim.Optimizer,
+                          state: dict) -> None:
+        """Every RESUME_EVERY epochs and at the end: model, optimiser, selection state and torch RNG."""
+        if self.finished(state) or state["epoch"] % RESUME_EVERY == 0:
+            with atomic_path(run.out / "last.pt") as tmp:
+                torch.save({"model": model.state_dict(), "optimiser": optimiser.state_dict(), "state": state,
+                            "torch_rng": torch.get_rng_state()}, tmp)
 
     def finish_fold(self, fold: int, dev: dict) -> dict:
         """Score the dev trials with the selected model; write scores, truth, threshold and metrics."""
-        out = self.exp / f"fold{fold}"
-        model, payload = load_checkpoint(out / "checkpoint.pt")
+        out = fold_folder(self.exp, fold)
+        model, payload = load_checkpoint(out / CHECKPOINT_FILE)
         metrics = {"fold": fold, "epoch": payload["epoch"], "heard": {}, "unheard": {}}
         all_labels, all_dist = [], []
         for lang, (ts, labels) in dev.items():
@@ -416,9 +302,8 @@ class FoldTrainer:
         threshold = eer_threshold(np.concatenate(all_labels), np.concatenate(all_dist))
         metrics["threshold"] = threshold
         payload["threshold"] = threshold
-        with atomic_path(out / "checkpoint.pt") as tmp:
-            torch.save(payload, tmp)
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+        write_payload(out / CHECKPOINT_FILE, payload)
+        write_json(out / METRICS_FILE, metrics)
         return metrics
 
 
@@ -490,52 +375,6 @@ def train_epoch(model: HeadSystem, optimiser: torch.optim.Optimizer, voice_rows,
     return total / done
 
 
-def prepare_experiment(exp: Path, force: bool, resume: bool) -> bool:
-    """Checks only (deletes nothing): True when ``exp`` holds an experiment that --force will overwrite."""
-    if exp.exists() and any(exp.iterdir()):
-        if resume:
-            read_experiment(exp)
-            return False
-        if not force:
-            raise FvaError(f"{exp}: experiment folder exists; pass --force to overwrite it or --resume to continue it")
-        return True
-    return False
-
-
-def fold_line(f: int, r: dict, seconds: float) -> str:
-    return (f"fold {f}: epoch {r['epoch']} selected, dev EER heard " + ", ".join(f"{k} {v:.2f}%" for k, v in r["heard"].items())
-            + ("; unheard " + ", ".join(f"{k} {v:.2f}%" for k, v in r["unheard"].items()) if r["unheard"] else "")
-            + f" ({seconds:.1f} s)")
-
-
-def _fold_worker(tasks, results, cfg_dict: dict, cache_root: str, exp: str, init: str | None, resume: bool,
-                 threads: int) -> None:
-    """A spawned worker of ``train_head(workers=N)``: trains the folds it takes from ``tasks`` (until None)
-    with its own trainer over the same caches (features read once), and puts (fold, metrics, seconds) or
-    ("error", fold, message) on ``results``."""
-    import traceback
-
-    from fva.heads.config import _build
-
-    torch.set_num_threads(threads)
-    trainer = None
-    try:
-        while (fold := tasks.get()) is not None:
-            start = time.perf_counter()
-            try:
-                if trainer is None:
-                    trainer = FoldTrainer(_build(HeadConfig, cfg_dict, "config"), Path(cache_root), Path(exp))
-                result = trainer.train_fold(fold, init_state=init_projections(Path(init)) if init else None,
-                                            resume=resume)
-            except Exception as err:  # reported by the parent; FvaError keeps its one line
-                results.put(("error", fold, str(err) if isinstance(err, FvaError) else traceback.format_exc()))
-                return
-            results.put((fold, result, time.perf_counter() - start))
-    finally:
-        if trainer is not None:
-            trainer.close()
-
-
 def train_head(cfg: HeadConfig, cache_root: Path, exp: Path, folds: list[int] | None = None, *,
                init: Path | None = None, resume: bool = False, force: bool = False, workers: int = 1,
                log=print) -> dict:
@@ -548,8 +387,8 @@ def train_head(cfg: HeadConfig, cache_root: Path, exp: Path, folds: list[int] | 
     another ``workers``; the same ``workers`` and seed give the same numbers."""
     exp = Path(exp)
     overwrite = prepare_experiment(exp, force, resume)
-    if resume and (exp / "config.yaml").is_file():
-        cfg = load_config(exp / "config.yaml")
+    if resume and (exp / CONFIG_FILE).is_file():
+        cfg = load_config(exp / CONFIG_FILE)
     trainer = FoldTrainer(cfg, cache_root, exp)
     try:
         fold_list = list(range(trainer.folds.k)) if folds is None else folds
@@ -558,13 +397,12 @@ def train_head(cfg: HeadConfig, cache_root: Path, exp: Path, folds: list[int] | 
         if overwrite:  # only once the request is known to be valid: a user error deletes nothing
             shutil.rmtree(exp)
         exp.mkdir(parents=True, exist_ok=True)
-        cfg.dump(exp / "config.yaml")
-        (exp / "experiment.json").write_text(json.dumps(trainer.describe(), indent=1) + "\n")
+        write_experiment(exp, cfg, trainer.describe())
         init_state = init_projections(init) if init else None
         results = {}
         todo = []
         for f in fold_list:
-            done = exp / f"fold{f}" / "metrics.json"
+            done = fold_folder(exp, f) / METRICS_FILE
             if resume and done.is_file():
                 results[f] = json.loads(done.read_text())
                 log(f"fold {f}: already trained (resume)")
@@ -582,58 +420,8 @@ def train_head(cfg: HeadConfig, cache_root: Path, exp: Path, folds: list[int] | 
     finally:
         trainer.close()
     metrics = summarise(results)
-    (exp / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+    write_json(exp / METRICS_FILE, metrics)
     return metrics
-
-
-def train_folds_in_workers(trainer: FoldTrainer, folds: list[int], init: Path | None, init_state: dict | None,
-                           resume: bool, workers: int, log) -> dict[int, dict]:
-    """``workers`` lanes take folds from one queue: this process (its trainer has the features already) and
-    ``workers`` - 1 spawned processes, each with an equal share of torch's threads."""
-    import multiprocessing
-    import queue
-
-    ctx = multiprocessing.get_context("spawn")
-    workers = min(workers, len(folds))
-    threads = max(1, torch.get_num_threads() // workers)
-    tasks, results = ctx.Queue(), ctx.Queue()
-    for f in folds:
-        tasks.put(f)
-    for _ in range(workers):
-        tasks.put(None)  # one stop per lane
-    args = (tasks, results, trainer.cfg.to_dict(), str(trainer.cache_root), str(trainer.exp),
-            str(init) if init else None, resume, threads)
-    children = [ctx.Process(target=_fold_worker, args=args, daemon=True) for _ in range(workers - 1)]
-    for child in children:
-        child.start()
-    done: dict[int, dict] = {}
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        while (fold := tasks.get()) is not None:
-            start = time.perf_counter()
-            done[fold] = trainer.train_fold(fold, init_state=init_state, resume=resume)
-            log(fold_line(fold, done[fold], time.perf_counter() - start))
-        while len(done) < len(folds):
-            try:
-                item = results.get(timeout=5)
-            except queue.Empty:
-                if not any(child.is_alive() for child in children) and results.empty():
-                    raise FvaError("a fold worker process died without a result; train again with --workers 1 "
-                                   "to see why") from None
-                continue
-            if item[0] == "error":
-                raise FvaError(f"fold {item[1]} (in a worker process): {item[2].strip().splitlines()[-1]}")
-            fold, result, seconds = item
-            done[fold] = result
-            log(fold_line(fold, result, seconds))
-    finally:
-        torch.set_num_threads(before)
-        for child in children:
-            child.join(timeout=5)
-            if child.is_alive():
-                child.terminate()
-    return dict(sorted(done.items()))
 
 
 def summarise(results: dict[int, dict]) -> dict:
@@ -644,13 +432,3 @@ def summarise(results: dict[int, dict]) -> dict:
 
     return {"folds": {str(f): r for f, r in sorted(results.items())}, "mean_heard": mean("heard"),
             "mean_unheard": mean("unheard")}
-
-
-def init_projections(init: Path) -> dict:
-    """Projection weights of a trained experiment (its fold 0, or its pretrain checkpoint)."""
-    for candidate in (Path(init) / "pretrain" / "checkpoint.pt", Path(init) / "fold0" / "checkpoint.pt"):
-        if candidate.is_file():
-            model, _ = load_checkpoint(candidate)
-            return model.projections_state()
-    raise FvaError(f"{init}: no checkpoint to start from (looked for pretrain/ and fold0/); "
-                   "pass --init a trained experiment")

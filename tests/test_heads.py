@@ -331,7 +331,7 @@ def test_input_dropout_only_in_training(modality):
 
 
 def test_input_dropout_is_seeded_by_torch_and_matches_torch_dropout_statistics():
-    from fva.heads.model import InputDropout
+    from fva.heads.layers import InputDropout
 
     layer = InputDropout(0.9).train()
     x = torch.rand(64, 4096) + 0.5

@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from fva.errors import FvaError
 from fva.extract.cache import ShardWriter
 from fva.heads.config import ModelConfig
-from fva.heads.fop_import import FOP_KEYS, import_fop
+from fva.heads.fop_import import import_fop
+from fva.heads.systems.fop_checkpoint import FOP_KEYS
 from fva.heads.systems import get_system
 from fva.heads.systems.base import Batch
 from fva.heads.systems.fop import DualFOP, FOP, multi_similarity_loss, opl_loss

@@ -92,7 +92,7 @@ class HeadSystem(nn.Module):
     def input_norms(self) -> dict:
         """modality -> its input standardisation module (set from the training rows when ``input_norm`` is
         on): by default the first module of ``self.voice`` / ``self.face`` where that is a Standardize."""
-        from fva.heads.model import Standardize
+        from fva.heads.layers import Standardize
 
         found = {}
         for modality in ("voice", "face"):

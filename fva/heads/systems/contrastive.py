@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from fva.errors import FvaError
-from fva.heads.model import CosineClassifier, aam_softmax, projection
+from fva.heads.layers import CosineClassifier, aam_softmax, projection
 from fva.heads.systems import register_system
 from fva.heads.systems.base import Batch, HeadSystem, check_paired
 

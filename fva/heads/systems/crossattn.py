@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fva.errors import FvaError
-from fva.heads.model import InputDropout, Standardize
+from fva.heads.layers import InputDropout, Standardize
 from fva.heads.systems import register_system
 from fva.heads.systems.base import Batch, HeadSystem, check_paired
 

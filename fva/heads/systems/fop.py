@@ -9,7 +9,8 @@ voice-face pair of the same identity::
     loss  = CE(Linear(128 -> classes)(fused), y) + alpha * OPL(fused, y)
 
 Score: Euclidean distance between tanh(face) and tanh(voice), as the official test code. Module names follow
-the official model so that its checkpoints load as they are (:mod:`fva.heads.fop_import`).
+the official model so that its checkpoints load as they are (:mod:`fva.heads.systems.fop_checkpoint`,
+:mod:`fva.heads.fop_import`).
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from fva.errors import FvaError
-from fva.heads.model import Standardize
+from fva.heads.layers import Standardize
 from fva.heads.systems import register_system
 from fva.heads.systems.base import Batch, HeadSystem, check_paired
+from fva.heads.systems.fop_checkpoint import read_fop_state
 
 
 def opl_loss(features: torch.Tensor, labels: torch.Tensor, gamma: float = 0.7) -> torch.Tensor:
@@ -271,8 +273,6 @@ class DualFOP(FOPParts):
         """Copy the frozen FOP's weights from ``params.frozen`` (once: the flag is saved in the state dict)."""
         if not self.params.frozen or bool(self.pretrained_loaded):
             return
-        from fva.heads.fop_import import read_fop_state
-
         path = Path(self.params.frozen)
         state = with_own_norms({k: v for k, v in read_fop_state(path).items() if not k.startswith("logits_layer.")},
                                self.pretrained)

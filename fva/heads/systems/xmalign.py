@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fva.errors import FvaError
-from fva.heads.model import CosineClassifier, aam_softmax, projection
+from fva.heads.layers import CosineClassifier, aam_softmax, projection
 from fva.heads.systems import register_system
 from fva.heads.systems.base import Batch, HeadSystem, check_paired
 

@@ -187,6 +187,43 @@ def test_a_cache_extracted_from_python_is_readable_by_stage_two(tmp_path, demo):
         table.close()
 
 
+def test_verify_runs_the_extraction_path_and_gives_the_distance_fva_score_gives(tmp_path, demo):
+    """One pair through `fva verify` (encoders run on the media) and through `fva score` (rows read from the
+    test caches that `fva extract` wrote, float16): the same distance."""
+    import yaml
+
+    from fva.data.mavceleb import media_key
+    from fva.data.trials import read_trials
+    from fva.extract.encoders.vit_age_gender import demo_config, save_vit_age_gender
+    from fva.heads.scoring import score_trial_list, verify_pair
+
+    root, weights = demo
+    weights = {"speaker-ecapa": weights["speaker-ecapa"],
+               "vit-age-gender": save_vit_age_gender(tmp_path / "vit", demo_config(), seed=3)}
+    cache = tmp_path / "cache"
+    for subset in ("train", "test"):
+        r = run(*extract_args(root, weights, cache, "--subset", subset, "--workers", "0"))
+        assert r.exit_code == 0, r.output
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({
+        "model": {"embedding_dim": 8}, "data": {"num_folds": 2},
+        "features": {"voice_encoders": ["speaker-ecapa"], "face_encoders": ["vit-age-gender"]},
+        "train": {"epochs": 2, "patience": 2, "batch_size": 16}}))
+    exp = tmp_path / "exp"
+    r = run("train-head", "--fold", "0", "--config", config, "--cache", cache, "--exp", exp)
+    assert r.exit_code == 0, r.output
+    trials = sorted(root.glob("*_test.txt"))[0]
+    trial = read_trials(trials)[0]
+    on_disk = {r.key: root / r.path for r in build_manifest("mavceleb-v3", root, subset="test")[0].records}
+    face, voice = on_disk[media_key(trial.face)], on_disk[media_key(trial.voice)]
+    scored = score_trial_list(exp, trials, cache)[trial.key]
+    verified = verify_pair(exp, face, voice)
+    assert verified["folds"] == 1
+    assert abs(verified["distance"] - scored) < 1e-6
+    out = run("verify", "--exp", exp, face, voice, "--device", "cpu")
+    assert out.exit_code == 0 and f"distance {scored:.4f}" in out.output, out.output
+
+
 def test_bad_media_recorded_and_skipped(tmp_path, demo):
     root, weights = demo
     data = tmp_path / "data"

@@ -10,7 +10,7 @@ import numpy as np
 from fva.data.trials import read_trials
 from fva.errors import FvaError
 from fva.heads.experiment import fold_checkpoints, load_checkpoint, read_experiment
-from fva.heads.trialset import TrialSet, open_features, score_distances
+from fva.heads.trialset import TrialSet, open_features
 from fva.layout import find_features_folder
 
 
@@ -36,49 +36,55 @@ def score_trial_list(exp: str | Path, trials_path: str | Path, cache_root: str |
 
 def verify_pair(exp: str | Path, face_path: str | Path, voice_path: str | Path, device: str = "cpu",
                 weights: dict[str, str] | None = None) -> dict:
-    """Run the experiment's encoders and heads on one face image and one voice clip.
+    """Run the experiment's encoders and heads on one face image (or face track) and one voice clip.
 
-    The encoders are rebuilt from the weights recorded in the experiment's training caches (``weights``
-    overrides per encoder). Returns the distance (mean over folds), the threshold at the dev EER point
-    (mean over folds) and the decision.
+    The pair goes through the extraction path itself (:func:`fva.extract.runner.run_extraction`: the same
+    decoding, preprocessing, batching and cache dtype as the experiment's training caches, into a scratch
+    cache) and then through the scoring path (:class:`TrialSet`: frames averaged, the config's
+    post-processing), so its distance is the one ``fva score`` gives the same pair. The encoders are rebuilt
+    from the weights recorded in the experiment's training caches (``weights`` overrides per encoder).
+    Returns the distance (mean over folds), the threshold at the dev EER point (mean over folds) and the
+    decision.
     """
-    import torch
+    import tempfile
 
+    from fva.data.records import Manifest, MediaRecord
+    from fva.data.trials import Trial
     from fva.extract.cache import open_cache
     from fva.extract.encoders.base import get_encoder_class
-    from fva.extract.media import MediaError, load_audio, load_face
+    from fva.extract.runner import run_extraction
+    from fva.layout import features_folder
 
     exp = Path(exp)
     cfg, info = read_experiment(exp)
     train_folder = Path(info["train_features"])
-    try:
-        audio = load_audio(voice_path)
-    except MediaError as err:
-        raise FvaError(f"{voice_path}: {err}") from None
-    try:
-        frames = [img for _, img in load_face(face_path)]
-    except MediaError as err:
-        raise FvaError(f"{face_path}: {err}") from None
-    vectors = {}
-    for modality, names, inputs in (("voice", cfg.features.voice_encoders, [audio]),
-                                    ("face", cfg.features.face_encoders, frames)):
-        parts = []
-        for name in names:
-            with open_cache(train_folder / name) as table:
-                source = (weights or {}).get(name, table.attrs.get("weights"))
-                expected = table.attrs.get("weights_id")
-            encoder = get_encoder_class(name)(source, device=device)
-            if expected and encoder.weights_id != expected:
-                raise FvaError(f"{name}: weights {source} ({encoder.weights_id}) are not the ones {exp} was trained "
-                               f"on ({expected}); pass the same weights")
-            if modality == "voice" and len(audio) < getattr(encoder, "min_samples", 0):
-                raise FvaError(f"{voice_path}: too short for {name} ({len(audio)} samples at 16 kHz)")
-            emb = encoder.encode(encoder.collate([encoder.preprocess(x) for x in inputs])).embeddings
-            parts.append(emb.mean(dim=0))  # a face track's frames are averaged
-        vectors[modality] = torch.cat(parts).numpy()[None].astype("float32")
-    checkpoints = fold_checkpoints(exp)
-    models = [load_checkpoint(p) for p in checkpoints]
-    distance = float(np.mean([score_distances(m, vectors["voice"], vectors["face"])[0] for m, _ in models]))
+    pair = {"voice": Path(voice_path), "face": Path(face_path)}
+    keys = {"voice": "voices/pair", "face": "faces/pair"}  # keys that media_key maps to themselves
+    records = [MediaRecord(key=keys[modality], identity=None, language=None, modality=modality,
+                           path=str(path.resolve())) for modality, path in pair.items()]
+    manifest = Manifest("verify", "/", "pair", "full", records)
+    with tempfile.TemporaryDirectory(prefix="fva-verify-") as scratch:
+        for modality, names in (("voice", cfg.features.voice_encoders), ("face", cfg.features.face_encoders)):
+            for name in names:
+                with open_cache(train_folder / name) as table:
+                    source = (weights or {}).get(name, table.attrs.get("weights"))
+                    expected, dtype = table.attrs.get("weights_id"), table.attrs.get("dtype", "float16")
+                encoder = get_encoder_class(name)(source, device=device)
+                if expected and encoder.weights_id != expected:
+                    raise FvaError(f"{name}: weights {source} ({encoder.weights_id}) are not the ones {exp} was "
+                                   f"trained on ({expected}); pass the same weights")
+                run_extraction(manifest, encoder, Path(scratch), root=Path("/"), workers=0, dtype=dtype,
+                               progress=False)
+                with open_cache(features_folder(scratch, "verify", "pair") / name) as table:
+                    for key, reason in table.failures:
+                        raise FvaError(f"{pair[key.split('s/')[0]]}: {reason}")
+        feats = open_features(cfg, features_folder(scratch, "verify", "pair"))
+        try:
+            ts = TrialSet.build([Trial("pair", keys["voice"], keys["face"])], feats, "the pair")
+        finally:
+            feats.close()
+    models = [load_checkpoint(p) for p in fold_checkpoints(exp)]
+    distance = float(np.mean([ts.distances(model, cfg.score)[0] for model, _ in models]))
     threshold = float(np.mean([payload.get("threshold", np.nan) for _, payload in models]))
     return {"distance": distance, "threshold": threshold, "same_person": bool(distance <= threshold),
             "folds": len(models)}

@@ -11,6 +11,7 @@ from fva.data.languages import canonical_language
 from fva.data.records import Manifest, MediaRecord
 from fva.data.splits import Split, apply_split
 from fva.errors import FvaError
+from fva.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -35,22 +36,18 @@ def _mavceleb(name: str) -> DatasetSpec:
                        f"MAV-Celeb {name[-2:].upper()} ({' / '.join(version.languages)})")
 
 
-DATASETS: dict[str, DatasetSpec] = {
-    **{n: _mavceleb(n) for n in mavceleb.VERSIONS},
-    "voxceleb2": DatasetSpec("voxceleb2", ("dev", "test"), ("dev",), voxceleb2.records, False,
-                             "VoxCeleb2 (m4a voices, mp4 face tracks; languages from a label file)"),
-    "commonvoice": DatasetSpec("commonvoice", ("validated", "train", "dev", "test"),
-                               ("validated", "train", "dev", "test"),
-                               lambda root, subset, _labels: commonvoice.records(root, subset), True,
-                               "Mozilla CommonVoice (one folder per locale)"),
-}
+DATASETS: Registry[DatasetSpec] = Registry("dataset", sort=False)
+for _spec in (*(_mavceleb(n) for n in mavceleb.VERSIONS),
+              DatasetSpec("voxceleb2", ("dev", "test"), ("dev",), voxceleb2.records, False,
+                          "VoxCeleb2 (m4a voices, mp4 face tracks; languages from a label file)"),
+              DatasetSpec("commonvoice", ("validated", "train", "dev", "test"), ("validated", "train", "dev", "test"),
+                          lambda root, subset, _labels: commonvoice.records(root, subset), True,
+                          "Mozilla CommonVoice (one folder per locale)")):
+    DATASETS.register(_spec.name, _spec)
 
 
 def get_dataset(name: str) -> DatasetSpec:
-    try:
-        return DATASETS[name]
-    except KeyError:
-        raise FvaError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}") from None
+    return DATASETS.get(name)
 
 
 def build_manifest(dataset: str, root: str | Path, *, subset: str | None = None, split: str = "full",

@@ -13,10 +13,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from fva.errors import FvaError
 from fva.heads.config import HeadConfig, load_config, merge_sections
+from fva.yamlio import read_yaml_mapping
 
 SYSTEMS_DIR = Path("configs") / "systems"
 
@@ -36,13 +36,7 @@ def system_config_path(name: str) -> Path:
 
 def system_config(name: str, base: Path | None, overrides: dict | None = None) -> HeadConfig:
     """The base config with the system's YAML laid over it (section by section), then ``overrides``."""
-    path = system_config_path(name)
-    try:
-        layer = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise FvaError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
-    if not isinstance(layer, dict):
-        raise FvaError(f"{path}: a config must be a mapping")
+    layer = read_yaml_mapping(system_config_path(name), "config file")
     return load_config(base, merge_sections(merge_sections({}, layer), overrides or {}))
 
 

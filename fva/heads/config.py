@@ -8,14 +8,14 @@ and is what later commands read.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import yaml
 
-from fva.errors import FvaError
 from fva.heads.postprocess import PolariseConfig, RefineConfig
+from fva.heads.typed import build_dataclass, parse_params
+from fva.yamlio import read_yaml_mapping
 
 
 @dataclass
@@ -91,53 +91,6 @@ class HeadConfig:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
 
 
-def _build(cls: type, data: Any, source: str, prefix: str = "") -> Any:
-    """``cls`` from a mapping; ``source`` names the file and ``prefix`` the section for messages."""
-    if not isinstance(data, dict):
-        raise FvaError(f"{source}: {prefix.rstrip('.') or 'the config'} must be a mapping, got {data!r}")
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise FvaError(f"{source}: unknown config key '{prefix}{unknown[0]}'; known keys"
-                       f"{' in ' + prefix.rstrip('.') if prefix else ''}: {', '.join(sorted(known))}")
-    default = cls()
-    values = {}
-    for name, value in data.items():
-        current = getattr(default, name)
-        if is_dataclass(current):
-            values[name] = _build(type(current), value or {}, source, f"{prefix}{name}.")
-        else:
-            values[name] = _coerce(value, current, source, f"{prefix}{name}")
-    return cls(**values)
-
-
-def _coerce(value: Any, default: Any, source: str, name: str) -> Any:
-    """``value`` checked against the type of the field's default."""
-    kind = type(default)
-    if kind is bool:
-        if not isinstance(value, bool):
-            raise FvaError(f"{source}: {name} must be true or false, got {value!r}")
-        return value
-    if kind in (int, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and value != int(value)):
-            raise FvaError(f"{source}: {name} must be {'an integer' if kind is int else 'a number'}, got {value!r}")
-        return kind(value)
-    if kind is dict:
-        if not isinstance(value, dict):
-            raise FvaError(f"{source}: {name} must be a mapping, got {value!r}")
-        return dict(value)
-    if kind is list:
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise FvaError(f"{source}: {name} must be a list of names, got {value!r}")
-        return list(value)
-    return str(value)
-
-
-def parse_params(cls: type, data: dict, what: str) -> Any:
-    """A system's ``Params`` dataclass from the config's ``model.params`` mapping (unknown keys: errors)."""
-    return _build(cls, data or {}, what)
-
-
 def merge_sections(data: dict, layer: dict) -> dict:
     """``data`` with ``layer`` laid over it section by section (a section's keys updated, other values
     replaced); returns ``data``, changed in place."""
@@ -154,14 +107,8 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
     data: dict = {}
     source = str(path) if path else "config"
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise FvaError(f"{path}: config file not found")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise FvaError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
-    cfg = _build(HeadConfig, merge_sections(data, overrides or {}), source)
+        data = read_yaml_mapping(path, "config file")
+    cfg = build_dataclass(HeadConfig, merge_sections(data, overrides or {}), source)
     from fva.heads.systems import get_system
 
     parse_params(get_system(cfg.model.system).Params, cfg.model.params, f"{source}: model.params")

@@ -30,6 +30,7 @@ from fva.errors import FvaError
 from fva.evaluate.submission import CONDITIONS, submission_languages, validate_submission, write_submission
 from fva.heads.postprocess import znorm_fusion
 from fva.heads.scoring import score_trial_list
+from fva.yamlio import read_yaml_mapping
 
 PLAN_KEYS = {"trials", "cache", "files"}
 
@@ -53,10 +54,7 @@ def write_default_plan(path: str | Path, trials: str | Path, exp_root: str | Pat
 
 
 def read_plan(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise FvaError(f"{path}: submission plan not found")
-    plan = yaml.safe_load(path.read_text()) or {}
+    plan = read_yaml_mapping(path, "submission plan")
     unknown = sorted(set(plan) - PLAN_KEYS)
     if unknown:
         raise FvaError(f"{path}: unknown key '{unknown[0]}'; a plan has {', '.join(sorted(PLAN_KEYS))}")

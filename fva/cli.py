@@ -182,8 +182,7 @@ def extract(manifest_path: Path | None, dataset: str | None, root: Path | None, 
       torchrun --nproc-per-node 8 -m fva.cli extract --dataset voxceleb2 --root /data/vox2 \\
           --split german-unheard --language-labels vox2_lang.tsv --encoders speaker-ecapa
     """
-    from fva.data.datasets import build_manifest
-    from fva.data.records import Manifest
+    from fva.data.datasets import load_manifest
     from fva.extract.encoders.base import get_encoder_class
     from fva.extract.runner import default_device, iter_encoders, run_extraction, shard_from_env
 
@@ -191,14 +190,9 @@ def extract(manifest_path: Path | None, dataset: str | None, root: Path | None, 
     names = [n.strip() for n in encoders.split(",") if n.strip()]
     for name in list(names) + list(weight_map):
         get_encoder_class(name)  # unknown names fail before any work
-    if manifest_path is not None:
-        man = Manifest.read(manifest_path)
-    elif dataset is not None and root is not None:
-        man, notes = build_manifest(dataset, root, subset=subset, split=split, language_labels=language_labels)
-        for note in notes:
-            click.echo(f"note: {note}", err=True)
-    else:
-        raise click.UsageError("give --manifest, or --dataset with --root")
+    man, notes = load_manifest(manifest_path, dataset, root, subset, split, language_labels)
+    for note in notes:
+        click.echo(f"note: {note}", err=True)
     num_shards, shard_index = shard_from_env(num_shards, shard_index)
     split_dir = cache_root / man.dataset / f"{man.subset}-{man.split}"
     man.write(split_dir / "manifest.jsonl")  # stage 2 reads identities and languages from it
@@ -624,15 +618,11 @@ def submission_pack(scores_dir: Path, out: Path, trials: Path) -> None:
       fva submission pack work/scores --out submission.zip --trials data/demo
     """
     from fva.evaluate.scores import read_scores
-    from fva.evaluate.submission import CONDITIONS, submission_languages, validate_submission, write_submission
+    from fva.evaluate.submission import CONDITIONS, submission_languages, write_valid_submission
 
     files = {(lang, cond): scores_dir / f"sub_score_{lang}_{cond}.txt"
              for lang in submission_languages(trials) for cond in CONDITIONS}
-    write_submission(out, {k: read_scores(p) for k, p in files.items()})
-    problems = validate_submission(out, trials)
-    if problems:
-        raise FvaError(f"{out}: written but invalid: {problems[0]} ({len(problems)} problem(s); "
-                       "run 'fva submission validate' for all)")
+    write_valid_submission(out, {k: read_scores(p) for k, p in files.items()}, trials)
     click.echo(f"{out}: {len(files)} files, valid")
 
 

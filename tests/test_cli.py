@@ -54,6 +54,7 @@ def test_manifest_and_folds_commands(tmp_path: Path, mav_root: Path):
     (["manifest", "--dataset", "mavceleb-v3", "--root", "{mav}", "--split", "klingon", "--out", "{tmp}/m.jsonl"],
      ["unknown split 'klingon'", "german-unheard"]),
     (["folds", "--manifest", "{tmp}/nothing.jsonl", "--out", "{tmp}/f"], ["nothing.jsonl", "fva manifest"]),
+    (["extract", "--dataset", "mavceleb-v3", "--cache", "{tmp}/c"], ["give --manifest, or --dataset with --root"]),
 ])
 def test_user_errors_are_one_line(tmp_path: Path, mav_root: Path, args, fragments):
     args = [a.format(tmp=tmp_path, mav=mav_root) for a in args]

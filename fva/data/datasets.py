@@ -50,6 +50,19 @@ def get_dataset(name: str) -> DatasetSpec:
     return DATASETS.get(name)
 
 
+def load_manifest(manifest: str | Path | None, dataset: str | None, root: str | Path | None,
+                  subset: str | None = None, split: str = "full", language_labels: str | Path | None = None,
+                  languages: list[str] | None = None) -> tuple[Manifest, list[str]]:
+    """The manifest read from the file ``manifest``, else built from ``dataset`` at ``root``
+    (:func:`build_manifest`); returns it and notes worth telling the user."""
+    if manifest is not None:
+        return Manifest.read(manifest), []
+    if dataset is None or root is None:
+        raise FvaError("give --manifest, or --dataset with --root: the data to use")
+    return build_manifest(dataset, root, subset=subset, split=split, language_labels=language_labels,
+                          languages=languages)
+
+
 def build_manifest(dataset: str, root: str | Path, *, subset: str | None = None, split: str = "full",
                    language_labels: str | Path | None = None,
                    languages: list[str] | None = None) -> tuple[Manifest, list[str]]:

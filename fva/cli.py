@@ -209,7 +209,8 @@ def extract(manifest_path: Path | None, dataset: str | None, root: Path | None, 
 @cli.command("train-head", short_help="Train projection heads per fold.")
 @click.option("--fold", "fold", default="all", show_default=True, help="A fold number (from 0) or 'all'.")
 @click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
-              help="YAML config (unknown keys are an error); defaults: the FAME 2026 winning system.")
+              help="YAML config (unknown keys are an error), or a shipped config's name (demo, fop, ...); "
+                   "defaults: the FAME 2026 winning system.")
 @click.option("--cache", "cache_root", type=click.Path(path_type=Path), default=Path("cache"), show_default=True)
 @click.option("--exp", type=click.Path(path_type=Path), required=True, help="Experiment folder to write.")
 @click.option("--split", default=None, help="Training languages: full or <language>-unheard (overrides the config).")
@@ -267,9 +268,11 @@ def parse_folds(fold: str) -> list[int] | None:
 
 
 @cli.command(short_help="Train several head systems on the same folds; one table.")
-@click.option("--systems", required=True, help="Comma-separated system names (configs/systems/<name>.yaml) or YAML paths.")
+@click.option("--systems", required=True,
+              help="Comma-separated system names (shipped fva/configs/systems/<name>.yaml) or YAML paths.")
 @click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
-              help="Base config every system's YAML is laid over (dataset, features, folds, training budget).")
+              help="Base config every system's YAML is laid over (dataset, features, folds, training budget): "
+                   "a YAML path or a shipped config's name (demo).")
 @click.option("--cache", "cache_root", type=click.Path(path_type=Path), default=Path("cache"), show_default=True)
 @click.option("--fold", "fold", default="all", show_default=True, help="'all', a fold number or a list (0,1,2).")
 @click.option("--split", default=None, help="Training languages: full or <language>-unheard (overrides the configs).")
@@ -285,7 +288,7 @@ def compare(systems: str, config_path: Path | None, cache_root: Path, fold: str,
 
     \b
     Example:
-      fva compare --systems fame2026,xm-align,fop --config configs/demo.yaml --cache work/demo/cache \\
+      fva compare --systems fame2026,xm-align,fop --config demo --cache work/demo/cache \\
           --split english-unheard --out work/demo/compare
     """
     from fva.heads.compare import compare_systems, markdown_table

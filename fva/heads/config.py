@@ -9,13 +9,19 @@ and is what later commands read.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from importlib.resources import files
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
+from fva.errors import FvaError
 from fva.heads.postprocess import PolariseConfig, RefineConfig
 from fva.heads.typed import build_dataclass, parse_params
 from fva.yamlio import read_yaml_mapping
+
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
 
 
 @dataclass
@@ -56,7 +62,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     # epochs without a better dev EER before stopping (not published). Measured, 7 folds: on a MAV-Celeb-V3-sized
     # synthetic cache 10 selects the same models as 20 (mean dev EER heard 14.77 vs 14.73%) in 143 epochs
-    # instead of 243; on the demo's small, noisy dev sets 20 is up to 1.6 points better (configs/demo.yaml).
+    # instead of 243; on the demo's small, noisy dev sets 20 is up to 1.6 points better (fva/configs/demo.yaml).
     patience: int = 10
     pretrain_epochs: int = 10
     pair_repeats: int = 1  # paired systems: passes over the voices per epoch, each re-paired with faces
@@ -102,12 +108,37 @@ def merge_sections(data: dict, layer: dict) -> dict:
     return data
 
 
+def system_configs() -> dict[str, Traversable]:
+    """name -> YAML of each head system's shipped config (package data: ``fva/configs/systems/<name>.yaml``)."""
+    folder = files("fva") / "configs" / "systems"
+    return {p.name[:-5]: p for p in sorted(folder.iterdir(), key=lambda p: p.name) if p.name.endswith(".yaml")}
+
+
+def shipped_configs() -> dict[str, Traversable]:
+    """name -> YAML of every config shipped in the package: ``fva/configs/<name>.yaml`` (e.g. ``demo``), then
+    each system's."""
+    folder = files("fva") / "configs"
+    found = {p.name[:-5]: p for p in sorted(folder.iterdir(), key=lambda p: p.name) if p.name.endswith(".yaml")}
+    return {**system_configs(), **found}
+
+
+def config_file(path: str | Path) -> Path | Traversable:
+    """``path`` when it names a file, else the shipped config called ``path`` (``demo``, ``fame2026``, ...)."""
+    if Path(path).is_file():
+        return Path(path)
+    shipped = shipped_configs()
+    if str(path) in shipped:
+        return shipped[str(path)]
+    raise FvaError(f"{path}: config file not found (nor a shipped config: {', '.join(sorted(shipped))})")
+
+
 def load_config(path: str | Path | None = None, overrides: dict | None = None) -> HeadConfig:
-    """Defaults, updated by the YAML file at ``path``, then by ``overrides`` (same nesting)."""
+    """Defaults, updated by the YAML file at ``path`` (or the shipped config of that name, see
+    :func:`config_file`), then by ``overrides`` (same nesting)."""
     data: dict = {}
     source = str(path) if path else "config"
     if path is not None:
-        data = read_yaml_mapping(path, "config file")
+        data = read_yaml_mapping(config_file(path), "config file")
     cfg = build_dataclass(HeadConfig, merge_sections(data, overrides or {}), source)
     from fva.heads.systems import get_system
 

@@ -110,16 +110,19 @@ def merge_sections(data: dict, layer: dict) -> dict:
 
 def system_configs() -> dict[str, Traversable]:
     """name -> YAML of each head system's shipped config (package data: ``fva/configs/systems/<name>.yaml``)."""
-    folder = files("fva") / "configs" / "systems"
-    return {p.name[:-5]: p for p in sorted(folder.iterdir(), key=lambda p: p.name) if p.name.endswith(".yaml")}
+    return _yaml_files(files("fva") / "configs" / "systems")
 
 
 def shipped_configs() -> dict[str, Traversable]:
-    """name -> YAML of every config shipped in the package: ``fva/configs/<name>.yaml`` (e.g. ``demo``), then
-    each system's."""
-    folder = files("fva") / "configs"
-    found = {p.name[:-5]: p for p in sorted(folder.iterdir(), key=lambda p: p.name) if p.name.endswith(".yaml")}
-    return {**system_configs(), **found}
+    """name -> YAML of every config shipped in the package: each system's and ``fva/configs/<name>.yaml``
+    (e.g. ``demo``; such a name wins over a system's)."""
+    return {**system_configs(), **_yaml_files(files("fva") / "configs")}
+
+
+def _yaml_files(folder: Traversable) -> dict[str, Traversable]:
+    """name -> file of the ``<name>.yaml`` files in ``folder``, by name."""
+    found = {p.name[:-5]: p for p in folder.iterdir() if p.name.endswith(".yaml") and p.is_file()}
+    return dict(sorted(found.items()))
 
 
 def config_file(path: str | Path) -> Path | Traversable:

@@ -182,8 +182,7 @@ def extract(manifest_path: Path | None, dataset: str | None, root: Path | None, 
       torchrun --nproc-per-node 8 -m fva.cli extract --dataset voxceleb2 --root /data/vox2 \\
           --split german-unheard --language-labels vox2_lang.tsv --encoders speaker-ecapa
     """
-    from fva.data.datasets import build_manifest
-    from fva.data.records import Manifest
+    from fva.data.datasets import load_manifest
     from fva.extract.encoders.base import get_encoder_class
     from fva.extract.runner import default_device, iter_encoders, run_extraction, shard_from_env
 
@@ -191,14 +190,9 @@ def extract(manifest_path: Path | None, dataset: str | None, root: Path | None, 
     names = [n.strip() for n in encoders.split(",") if n.strip()]
     for name in list(names) + list(weight_map):
         get_encoder_class(name)  # unknown names fail before any work
-    if manifest_path is not None:
-        man = Manifest.read(manifest_path)
-    elif dataset is not None and root is not None:
-        man, notes = build_manifest(dataset, root, subset=subset, split=split, language_labels=language_labels)
-        for note in notes:
-            click.echo(f"note: {note}", err=True)
-    else:
-        raise click.UsageError("give --manifest, or --dataset with --root")
+    man, notes = load_manifest(manifest_path, dataset, root, subset, split, language_labels)
+    for note in notes:
+        click.echo(f"note: {note}", err=True)
     num_shards, shard_index = shard_from_env(num_shards, shard_index)
     device = device or default_device()
     for encoder in iter_encoders(names, weight_map, device):
@@ -211,7 +205,8 @@ def extract(manifest_path: Path | None, dataset: str | None, root: Path | None, 
 @cli.command("train-head", short_help="Train projection heads per fold.")
 @click.option("--fold", "fold", default="all", show_default=True, help="A fold number (from 0) or 'all'.")
 @click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
-              help="YAML config (unknown keys are an error); defaults: the FAME 2026 winning system.")
+              help="YAML config (unknown keys are an error), or a shipped config's name (demo, fop, ...); "
+                   "defaults: the FAME 2026 winning system.")
 @click.option("--cache", "cache_root", type=click.Path(path_type=Path), default=Path("cache"), show_default=True)
 @click.option("--exp", type=click.Path(path_type=Path), required=True, help="Experiment folder to write.")
 @click.option("--split", default=None, help="Training languages: full or <language>-unheard (overrides the config).")
@@ -269,9 +264,11 @@ def parse_folds(fold: str) -> list[int] | None:
 
 
 @cli.command(short_help="Train several head systems on the same folds; one table.")
-@click.option("--systems", required=True, help="Comma-separated system names (configs/systems/<name>.yaml) or YAML paths.")
+@click.option("--systems", required=True,
+              help="Comma-separated system names (shipped fva/configs/systems/<name>.yaml) or YAML paths.")
 @click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
-              help="Base config every system's YAML is laid over (dataset, features, folds, training budget).")
+              help="Base config every system's YAML is laid over (dataset, features, folds, training budget): "
+                   "a YAML path or a shipped config's name (demo).")
 @click.option("--cache", "cache_root", type=click.Path(path_type=Path), default=Path("cache"), show_default=True)
 @click.option("--fold", "fold", default="all", show_default=True, help="'all', a fold number or a list (0,1,2).")
 @click.option("--split", default=None, help="Training languages: full or <language>-unheard (overrides the configs).")
@@ -287,7 +284,7 @@ def compare(systems: str, config_path: Path | None, cache_root: Path, fold: str,
 
     \b
     Example:
-      fva compare --systems fame2026,xm-align,fop --config configs/demo.yaml --cache work/demo/cache \\
+      fva compare --systems fame2026,xm-align,fop --config demo --cache work/demo/cache \\
           --split english-unheard --out work/demo/compare
     """
     from fva.heads.compare import compare_systems, markdown_table
@@ -620,15 +617,11 @@ def submission_pack(scores_dir: Path, out: Path, trials: Path) -> None:
       fva submission pack work/scores --out submission.zip --trials data/demo
     """
     from fva.evaluate.scores import read_scores
-    from fva.evaluate.submission import CONDITIONS, submission_languages, validate_submission, write_submission
+    from fva.evaluate.submission import CONDITIONS, submission_languages, write_valid_submission
 
     files = {(lang, cond): scores_dir / f"sub_score_{lang}_{cond}.txt"
              for lang in submission_languages(trials) for cond in CONDITIONS}
-    write_submission(out, {k: read_scores(p) for k, p in files.items()})
-    problems = validate_submission(out, trials)
-    if problems:
-        raise FvaError(f"{out}: written but invalid: {problems[0]} ({len(problems)} problem(s); "
-                       "run 'fva submission validate' for all)")
+    write_valid_submission(out, {k: read_scores(p) for k, p in files.items()}, trials)
     click.echo(f"{out}: {len(files)} files, valid")
 
 

@@ -59,8 +59,8 @@ for subset in train test; do
 done
 
 LANGS=$(cd "$ROOT" && ls ./*_test.txt 2>/dev/null | sed 's|^\./||; s|_test\.txt$||')
-# the demo's random-weight encoders need their own head settings (see configs/demo.yaml)
-if [ "$DATASET" = demo ]; then HEAD_CONFIG=${HEAD_CONFIG:-configs/demo.yaml}; else HEAD_CONFIG=${HEAD_CONFIG:-configs/systems/fame2026.yaml}; fi
+# the demo's random-weight encoders need their own head settings (the shipped config demo: fva/configs/demo.yaml)
+if [ "$DATASET" = demo ]; then HEAD_CONFIG=${HEAD_CONFIG:-demo}; else HEAD_CONFIG=${HEAD_CONFIG:-fame2026}; fi
 echo "== stage 6: heads per fold for each training split ($HEAD_CONFIG) -> $WORK/exp"
 for split in full $(for l in $LANGS; do echo "$l" | tr '[:upper:]' '[:lower:]'; done | sed 's/$/-unheard/'); do
   resume=""

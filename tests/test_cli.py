@@ -54,6 +54,7 @@ def test_manifest_and_folds_commands(tmp_path: Path, mav_root: Path):
     (["manifest", "--dataset", "mavceleb-v3", "--root", "{mav}", "--split", "klingon", "--out", "{tmp}/m.jsonl"],
      ["unknown split 'klingon'", "german-unheard"]),
     (["folds", "--manifest", "{tmp}/nothing.jsonl", "--out", "{tmp}/f"], ["nothing.jsonl", "fva manifest"]),
+    (["extract", "--dataset", "mavceleb-v3", "--cache", "{tmp}/c"], ["give --manifest, or --dataset with --root"]),
 ])
 def test_user_errors_are_one_line(tmp_path: Path, mav_root: Path, args, fragments):
     args = [a.format(tmp=tmp_path, mav=mav_root) for a in args]
@@ -77,3 +78,15 @@ def test_failed_manifest_keeps_existing_file(tmp_path: Path, mav_root: Path):
     assert_user_error(run("manifest", "--dataset", "mavceleb-v3", "--root", mav_root, "--subset", "test",
                           "--out", out), "no test list")
     assert out.read_bytes() == before
+
+
+@pytest.mark.parametrize("text,fragments", [
+    ("trials: [data\nfiles: {}\n", ["plan.yaml: not valid YAML"]),
+    ("- trials\n- files\n", ["plan.yaml: a submission plan must be a mapping", "list"]),
+])
+def test_a_malformed_submission_plan_is_one_line(tmp_path: Path, text, fragments):
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(text)
+    result = run("submission", "make", "--plan", plan, "--out", tmp_path / "sub.zip")
+    assert_user_error(result, *fragments)
+    assert not (tmp_path / "sub.zip").exists()

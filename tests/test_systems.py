@@ -5,6 +5,12 @@ synthetic stage-1 cache (the one tests/test_heads.py builds) to well below chanc
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -243,6 +249,38 @@ def test_input_standardisation_is_fitted_for_every_system(system):
         x = norms[modality](torch.from_numpy(rows.data))
         assert torch.allclose(x.mean(0), torch.zeros(x.shape[1]), atol=1e-3)
         assert torch.allclose(x.std(0, unbiased=False), torch.ones(x.shape[1]), atol=1e-3)
+
+
+def test_compare_finds_the_shipped_systems_in_an_installed_wheel_outside_the_source_tree(request, tmp_path):
+    """The system configs are package data: a wheel of fva, unpacked outside the source tree and run from
+    another folder, compares fop and fame2026 with nothing but itself on the path."""
+    cache = request.getfixturevalue("synth")  # the module's synthetic cache (a parameter would be F811)
+    repo = Path(__file__).resolve().parents[1]
+    source = tmp_path / "source"  # the build's own copy, so the worktree gets no build/ or egg-info
+    shutil.copytree(repo / "fva", source / "fva", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(repo / name, source / name)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet", "-w",
+                    tmp_path / "dist", source], check=True, capture_output=True)
+    site = tmp_path / "site"
+    (wheel,) = (tmp_path / "dist").glob("fva-*.whl")
+    zipfile.ZipFile(wheel).extractall(site)
+    assert (site / "fva" / "configs" / "systems" / "fop.yaml").is_file()
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    imported = subprocess.run([sys.executable, "-c", "import fva; print(fva.__file__)"], cwd=work, env=env,
+                              check=True, capture_output=True, text=True).stdout.strip()
+    assert Path(imported).resolve() == (site / "fva" / "__init__.py").resolve()
+    config = yaml.safe_load(cache.config.read_text())
+    config["train"].update(epochs=2, patience=2)
+    (work / "base.yaml").write_text(yaml.safe_dump(config))
+    result = subprocess.run([sys.executable, "-m", "fva.cli", "compare", "--systems", "fop,fame2026", "--config",
+                             "base.yaml", "--cache", cache.root, "--fold", "0", "--out", "out"], cwd=work, env=env,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = json.loads((work / "out" / "compare.json").read_text())
+    assert [r["system"] for r in rows] == ["fop", "fame2026"] and all(r["folds"] == 1 for r in rows)
 
 
 def test_compare_refuses_an_unknown_system_before_training_anything(synth, tmp_path):

@@ -11,6 +11,7 @@ from fva.data.languages import canonical_language
 from fva.data.records import Manifest, MediaRecord
 from fva.data.splits import Split, apply_split
 from fva.errors import FvaError
+from fva.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -35,22 +36,31 @@ def _mavceleb(name: str) -> DatasetSpec:
                        f"MAV-Celeb {name[-2:].upper()} ({' / '.join(version.languages)})")
 
 
-DATASETS: dict[str, DatasetSpec] = {
-    **{n: _mavceleb(n) for n in mavceleb.VERSIONS},
-    "voxceleb2": DatasetSpec("voxceleb2", ("dev", "test"), ("dev",), voxceleb2.records, False,
-                             "VoxCeleb2 (m4a voices, mp4 face tracks; languages from a label file)"),
-    "commonvoice": DatasetSpec("commonvoice", ("validated", "train", "dev", "test"),
-                               ("validated", "train", "dev", "test"),
-                               lambda root, subset, _labels: commonvoice.records(root, subset), True,
-                               "Mozilla CommonVoice (one folder per locale)"),
-}
+DATASETS: Registry[DatasetSpec] = Registry("dataset", sort=False)
+for _spec in (*(_mavceleb(n) for n in mavceleb.VERSIONS),
+              DatasetSpec("voxceleb2", ("dev", "test"), ("dev",), voxceleb2.records, False,
+                          "VoxCeleb2 (m4a voices, mp4 face tracks; languages from a label file)"),
+              DatasetSpec("commonvoice", ("validated", "train", "dev", "test"), ("validated", "train", "dev", "test"),
+                          lambda root, subset, _labels: commonvoice.records(root, subset), True,
+                          "Mozilla CommonVoice (one folder per locale)")):
+    DATASETS.register(_spec.name, _spec)
 
 
 def get_dataset(name: str) -> DatasetSpec:
-    try:
-        return DATASETS[name]
-    except KeyError:
-        raise FvaError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}") from None
+    return DATASETS.get(name)
+
+
+def load_manifest(manifest: str | Path | None, dataset: str | None, root: str | Path | None,
+                  subset: str | None = None, split: str = "full", language_labels: str | Path | None = None,
+                  languages: list[str] | None = None) -> tuple[Manifest, list[str]]:
+    """The manifest read from the file ``manifest``, else built from ``dataset`` at ``root``
+    (:func:`build_manifest`); returns it and notes worth telling the user."""
+    if manifest is not None:
+        return Manifest.read(manifest), []
+    if dataset is None or root is None:
+        raise FvaError("give --manifest, or --dataset with --root: the data to use")
+    return build_manifest(dataset, root, subset=subset, split=split, language_labels=language_labels,
+                          languages=languages)
 
 
 def build_manifest(dataset: str, root: str | Path, *, subset: str | None = None, split: str = "full",

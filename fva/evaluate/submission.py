@@ -189,6 +189,18 @@ def validate_submission(zip_path: str | Path, trials_dir: str | Path, *,
     return report.lines
 
 
+def write_valid_submission(zip_path: str | Path, scores: Mapping[tuple[str, str], Mapping[str, float]],
+                           trials_dir: str | Path) -> Path:
+    """:func:`write_submission`, then :func:`validate_submission` against ``trials_dir``; a problem is an
+    error naming the first one and their count."""
+    write_submission(zip_path, scores)
+    problems = validate_submission(zip_path, trials_dir)
+    if problems:
+        raise FvaError(f"{zip_path}: written but invalid: {problems[0]} ({len(problems)} problem(s); "
+                       "run 'fva submission validate' for all)")
+    return Path(zip_path)
+
+
 def _nested(name: str) -> bool:
     return "/" in name or "\\" in name
 

@@ -1,8 +1,8 @@
 """``fva compare``: several head systems trained over the same folds of the same cache, one table.
 
-A system is named by its config: ``configs/systems/<name>.yaml`` (or a path to a YAML file). Its settings
-are laid over an optional base config (the dataset's settings, e.g. ``configs/demo.yaml``), so every system
-sees the same data, folds and seed. The table gives, per system, the mean over folds of the dev EER on the
+A system is named by its config: the shipped ``fva/configs/systems/<name>.yaml`` (or a path to a YAML file).
+Its settings are laid over an optional base config (the dataset's settings, e.g. the shipped ``demo``), so
+every system sees the same data, folds and seed. The table gives, per system, the mean over folds of the dev EER on the
 heard and on the unheard languages, their mean, and the training seconds.
 """
 
@@ -11,38 +11,33 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import yaml
 
 from fva.errors import FvaError
-from fva.heads.config import HeadConfig, load_config, merge_sections
+from fva.heads.config import HeadConfig, load_config, merge_sections, system_configs
+from fva.yamlio import read_yaml_mapping
 
-SYSTEMS_DIR = Path("configs") / "systems"
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
 
 
-def system_config_path(name: str) -> Path:
-    """A YAML path as given, else ``configs/systems/<name>.yaml`` under the working directory or beside the
-    fva package (a source checkout)."""
+def system_config_path(name: str) -> Path | Traversable:
+    """A YAML path as given, else the shipped ``fva/configs/systems/<name>.yaml`` (package data, found
+    through the package wherever it is installed)."""
     if name.endswith((".yaml", ".yml")) and Path(name).is_file():
         return Path(name)
-    for root in (Path.cwd(), Path(__file__).resolve().parents[2]):
-        path = root / SYSTEMS_DIR / f"{name}.yaml"
-        if path.is_file():
-            return path
-    known = sorted(p.stem for p in (Path(__file__).resolve().parents[2] / SYSTEMS_DIR).glob("*.yaml"))
-    raise FvaError(f"system '{name}': no {SYSTEMS_DIR}/{name}.yaml; known systems: {', '.join(known) or 'none'}")
+    shipped = system_configs()
+    if name in shipped:
+        return shipped[name]
+    missing = f"{name} not found" if name.endswith((".yaml", ".yml")) else f"no shipped systems/{name}.yaml"
+    raise FvaError(f"system '{name}': {missing}; known systems: {', '.join(shipped) or 'none'}")
 
 
-def system_config(name: str, base: Path | None, overrides: dict | None = None) -> HeadConfig:
+def system_config(name: str, base: str | Path | None, overrides: dict | None = None) -> HeadConfig:
     """The base config with the system's YAML laid over it (section by section), then ``overrides``."""
-    path = system_config_path(name)
-    try:
-        layer = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise FvaError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
-    if not isinstance(layer, dict):
-        raise FvaError(f"{path}: a config must be a mapping")
+    layer = read_yaml_mapping(system_config_path(name), "config file")
     return load_config(base, merge_sections(merge_sections({}, layer), overrides or {}))
 
 
@@ -67,7 +62,7 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def compare_systems(names: list[str], cache_root: Path, out: Path, base: Path | None = None,
+def compare_systems(names: list[str], cache_root: Path, out: Path, base: str | Path | None = None,
                     folds: list[int] | None = None, overrides: dict | None = None, force: bool = False,
                     workers: int = 1, log=print) -> list[dict]:
     """Train each system over ``folds`` (None: all) into ``out/<name>``; returns the table's rows and

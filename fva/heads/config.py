@@ -8,14 +8,20 @@ and is what later commands read.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from dataclasses import asdict, dataclass, field
+from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import yaml
 
 from fva.errors import FvaError
 from fva.heads.postprocess import PolariseConfig, RefineConfig
+from fva.heads.typed import build_dataclass, parse_params
+from fva.yamlio import read_yaml_mapping
+
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
 
 
 @dataclass
@@ -56,7 +62,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     # epochs without a better dev EER before stopping (not published). Measured, 7 folds: on a MAV-Celeb-V3-sized
     # synthetic cache 10 selects the same models as 20 (mean dev EER heard 14.77 vs 14.73%) in 143 epochs
-    # instead of 243; on the demo's small, noisy dev sets 20 is up to 1.6 points better (configs/demo.yaml).
+    # instead of 243; on the demo's small, noisy dev sets 20 is up to 1.6 points better (fva/configs/demo.yaml).
     patience: int = 10
     pretrain_epochs: int = 10
     pair_repeats: int = 1  # paired systems: passes over the voices per epoch, each re-paired with faces
@@ -91,53 +97,6 @@ class HeadConfig:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
 
 
-def _build(cls: type, data: Any, source: str, prefix: str = "") -> Any:
-    """``cls`` from a mapping; ``source`` names the file and ``prefix`` the section for messages."""
-    if not isinstance(data, dict):
-        raise FvaError(f"{source}: {prefix.rstrip('.') or 'the config'} must be a mapping, got {data!r}")
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise FvaError(f"{source}: unknown config key '{prefix}{unknown[0]}'; known keys"
-                       f"{' in ' + prefix.rstrip('.') if prefix else ''}: {', '.join(sorted(known))}")
-    default = cls()
-    values = {}
-    for name, value in data.items():
-        current = getattr(default, name)
-        if is_dataclass(current):
-            values[name] = _build(type(current), value or {}, source, f"{prefix}{name}.")
-        else:
-            values[name] = _coerce(value, current, source, f"{prefix}{name}")
-    return cls(**values)
-
-
-def _coerce(value: Any, default: Any, source: str, name: str) -> Any:
-    """``value`` checked against the type of the field's default."""
-    kind = type(default)
-    if kind is bool:
-        if not isinstance(value, bool):
-            raise FvaError(f"{source}: {name} must be true or false, got {value!r}")
-        return value
-    if kind in (int, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and value != int(value)):
-            raise FvaError(f"{source}: {name} must be {'an integer' if kind is int else 'a number'}, got {value!r}")
-        return kind(value)
-    if kind is dict:
-        if not isinstance(value, dict):
-            raise FvaError(f"{source}: {name} must be a mapping, got {value!r}")
-        return dict(value)
-    if kind is list:
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise FvaError(f"{source}: {name} must be a list of names, got {value!r}")
-        return list(value)
-    return str(value)
-
-
-def parse_params(cls: type, data: dict, what: str) -> Any:
-    """A system's ``Params`` dataclass from the config's ``model.params`` mapping (unknown keys: errors)."""
-    return _build(cls, data or {}, what)
-
-
 def merge_sections(data: dict, layer: dict) -> dict:
     """``data`` with ``layer`` laid over it section by section (a section's keys updated, other values
     replaced); returns ``data``, changed in place."""
@@ -149,19 +108,41 @@ def merge_sections(data: dict, layer: dict) -> dict:
     return data
 
 
+def system_configs() -> dict[str, Traversable]:
+    """name -> YAML of each head system's shipped config (package data: ``fva/configs/systems/<name>.yaml``)."""
+    return _yaml_files(files("fva") / "configs" / "systems")
+
+
+def shipped_configs() -> dict[str, Traversable]:
+    """name -> YAML of every config shipped in the package: each system's and ``fva/configs/<name>.yaml``
+    (e.g. ``demo``; such a name wins over a system's)."""
+    return {**system_configs(), **_yaml_files(files("fva") / "configs")}
+
+
+def _yaml_files(folder: Traversable) -> dict[str, Traversable]:
+    """name -> file of the ``<name>.yaml`` files in ``folder``, by name."""
+    found = {p.name[:-5]: p for p in folder.iterdir() if p.name.endswith(".yaml") and p.is_file()}
+    return dict(sorted(found.items()))
+
+
+def config_file(path: str | Path) -> Path | Traversable:
+    """``path`` when it names a file, else the shipped config called ``path`` (``demo``, ``fame2026``, ...)."""
+    if Path(path).is_file():
+        return Path(path)
+    shipped = shipped_configs()
+    if str(path) in shipped:
+        return shipped[str(path)]
+    raise FvaError(f"{path}: config file not found (nor a shipped config: {', '.join(sorted(shipped))})")
+
+
 def load_config(path: str | Path | None = None, overrides: dict | None = None) -> HeadConfig:
-    """Defaults, updated by the YAML file at ``path``, then by ``overrides`` (same nesting)."""
+    """Defaults, updated by the YAML file at ``path`` (or the shipped config of that name, see
+    :func:`config_file`), then by ``overrides`` (same nesting)."""
     data: dict = {}
     source = str(path) if path else "config"
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise FvaError(f"{path}: config file not found")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise FvaError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
-    cfg = _build(HeadConfig, merge_sections(data, overrides or {}), source)
+        data = read_yaml_mapping(config_file(path), "config file")
+    cfg = build_dataclass(HeadConfig, merge_sections(data, overrides or {}), source)
     from fva.heads.systems import get_system
 
     parse_params(get_system(cfg.model.system).Params, cfg.model.params, f"{source}: model.params")

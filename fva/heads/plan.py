@@ -27,9 +27,10 @@ from pathlib import Path
 import yaml
 
 from fva.errors import FvaError
-from fva.evaluate.submission import CONDITIONS, submission_languages, validate_submission, write_submission
+from fva.evaluate.submission import CONDITIONS, submission_languages, write_valid_submission
 from fva.heads.postprocess import znorm_fusion
 from fva.heads.scoring import score_trial_list
+from fva.yamlio import read_yaml_mapping
 
 PLAN_KEYS = {"trials", "cache", "files"}
 
@@ -53,10 +54,7 @@ def write_default_plan(path: str | Path, trials: str | Path, exp_root: str | Pat
 
 
 def read_plan(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise FvaError(f"{path}: submission plan not found")
-    plan = yaml.safe_load(path.read_text()) or {}
+    plan = read_yaml_mapping(path, "submission plan")
     unknown = sorted(set(plan) - PLAN_KEYS)
     if unknown:
         raise FvaError(f"{path}: unknown key '{unknown[0]}'; a plan has {', '.join(sorted(PLAN_KEYS))}")
@@ -89,8 +87,4 @@ def make_submission(plan: dict, out: str | Path) -> Path:
     for name in expected:
         lang, cond = name.rsplit("_", 1)
         scores[(lang, cond)] = score_entry(name, files[name], trials_dir / f"{lang}_test.txt", plan.get("cache"))
-    write_submission(out, scores)
-    problems = validate_submission(out, trials_dir)
-    if problems:
-        raise FvaError(f"{out}: written but invalid: {problems[0]}")
-    return Path(out)
+    return write_valid_submission(out, scores, trials_dir)

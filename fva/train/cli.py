@@ -74,7 +74,7 @@ def _split_options(kwargs: dict) -> tuple[dict, dict]:
 
 
 def _manifest(data: dict):
-    from fva.train.common import load_manifest
+    from fva.data.datasets import load_manifest
 
     languages = data["languages"].split(",") if data["languages"] else None
     manifest, notes = load_manifest(data["manifest_path"], data["dataset"], data["root"], data["subset"],

@@ -48,20 +48,6 @@ class TrainOptions:
     progress: bool = True
 
 
-def load_manifest(manifest: Path | None, dataset: str | None, root: Path | None, subset: str | None,
-                  split: str, language_labels: Path | None, languages: list[str] | None,
-                  ) -> tuple[Manifest, list[str]]:
-    """A manifest read from a file, or built from a dataset, with notes for the user."""
-    from fva.data.datasets import build_manifest
-
-    if manifest is not None:
-        return Manifest.read(manifest), []
-    if dataset is None or root is None:
-        raise FvaError("give --dataset and --root (or --manifest): the training data")
-    return build_manifest(dataset, root, subset=subset, split=split, language_labels=language_labels,
-                          languages=languages)
-
-
 def voice_records(manifest: Manifest, what: str) -> list[MediaRecord]:
     """The manifest's voice clips with an identity; an error naming ``what`` needs them when there are none."""
     records = [r for r in manifest.records if r.modality == "voice" and r.identity]

@@ -17,7 +17,7 @@ from typing import Any, Callable, ClassVar
 import numpy as np
 import torch
 
-from fva.errors import FvaError
+from fva.registry import Registry
 
 
 @dataclass
@@ -74,24 +74,18 @@ class Encoder(ABC):
         return {}
 
 
-ENCODERS: dict[str, type[Encoder]] = {}
+ENCODERS: Registry[type[Encoder]] = Registry("encoder", choices="choose from")
 
 
 def register(cls: type[Encoder]) -> type[Encoder]:
     """Class decorator adding an encoder to the registry under ``cls.name``; duplicates are an error."""
-    if cls.name in ENCODERS:
-        raise ValueError(f"encoder {cls.name!r} is registered twice")
-    ENCODERS[cls.name] = cls
-    return cls
+    return ENCODERS.register(cls.name, cls)
 
 
 def get_encoder_class(name: str) -> type[Encoder]:
     from fva.extract import encoders  # noqa: F401  (importing the package registers the built-ins)
 
-    try:
-        return ENCODERS[name]
-    except KeyError:
-        raise FvaError(f"unknown encoder {name!r}; choose from {', '.join(sorted(ENCODERS))}") from None
+    return ENCODERS.get(name)
 
 
 def files_digest(paths: list[Path]) -> str:

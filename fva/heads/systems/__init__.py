@@ -8,33 +8,23 @@ Modules here are imported lazily by :func:`get_system` so that importing fva sta
 
 from __future__ import annotations
 
-import importlib
+from fva.registry import Registry
 
-from fva.errors import FvaError
-
+SYSTEMS: Registry[type] = Registry("head system", choices="known systems:")
 # system name -> module defining it (imported on first use; the module calls register_system)
-SYSTEM_MODULES = {
-    "fame2026": "fva.heads.model",
-    "xm-align": "fva.heads.systems.xmalign",
-    "fop": "fva.heads.systems.fop",
-    "dual-fop": "fva.heads.systems.fop",
-    "contrastive": "fva.heads.systems.contrastive",
-    "cross-attention": "fva.heads.systems.crossattn",
-}
-
-_REGISTRY: dict[str, type] = {}
+for _name, _module in (("fame2026", "fva.heads.model"), ("xm-align", "fva.heads.systems.xmalign"),
+                       ("fop", "fva.heads.systems.fop"), ("dual-fop", "fva.heads.systems.fop"),
+                       ("contrastive", "fva.heads.systems.contrastive"),
+                       ("cross-attention", "fva.heads.systems.crossattn")):
+    SYSTEMS.lazy(_name, _module)
 
 
 def register_system(cls: type) -> type:
-    """Class decorator: make ``cls`` (a HeadSystem with a ``name``) selectable by ``model.system``."""
-    _REGISTRY[cls.name] = cls
-    return cls
+    """Class decorator: make ``cls`` (a HeadSystem with a ``name``) selectable by ``model.system``; a name
+    registered twice is an error."""
+    return SYSTEMS.register(cls.name, cls)
 
 
 def get_system(name: str) -> type:
     """The HeadSystem class called ``name``; an unknown name is an error listing the known ones."""
-    if name not in _REGISTRY and name in SYSTEM_MODULES:
-        importlib.import_module(SYSTEM_MODULES[name])
-    if name not in _REGISTRY:
-        raise FvaError(f"unknown head system '{name}'; known systems: {', '.join(sorted(SYSTEM_MODULES))}")
-    return _REGISTRY[name]
+    return SYSTEMS.get(name)

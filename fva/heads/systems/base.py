@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fva.heads.typed import parse_params
+
 
 @dataclass
 class Batch:
@@ -51,8 +53,6 @@ class HeadSystem(nn.Module):
 
     def __init__(self, voice_dim: int, face_dim: int, n_classes: int, cfg: Any) -> None:
         super().__init__()
-        from fva.heads.config import parse_params
-
         self.cfg = cfg
         self.params = parse_params(self.Params, cfg.params, f"model.params ({self.name})")
         self.sizes = {"voice_dim": voice_dim, "face_dim": face_dim, "n_classes": n_classes}

@@ -81,6 +81,12 @@ def run_with(site: Path, *args: str, cwd: Path = REPO) -> subprocess.CompletedPr
                           timeout=300)
 
 
+def shown(path: str | Path) -> str:
+    """A path as fva's fix line shows it, run from the checkout: relative when under it, else absolute."""
+    absolute = Path(os.path.abspath(path))
+    return os.path.relpath(absolute, REPO) if absolute.is_relative_to(REPO) else str(absolute)
+
+
 def newer_patch(version: str) -> str:
     major, minor, patch = (version.split("+")[0].split(".") + ["0", "0"])[:3]
     return f"{major}.{minor}.{int(patch) + 1}"
@@ -96,8 +102,7 @@ def test_torchaudio_of_another_torch_release_is_one_line_and_exit_2(tmp_path):
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
     assert lines[0] == (f"Error: torch {torch_version} and torchaudio {other} do not belong together "
                         f"(torchaudio {other} loads only against torch {other}); fix: "
-                        f"{os.path.relpath(sys.executable, REPO)} -m pip install --require-hashes --no-deps "
-                        f"-r {LOCK_FILE}")
+                        f"{shown(sys.executable)} -m pip install --require-hashes --no-deps -r {LOCK_FILE}")
     assert not (tmp_path / "ck").exists()
 
 

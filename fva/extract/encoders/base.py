@@ -75,6 +75,10 @@ class Encoder(ABC):
 
 
 ENCODERS: Registry[type[Encoder]] = Registry("encoder", choices="choose from")
+# the built-in encoders: name -> module defining it (imported on first lookup; the module calls register)
+for _name, _module in (("speaker-ecapa", "speaker_ecapa"), ("voice-age-gender-ecapa", "voice_age_gender"),
+                       ("vggface", "vggface"), ("vit-age-gender", "vit_age_gender")):
+    ENCODERS.lazy(_name, f"fva.extract.encoders.{_module}")
 
 
 def register(cls: type[Encoder]) -> type[Encoder]:
@@ -83,8 +87,7 @@ def register(cls: type[Encoder]) -> type[Encoder]:
 
 
 def get_encoder_class(name: str) -> type[Encoder]:
-    from fva.extract import encoders  # noqa: F401  (importing the package registers the built-ins)
-
+    """The encoder class called ``name``; an unknown name is an error listing the known ones."""
     return ENCODERS.get(name)
 
 

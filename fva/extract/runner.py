@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from fva.data.records import Manifest, MediaRecord
 from fva.errors import FvaError
-from fva.extract.cache import ShardWriter
+from fva.extract.cache import COMMIT_ROWS, ShardWriter
 from fva.extract.encoders.base import Encoder
 from fva.extract.media import MediaError, load_audio, load_face
 
@@ -166,7 +166,7 @@ def run_extraction(manifest: Manifest, encoder: Encoder, cache_root: Path, *, ro
                    num_shards: int = 1, shard_index: int = 0, batch_size: int = 64, workers: int = 2,
                    limit: int | None = None, dtype: str = "float16", strict: bool = False,
                    progress: bool = True, manifest_path: str | None = None,
-                   commit_rows: int = 4096) -> ExtractSummary:
+                   commit_rows: int = COMMIT_ROWS) -> ExtractSummary:
     """Extract one encoder's features for this worker's shard of ``manifest``; resumable."""
     start = time.perf_counter()
     root = Path(root or manifest.root)

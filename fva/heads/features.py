@@ -20,7 +20,7 @@ import numpy as np
 
 from fva.data.records import Manifest, MediaRecord
 from fva.errors import FvaError
-from fva.extract.cache import CacheTable, open_cache
+from fva.extract.cache import CacheTable, group_rows_by_key, open_cache
 
 
 def split_folder(cache_root: str | Path, dataset: str, subset: str, split: str = "full") -> Path:
@@ -98,10 +98,7 @@ class FeatureTable:
         return out
 
     def rows_by_key(self) -> dict[str, np.ndarray]:
-        groups: dict[str, list[int]] = {}
-        for i, key in enumerate(self.keys):
-            groups.setdefault(key, []).append(i)
-        return {k: np.asarray(v) for k, v in groups.items()}
+        return group_rows_by_key(self.keys)
 
     def nbytes(self, rows: int | None = None, itemsize: int = 2) -> int:
         return (len(self) if rows is None else rows) * self.dim * itemsize

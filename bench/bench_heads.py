@@ -174,9 +174,9 @@ class Signal:
 
 def write_cache(root: Path, layout: Layout, seed: int, shards: int = 1, bank_per_id: int = 0) -> dict:
     """The four encoder caches and manifest.jsonl of ``<root>/mavceleb-v3/train-full`` as ``fva extract``
-    lays them out (fva.testing.write_feature_cache: ShardWriter, fsync off). ``bank_per_id`` > 0 (big caches): each row is one of that many
-    precomputed rows of its identity and language, made unique by its row number in the first two columns,
-    which is far cheaper than drawing noise for gigabytes of rows. Returns the sizes written."""
+    lays them out (:func:`fva.testing.write_feature_cache`). ``bank_per_id`` > 0 (big caches): each row is one
+    of that many precomputed rows of its identity and language, made unique by its row number in the first
+    two columns, which is far cheaper than drawing noise for gigabytes of rows. Returns the sizes written."""
     from fva.data.records import Manifest
     from fva.testing import write_feature_cache
 

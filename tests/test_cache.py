@@ -19,6 +19,7 @@ from fva.data.records import Manifest, MediaRecord
 from fva.errors import FvaError
 from fva.extract.cache import (CACHE_FORMAT, ShardWriter, cache_info, group_rows_by_key, open_cache, row_frame,
                                shard_name, validate_cache)
+from fva.testing import write_feature_cache
 
 REPO = Path(__file__).resolve().parents[1]
 DIM = 12
@@ -217,6 +218,32 @@ def test_group_rows_by_key_equals_a_python_loop():
         for key, rows in got.items():
             assert rows.dtype == np.int64 and rows.tolist() == reference[key], f"seed {seed}"
             assert type(key) is str
+
+
+def test_write_feature_cache_equals_a_hand_driven_writer(tmp_path):
+    def records(ids):
+        for i in ids:
+            rng = np.random.default_rng(i)
+            n = 1 + i % 3
+            yield (f"k{i:03d}", np.arange(n, dtype=np.int32) * 25, rng.standard_normal((n, DIM)),
+                   {e: rng.uniform(0, 1, n) for e in EXTRAS})
+
+    shards = [range(0, 20), range(20, 31)]
+    out = write_feature_cache(tmp_path / "built", "toyface", "face", DIM, [records(ids) for ids in shards],
+                              extras=EXTRAS, weights_id="toyface@1f2e3d", config={"frame_step": 25})
+    assert out == tmp_path / "built" / "toyface"
+    assert sorted(p.name for p in out.iterdir()) == [shard_name(0, 2), shard_name(1, 2)]
+    for s, ids in enumerate(shards):
+        w = ShardWriter(tmp_path / "by_hand", s, 2, dim=DIM, extras=EXTRAS, fsync=False,
+                        attrs={"encoder": "toyface", "modality": "face", "weights_id": "toyface@1f2e3d",
+                               "config": {"frame_step": 25}})
+        for key, frames, emb, extras in records(ids):
+            w.add(key, frames, emb, extras)
+        w.finalize()
+    assert snapshot(out) == snapshot(tmp_path / "by_hand")
+    with open_cache(out) as t:
+        assert "weights" not in t.attrs and t.attrs["config"] == {"frame_step": 25}
+        assert t.attrs["encoder"] == "toyface" and t.attrs["modality"] == "face"
 
 
 # -------------------------------------------------------------------------------------------------- resume

@@ -3,8 +3,9 @@ scoring), the loaders, and the ``fva train-head`` / ``fva score`` commands end t
 
 No encoder runs here: the module fixture ``synth`` (conftest.py, :func:`fva.testing.synthetic_heads_cache`)
 writes HDF5 caches with :class:`ShardWriter` in exactly the layout ``fva extract`` produces
-(``<cache>/mavceleb-v3/<subset>-full/<encoder>/shard-00000-of-00001.h5`` plus ``manifest.jsonl``), whose features carry an identity signal shared by voices and faces through a hidden
-per-identity vector, so that training can beat chance.
+(``<cache>/mavceleb-v3/<subset>-full/<encoder>/shard-00000-of-00001.h5`` plus ``manifest.jsonl``), whose
+features carry an identity signal shared by voices and faces through a hidden per-identity vector, so that
+training can beat chance.
 """
 
 from __future__ import annotations

@@ -1,18 +1,12 @@
 """Feature caches: sharded, resumable HDF5 tables of embeddings keyed by (manifest key, frame).
 
 One cache is one folder per dataset/split/encoder holding one file per worker shard,
-``shard-00003-of-00008.h5``. Every file (a committed part or a final shard) has the same layout::
-
-    keys            (N,)      variable-length UTF-8 manifest keys
-    frames          (N,)      int32 frame index of a video-frame face, -1 otherwise
-    embeddings      (N, dim)  float16 (or float32), contiguous, uncompressed
-    extras/<name>   (N,)      float32 per-row scalars (e.g. age, p_female)
-    failed/keys     (M,)      media that could not be encoded ...
-    failed/reasons  (M,)      ... and why
-
-plus attributes that make it self-describing (encoder, weights_id, dim, dtype, fva_version, ...). A record
-yields one row, or several for a face track (one per sampled frame); a failed record yields no row and one
-``failed`` entry, so it commits atomically with the rows around it.
+``shard-00003-of-00008.h5``. Every file (a committed part or a final shard) has the same layout, ``keys``,
+``frames``, ``embeddings``, ``extras/<name>``, ``failed/keys`` and ``failed/reasons`` (shapes and dtypes in
+:mod:`fva.extract.cache.format`, which owns the format), plus attributes that make it self-describing
+(encoder, weights_id, dim, dtype, fva_version, ...). A record yields one row, or several for a face track
+(one per sampled frame); a failed record yields no row and one ``failed`` entry, so it commits atomically
+with the rows around it.
 
 Writing is crash-safe: :class:`ShardWriter` commits its buffer as numbered part files beside the shard
 (``shard-00003-of-00008.part-000012.h5``), each written under a temporary name (``.<name>.<pid>.tmp``, see

@@ -174,37 +174,33 @@ class Signal:
 
 def write_cache(root: Path, layout: Layout, seed: int, shards: int = 1, bank_per_id: int = 0) -> dict:
     """The four encoder caches and manifest.jsonl of ``<root>/mavceleb-v3/train-full`` as ``fva extract``
-    lays them out (ShardWriter, fsync off). ``bank_per_id`` > 0 (big caches): each row is one of that many
-    precomputed rows of its identity and language, made unique by its row number in the first two columns,
-    which is far cheaper than drawing noise for gigabytes of rows. Returns the sizes written."""
+    lays them out (:func:`fva.testing.write_feature_cache`). ``bank_per_id`` > 0 (big caches): each row is one
+    of that many precomputed rows of its identity and language, made unique by its row number in the first
+    two columns, which is far cheaper than drawing noise for gigabytes of rows. Returns the sizes written."""
     from fva.data.records import Manifest
-    from fva.extract.cache import ShardWriter
+    from fva.layout import features_folder, write_manifest
+    from fva.testing import write_feature_cache
 
     rng = np.random.default_rng(seed)
     signal = Signal(rng, layout.n_ids, layout.n_videos)
-    folder = root / DATASET / "train-full"
-    Manifest(dataset=DATASET, root="/data/mavceleb_v3", subset="train", split="full",
-             records=layout.voice + layout.face).write(folder / "manifest.jsonl")
+    folder = features_folder(root, DATASET, "train")
+    kept = write_manifest(root, Manifest(dataset=DATASET, root="/data/mavceleb_v3", subset="train", split="full",
+                                         records=layout.voice + layout.face))
     nbytes = 0
     for modality, encoders, records, ilv in (("voice", VOICE_ENCODERS, layout.voice, layout.voice_ilv),
                                              ("face", FACE_ENCODERS, layout.face, layout.face_ilv)):
         frames = np.array([-1 if r.frame is None else r.frame for r in records], dtype=np.int64)
         for e_index, (encoder, dim) in enumerate(encoders.items()):
             extras = ("age", "p_female") if encoder in AGE_GENDER else ()
-            attrs = {"encoder": encoder, "modality": modality, "weights": f"synthetic/{encoder}",
-                     "weights_id": f"{encoder}@synthetic{seed}", "dataset": DATASET, "subset": "train",
-                     "split": "full", "manifest": str(folder / "manifest.jsonl"), "config": {"synthetic": True}}
             if bank_per_id:  # rows of identity i, language l: bank[(i * L + l) * bank_per_id + j]
                 cells = layout.n_ids * len(LANGUAGES)
                 bank_ilv = np.repeat(np.stack([np.arange(cells) // len(LANGUAGES), np.arange(cells) % len(LANGUAGES),
                                                np.zeros(cells, np.int64)], axis=1), bank_per_id, axis=0)
                 bank_ilv[:, 2] = rng.integers(0, layout.n_videos, len(bank_ilv))
                 bank = signal.rows(encoder, modality, dim, bank_ilv)
-            bounds = np.linspace(0, len(records), shards + 1).astype(int)
-            for s in range(shards):
-                lo, hi = int(bounds[s]), int(bounds[s + 1])
-                writer = ShardWriter(folder / encoder, s, shards, dim=dim, extras=extras, attrs=attrs,
-                                     part_rows=hi - lo + 1, fsync=False)  # one part per shard: no merge copy
+
+            def shard_rows(lo: int, hi: int):
+                """Records lo..hi of this encoder, drawn 8192 at a time as the writer asks for them."""
                 for c0 in range(lo, hi, 8192):
                     c1 = min(hi, c0 + 8192)
                     if bank_per_id:
@@ -217,9 +213,15 @@ def write_cache(root: Path, layout: Layout, seed: int, shards: int = 1, bank_per
                         emb = signal.rows(encoder, modality, dim, ilv[c0:c1])
                     ext = {"age": rng.uniform(20, 70, c1 - c0), "p_female": rng.uniform(0, 1, c1 - c0)}
                     for j in range(c1 - c0):
-                        writer.add(records[c0 + j].key, frames[c0 + j:c0 + j + 1], emb[j:j + 1],
-                                   {k: ext[k][j:j + 1] for k in extras})
-                writer.finalize()
+                        yield (records[c0 + j].key, frames[c0 + j:c0 + j + 1], emb[j:j + 1],
+                               {k: ext[k][j:j + 1] for k in extras})
+
+            bounds = np.linspace(0, len(records), shards + 1).astype(int)
+            write_feature_cache(folder, encoder, modality, dim,
+                                [shard_rows(int(bounds[s]), int(bounds[s + 1])) for s in range(shards)],
+                                extras=extras, weights=f"synthetic/{encoder}", weights_id=f"{encoder}@synthetic{seed}",
+                                dataset=DATASET, subset="train", split="full", manifest=kept,
+                                config={"synthetic": True})  # one part per shard: no merge copy
             nbytes += len(records) * dim * 2
     return {"voice_rows": len(layout.voice), "face_rows": len(layout.face), "videos": layout.n_videos,
             "identities": layout.n_ids, "feature_bytes": nbytes}
@@ -288,13 +290,13 @@ def batches_equal(cache: Path, fold: int, n_batches: int, identities: int | None
     from fva.data.folds import Folds
     from fva.heads.config import load_config
     from fva.heads.features import FeatureTable, InMemoryRows, StreamingRows, epoch_order, select_rows
-    from fva.layout import manifest_records
+    from fva.layout import features_folder, folds_path, manifest_records
 
     cfg = load_config()
     tc = cfg.train
-    folder = cache / DATASET / "train-full"
+    folder = features_folder(cache, DATASET, "train")
     records = manifest_records(folder)
-    ids = Folds.load(cache / DATASET / "folds.json").train_identities(fold)[:identities]
+    ids = Folds.load(folds_path(cache, DATASET)).train_identities(fold)[:identities]
     classes = {i: n for n, i in enumerate(ids)}
     out = {}
     for stream, (modality, encoders) in enumerate((("voice", cfg.features.voice_encoders),

@@ -13,6 +13,7 @@ import click
 
 from fva import __version__
 from fva.errors import FvaError
+from fva.extract.cache.format import COMMIT_ROWS
 from fva.train.cli import COMMANDS as TRAIN_COMMANDS, EXAMPLES as TRAIN_EXAMPLES
 
 EXAMPLES = """\b
@@ -163,7 +164,7 @@ def _parse_weights(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--limit", type=int, default=None, help="Only the first N records per encoder (a quick look).")
 @click.option("--dtype", type=click.Choice(["float16", "float32"]), default="float16", show_default=True)
 @click.option("--strict", is_flag=True, help="Stop at the first media file that fails instead of recording it.")
-@click.option("--commit-rows", type=int, default=4096, show_default=True,
+@click.option("--commit-rows", type=int, default=COMMIT_ROWS, show_default=True,
               help="Rows per committed part file: at most this much work is lost when a run is killed.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="tqdm progress bars.")
 def extract(manifest_path: Path | None, dataset: str | None, root: Path | None, subset: str | None, split: str,
@@ -473,7 +474,9 @@ def folds(manifest_path: Path, out: Path, k: int, seed: int, max_trials: int) ->
         raise FvaError(f"{manifest_path}: is a test manifest; folds are cut from training identities")
     made = make_folds(man.identities(), k=k, seed=seed, dataset=man.dataset)
     out.mkdir(parents=True, exist_ok=True)
-    made.save(out / "folds.json")
+    from fva.layout import FOLDS_FILE
+
+    made.save(out / FOLDS_FILE)
     counts = write_fold_trials(man.records, made, out, max_trials=max_trials)
     click.echo(f"{out}/folds.json: {made.k} folds over {sum(map(len, made.folds))} identities (seed {seed})")
     for f, per_lang in counts.items():

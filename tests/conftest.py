@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny dataset trees in the real folder layouts (file contents do not matter here)."""
+"""Shared fixtures: tiny dataset trees in the real folder layouts (file contents do not matter here), and the
+synthetic stage-1 cache of the head tests (``synth``)."""
 
 from __future__ import annotations
 
@@ -102,3 +103,12 @@ def assert_user_error(result, *fragments: str) -> None:
     assert "Traceback" not in result.output
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    """The synthetic cache root with train-full and test-full, a FAME test list, and the stored features
+    (:func:`fva.testing.synthetic_heads_cache`), once per test module that asks for it."""
+    from fva.testing import synthetic_heads_cache
+
+    return synthetic_heads_cache(tmp_path_factory.mktemp("heads"))

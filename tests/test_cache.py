@@ -17,8 +17,9 @@ import pytest
 
 from fva.data.records import Manifest, MediaRecord
 from fva.errors import FvaError
-from fva.extract.cache import (CACHE_FORMAT, ShardWriter, cache_info, open_cache, row_frame, shard_name,
-                               validate_cache)
+from fva.extract.cache import (CACHE_FORMAT, ShardWriter, cache_info, group_rows_by_key, open_cache, row_frame,
+                               shard_name, validate_cache)
+from fva.testing import write_feature_cache
 
 REPO = Path(__file__).resolve().parents[1]
 DIM = 12
@@ -204,6 +205,47 @@ def test_streaming_and_random_access_agree_with_load(tmp_path):
         assert sum(len(r) for r in by_key.values()) == n
 
 
+def test_group_rows_by_key_equals_a_python_loop():
+    seed = int(time.time() * 1000) % 100_000
+    rng = np.random.default_rng(seed)
+    for n in (0, 1, 2, 57, 3000):
+        keys = np.array([f"k{int(i)}" for i in rng.integers(0, max(1, n // 3), n)], dtype=object)
+        reference: dict[str, list[int]] = {}
+        for i, key in enumerate(keys):
+            reference.setdefault(key, []).append(i)
+        got = group_rows_by_key(keys)
+        assert list(got) == list(reference), f"seed {seed}"
+        for key, rows in got.items():
+            assert rows.dtype == np.int64 and rows.tolist() == reference[key], f"seed {seed}"
+            assert type(key) is str
+
+
+def test_write_feature_cache_equals_a_hand_driven_writer(tmp_path):
+    def records(ids):
+        for i in ids:
+            rng = np.random.default_rng(i)
+            n = 1 + i % 3
+            yield (f"k{i:03d}", np.arange(n, dtype=np.int32) * 25, rng.standard_normal((n, DIM)),
+                   {e: rng.uniform(0, 1, n) for e in EXTRAS})
+
+    shards = [range(0, 20), range(20, 31)]
+    out = write_feature_cache(tmp_path / "built", "toyface", "face", DIM, [records(ids) for ids in shards],
+                              extras=EXTRAS, weights_id="toyface@1f2e3d", config={"frame_step": 25})
+    assert out == tmp_path / "built" / "toyface"
+    assert sorted(p.name for p in out.iterdir()) == [shard_name(0, 2), shard_name(1, 2)]
+    for s, ids in enumerate(shards):
+        w = ShardWriter(tmp_path / "by_hand", s, 2, dim=DIM, extras=EXTRAS, fsync=False,
+                        attrs={"encoder": "toyface", "modality": "face", "weights_id": "toyface@1f2e3d",
+                               "config": {"frame_step": 25}})
+        for key, frames, emb, extras in records(ids):
+            w.add(key, frames, emb, extras)
+        w.finalize()
+    assert snapshot(out) == snapshot(tmp_path / "by_hand")
+    with open_cache(out) as t:
+        assert "weights" not in t.attrs and t.attrs["config"] == {"frame_step": 25}
+        assert t.attrs["encoder"] == "toyface" and t.attrs["modality"] == "face"
+
+
 # -------------------------------------------------------------------------------------------------- resume
 
 
@@ -223,16 +265,19 @@ def test_resume_after_a_dropped_writer(tmp_path):
         add_record(w, i, DIM)  # buffered, never committed: lost with the writer
     assert w.done_keys() == committed
     del w
-    garbage = run / "shard-00000-of-00002.part-000003.h5.tmp-99999"
-    garbage.write_bytes(b"half a file")
-    final_tmp = run / "shard-00000-of-00002.h5.tmp-4242"
-    final_tmp.write_bytes(b"half a merge")
-    other = run / "shard-00001-of-00002.part-000000.h5.tmp-1"  # another shard's: not ours to delete
-    other.write_bytes(b"x")
+    # temp files of a killed run: fva.atomic's names and the *.tmp-<pid> names of earlier fva versions
+    garbage = [run / ".shard-00000-of-00002.part-000003.h5.99999.tmp", run / ".shard-00000-of-00002.h5.4242.tmp",
+               run / "shard-00000-of-00002.part-000003.h5.tmp-99999", run / "shard-00000-of-00002.h5.tmp-4242"]
+    for path in garbage:
+        path.write_bytes(b"half a file")
+    others = [run / ".shard-00001-of-00002.part-000000.h5.1.tmp",  # another shard's: not ours to delete
+              run / "shard-00001-of-00002.part-000000.h5.tmp-1"]
+    for path in others:
+        path.write_bytes(b"x")
 
     w2 = ShardWriter(run, 0, 2, dim=DIM, extras=EXTRAS, attrs=ATTRS, part_rows=1000, fsync=False)
     assert w2.done_keys() == committed and len(committed) == 30
-    assert not garbage.exists() and not final_tmp.exists() and other.exists()
+    assert not any(p.exists() for p in garbage) and all(p.exists() for p in others)
     assert not w2.is_complete()
     with pytest.raises(ValueError, match="already added"):
         add_record(w2, 0, DIM)
@@ -240,7 +285,8 @@ def test_resume_after_a_dropped_writer(tmp_path):
         if make_record(i, DIM)[0] not in w2.done_keys():
             add_record(w2, i, DIM)
     w2.finalize()
-    other.unlink()
+    for path in others:
+        path.unlink()
     assert leftovers(run) == []
     assert snapshot(run) == snapshot(ref)
 
@@ -347,19 +393,20 @@ def test_two_shard_writers_share_a_folder(tmp_path):
     names0 = {p.name for p in tmp_path.iterdir() if p.name.startswith("shard-00000-of-00002.")}
     names1 = {p.name for p in tmp_path.iterdir() if p.name.startswith("shard-00001-of-00002.")}
     assert names0 and names1 and len(names0) + len(names1) == len(list(tmp_path.iterdir()))
-    (tmp_path / "shard-00000-of-00002.part-000777.h5.tmp-5").write_bytes(b"w0 garbage")
+    w0_garbage = {"shard-00000-of-00002.part-000777.h5.tmp-5", ".shard-00000-of-00002.part-000777.h5.5.tmp"}
+    for name in w0_garbage:
+        (tmp_path / name).write_bytes(b"w0 garbage")
 
     # A restarted writer 1 must leave writer 0's parts and temp files alone, and vice versa.
     w1 = ShardWriter(tmp_path, 1, 2, dim=DIM, extras=EXTRAS, attrs=ATTRS, part_rows=4, fsync=False)
-    assert (tmp_path / "shard-00000-of-00002.part-000777.h5.tmp-5").exists()
+    assert all((tmp_path / name).exists() for name in w0_garbage)
     assert names0 <= {p.name for p in tmp_path.iterdir()}
     w1.finalize()
     assert names0 <= {p.name for p in tmp_path.iterdir()}
     with open_cache(tmp_path) as t:
         assert t.missing_shards == [shard_name(0, 2)]
     w0.finalize()
-    assert {p.name for p in tmp_path.iterdir()} == {shard_name(0, 2), shard_name(1, 2),
-                                                    "shard-00000-of-00002.part-000777.h5.tmp-5"}
+    assert {p.name for p in tmp_path.iterdir()} == {shard_name(0, 2), shard_name(1, 2)} | w0_garbage
 
     keys0, _, emb0, _, _ = expected(range(20))
     keys1, _, emb1, _, _ = expected(range(100, 120))

@@ -1,10 +1,11 @@
 """Stage-2 heads on a synthetic stage-1 cache: the model (one shared AAM classifier, input dropout, cosine
 scoring), the loaders, and the ``fva train-head`` / ``fva score`` commands end to end.
 
-No encoder runs here: a module fixture writes HDF5 caches with :class:`ShardWriter` in exactly the layout
-``fva extract`` produces (``<cache>/mavceleb-v3/<subset>-full/<encoder>/shard-00000-of-00001.h5`` plus
-``manifest.jsonl``), whose features carry an identity signal shared by voices and faces through a hidden
-per-identity vector, so that training can beat chance.
+No encoder runs here: the module fixture ``synth`` (conftest.py, :func:`fva.testing.synthetic_heads_cache`)
+writes HDF5 caches with :class:`ShardWriter` in exactly the layout ``fva extract`` produces
+(``<cache>/mavceleb-v3/<subset>-full/<encoder>/shard-00000-of-00001.h5`` plus ``manifest.jsonl``), whose
+features carry an identity signal shared by voices and faces through a hidden per-identity vector, so that
+training can beat chance.
 """
 
 from __future__ import annotations
@@ -21,16 +22,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
-from click.testing import CliRunner
 
 from conftest import assert_user_error
-from fva.cli import cli
-from fva.data.mavceleb import media_key
-from fva.data.records import Manifest, MediaRecord
-from fva.data.trials import Trial, read_labels, read_trials, write_trials
+from fva.data.records import MediaRecord
+from fva.data.trials import read_labels, read_trials
 from fva.evaluate.eer import compute_eer
 from fva.evaluate.scores import read_scores
-from fva.extract.cache import ShardWriter
 from fva.heads.config import HeadConfig, ModelConfig, load_config
 from fva.heads.experiment import EXPERIMENT_FORMAT, load_checkpoint
 from fva.heads.features import FeatureTable, InMemoryRows, StreamingRows, epoch_order, select_rows
@@ -38,168 +35,11 @@ from fva.heads.model import FameHead
 from fva.heads.systems.base import Batch
 from fva.heads.trialset import features_for_keys, score_distances
 from fva.layout import manifest_records
-
-DATASET = "mavceleb-v3"
-LANGUAGES = ("English", "German")
-IDENTITIES = [f"id{i:04d}" for i in range(1, 15)]  # 14 training identities
-VOICE_ENCODERS = {"speaker-ecapa": 24, "voice-age-gender-ecapa": 8}
-FACE_ENCODERS = {"vggface": 32, "vit-age-gender": 6}
-AGE_GENDER = ("voice-age-gender-ecapa", "vit-age-gender")
-TRACK_FRAMES = (0, 25, 50)
-LATENT = 6
-EPOCHS, PATIENCE, NUM_FOLDS = 6, 3, 3
-
-CONFIG = {
-    "seed": 0,
-    "model": {"embedding_dim": 16},
-    "data": {"num_folds": NUM_FOLDS},
-    "train": {"epochs": EPOCHS, "patience": PATIENCE, "batch_size": 32, "lr": 0.03, "block_rows": 16,
-              "buffer_blocks": 2},
-}
-
-
-# ------------------------------------------------------------------------------------------ synthetic cache
-
-
-def _media(rng, identities, latent, voice_map, face_map, languages, test: bool):
-    """Records and per-record (frames, voice-or-face vector rows) for the given identities."""
-    records: list[MediaRecord] = []
-    rows: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    lang_shift = {lang: rng.normal(0, 0.3, size=LATENT) for lang in languages}
-
-    def sample(identity, lang, modality, n):
-        z = latent[identity] + lang_shift[lang]
-        mapping = voice_map if modality == "voice" else face_map
-        return z @ mapping + rng.normal(0, 0.6, size=(n, mapping.shape[1]))
-
-    counters = {lang: 0 for lang in languages}
-    for identity in identities:
-        for lang in languages:
-            if test:  # FAME test layout: <Lang>_test/{voices,faces}/<Lang>/NNNNN, no identity
-                for modality, suffix, n_items in (("voice", ".wav", 2), ("face", ".jpg", 1)):
-                    for _ in range(n_items):
-                        key = f"{lang}_test/{modality}s/{lang}/{counters[lang]:05d}"
-                        counters[lang] += 1
-                        records.append(MediaRecord(key=key, identity=None, language=lang, modality=modality,
-                                                   path=key + suffix, frame=0 if modality == "face" else None))
-                        rows[key] = (np.array([0 if modality == "face" else -1]), sample(identity, lang, modality, 1))
-                if identity == identities[0]:  # a face track: one key, three frames
-                    key = f"{lang}_test/faces/{lang}/{counters[lang]:05d}"
-                    counters[lang] += 1
-                    records.append(MediaRecord(key=key, identity=None, language=lang, modality="face",
-                                               path=key + ".mp4"))
-                    rows[key] = (np.array(TRACK_FRAMES), sample(identity, lang, "face", len(TRACK_FRAMES)))
-                continue
-            for v in range(2):
-                video = f"{lang[:2].lower()}{identity[-2:]}Vid{v}"
-                for u in range(3):
-                    key = f"voices/{identity}/{lang}/{video}/{u:05d}"
-                    records.append(MediaRecord(key=key, identity=identity, language=lang, modality="voice",
-                                               path=key + ".wav", video=video))
-                    rows[key] = (np.array([-1]), sample(identity, lang, "voice", 1))
-                for frame in (7, 32):
-                    key = f"faces/{identity}/{lang}/{video}/{frame:09d}"
-                    records.append(MediaRecord(key=key, identity=identity, language=lang, modality="face",
-                                               path=key + ".jpg", video=video, frame=frame))
-                    rows[key] = (np.array([frame]), sample(identity, lang, "face", 1))
-            video = f"{lang[:2].lower()}{identity[-2:]}Trk"
-            key = f"faces/{identity}/{lang}/{video}/00000"  # a face track (mp4): frames 0, 25, 50
-            records.append(MediaRecord(key=key, identity=identity, language=lang, modality="face",
-                                       path=key + ".mp4", video=video))
-            rows[key] = (np.array(TRACK_FRAMES), sample(identity, lang, "face", len(TRACK_FRAMES)))
-    return records, rows
-
-
-def _write_split(root: Path, subset: str, records, rows, rng, dataset: str = DATASET,
-                 split: str = "full") -> dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]:
-    """Write the four encoder caches and the manifest of one subset; returns encoder -> key -> (frames,
-    float16 features) as stored."""
-    folder = root / dataset / f"{subset}-{split}"
-    Manifest(dataset=dataset, root=f"/data/{dataset}", subset=subset, split=split, records=records).write(
-        folder / "manifest.jsonl")
-    stored: dict[str, dict] = {}
-    for modality, encoders in (("voice", VOICE_ENCODERS), ("face", FACE_ENCODERS)):
-        mine = [r for r in records if r.modality == modality]
-        start = 0
-        for e_index, (encoder, dim) in enumerate(encoders.items()):
-            extras = ("age", "p_female") if encoder in AGE_GENDER else ()
-            attrs = {"encoder": encoder, "modality": modality, "weights": f"hub/{encoder}",
-                     "weights_id": f"{encoder}@{e_index}abc", "dataset": dataset, "subset": subset,
-                     "split": split, "manifest": str(folder / "manifest.jsonl"), "config": {"synthetic": True}}
-            writer = ShardWriter(folder / encoder, 0, 1, dim=dim, extras=extras, attrs=attrs, part_rows=50,
-                                 fsync=False)
-            stored[encoder] = {}
-            # the second encoder writes its rows in another order: the feature table must join on (key, frame)
-            for record in (mine if e_index == 0 else mine[::-1]):
-                frames, full = rows[record.key]
-                emb = full[:, start:start + dim].astype(np.float16)
-                if e_index == 1 and len(frames) > 1:
-                    frames, emb = frames[::-1], emb[::-1]
-                ext = {"age": rng.uniform(20, 70, len(frames)), "p_female": rng.uniform(0, 1, len(frames))}
-                writer.add(record.key, frames, emb, {k: ext[k] for k in extras})
-                stored[encoder][record.key] = (np.asarray(frames), emb)
-            writer.finalize()
-            start += dim
-    return stored
-
-
-@pytest.fixture(scope="module")
-def synth(tmp_path_factory):
-    """The synthetic cache root with train-full and test-full, a FAME test list, and the stored features."""
-    base = tmp_path_factory.mktemp("heads")
-    root = base / "cache"
-    rng = np.random.default_rng(1234)
-    voice_map = rng.normal(size=(LATENT, sum(VOICE_ENCODERS.values())))
-    face_map = rng.normal(size=(LATENT, sum(FACE_ENCODERS.values())))
-    test_ids = [f"t{i}" for i in range(4)]
-    latent = {i: rng.normal(size=LATENT) for i in IDENTITIES + test_ids}
-    train_records, train_rows = _media(rng, IDENTITIES, latent, voice_map, face_map, LANGUAGES, test=False)
-    test_records, test_rows = _media(rng, test_ids, latent, voice_map, face_map, LANGUAGES, test=True)
-    stored = _write_split(root, "train", train_records, train_rows, rng)
-    test_stored = _write_split(root, "test", test_records, test_rows, rng)
-    for encoder, by_key in test_stored.items():
-        stored[encoder].update(by_key)
-    # FAME test list: every test voice against every test face of its language
-    trials = []
-    for lang in LANGUAGES:
-        voices = [r for r in test_records if r.language == lang and r.modality == "voice"]
-        faces = [r for r in test_records if r.language == lang and r.modality == "face"]
-        trials += [Trial(f"{lang[:2].lower()}{len(trials) + i:05d}", v.path, f.path)
-                   for i, (v, f) in enumerate((v, f) for v in voices for f in faces)]
-    test_list = base / "test_list.txt"
-    write_trials(test_list, trials)
-    config = base / "config.yaml"
-    config.write_text(yaml.safe_dump(CONFIG))
-    return SimpleNamespace(base=base, root=root, train=root / DATASET / "train-full", stored=stored,
-                           records=train_records, test_list=test_list, trials=trials, config=config,
-                           maps=(voice_map, face_map))
-
-
-def naive_vector(synth, modality: str, key: str) -> np.ndarray:
-    """The concatenated stored float16 features of ``key``, averaged over its frames, joined by frame."""
-    encoders = list(VOICE_ENCODERS if modality == "voice" else FACE_ENCODERS)
-    frames0, _ = synth.stored[encoders[0]][key]
-    per_frame = []
-    for frame in frames0.tolist():
-        parts = []
-        for encoder in encoders:
-            frames, emb = synth.stored[encoder][key]
-            parts.append(emb[frames.tolist().index(frame)].astype(np.float64))
-        per_frame.append(np.concatenate(parts))
-    return np.mean(per_frame, axis=0)
-
-
-def naive_trial_features(synth, trials) -> tuple[np.ndarray, np.ndarray]:
-    voice = np.stack([naive_vector(synth, "voice", media_key(t.voice)) for t in trials]).astype(np.float32)
-    face = np.stack([naive_vector(synth, "face", media_key(t.face)) for t in trials]).astype(np.float32)
-    return voice, face
-
+from fva.testing import (CONFIG, DATASET, EPOCHS, FACE_ENCODERS, IDENTITIES, LANGUAGES, LATENT, NUM_FOLDS,
+                         PATIENCE, TRACK_FRAMES, VOICE_ENCODERS, naive_trial_features, naive_vector,
+                         run_cli as run, write_split)
 
 # ------------------------------------------------------------------------------------------------ CLI helpers
-
-
-def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
 
 
 def train(synth, exp: Path, *extra):
@@ -743,7 +583,7 @@ def vox(synth, tmp_path_factory):
             records.append(MediaRecord(key=key, identity=identity, language=language, modality="face",
                                        path=key + ".mp4", video=video))
             rows[key] = (np.array(TRACK_FRAMES), z @ face_map + rng.normal(0, 0.6, size=(3, face_map.shape[1])))
-    _write_split(root, "dev", records, rows, rng, dataset="voxceleb2", split=VOX_SPLIT)
+    write_split(root, "dev", records, rows, rng, dataset="voxceleb2", split=VOX_SPLIT)
     labelled = [r for r in records if r.language is not None]
     return SimpleNamespace(root=root, voice_rows=sum(r.modality == "voice" for r in labelled),
                            face_rows=sum(len(TRACK_FRAMES) for r in labelled if r.modality == "face"))

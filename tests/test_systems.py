@@ -1,6 +1,6 @@
 """Every head system through the one trainer: paired batches, the system registry and its config,
 checkpoints that rebuild each system, and ``fva compare`` training each system on the same fold of the
-synthetic stage-1 cache (the one tests/test_heads.py builds) to well below chance."""
+synthetic stage-1 cache (conftest.py's ``synth``, as tests/test_heads.py uses it) to well below chance."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from fva.heads.scoring import score_trial_list
 from fva.heads.experiment import load_checkpoint, read_experiment
 from fva.heads.trainer import paired_faces, train_epoch
 from fva.heads.trialset import TrialSet, embed_rows, open_features
-from test_heads import naive_trial_features, run, synth  # noqa: F401  (synth: the module fixture)
+from fva.testing import naive_trial_features, official_state, reference_forward, run_cli as run, write_official
 
 SYSTEMS = ["fame2026", "xm-align", "fop", "dual-fop", "contrastive", "cross-attention"]
 
@@ -213,8 +213,6 @@ def test_dual_fop_takes_the_same_folds_frozen_fop(compared):
 
 
 def test_imported_official_fop_scores_a_trial_list_through_the_cli(synth, tmp_path):
-    from test_systems_fop import official_state, reference_forward, write_official
-
     sd = official_state(seed=3, voice_in=32, face_in=38)  # the synthetic cache's 24+8 and 32+6 features
     ckpt = write_official(tmp_path / "checkpoint.pth.tar", sd, prefix="module.")
     exp = tmp_path / "official"

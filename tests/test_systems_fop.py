@@ -10,19 +10,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from fva.errors import FvaError
-from fva.extract.cache import ShardWriter
 from fva.heads.config import ModelConfig
 from fva.heads.fop_import import import_fop
-from fva.heads.systems.fop_checkpoint import FOP_KEYS
+from fva.heads.experiment import read_experiment, save_checkpoint
 from fva.heads.systems import get_system
 from fva.heads.systems.base import Batch
 from fva.heads.systems.fop import DualFOP, FOP, multi_similarity_loss, opl_loss
-from fva.heads.experiment import read_experiment, save_checkpoint
+from fva.testing import (FOP_CLASSES, FOP_DIM, FOP_FACE_IN, FOP_GATE, FOP_VOICE_IN, official_state,
+                         reference_forward, write_feature_cache, write_official)
 
-VOICE_IN, FACE_IN, DIM, GATE, CLASSES = 12, 20, 16, 8, 5
+VOICE_IN, FACE_IN, DIM, GATE, CLASSES = FOP_VOICE_IN, FOP_FACE_IN, FOP_DIM, FOP_GATE, FOP_CLASSES
 
 
 # ------------------------------------------------------------------------------------------------ losses
@@ -96,62 +95,6 @@ def test_multi_similarity_matches_loop():
 # --------------------------------------------------------------------------------------- official checkpoint
 
 
-def official_state(seed: int = 0, voice_in=VOICE_IN, face_in=FACE_IN) -> dict[str, torch.Tensor]:
-    """A random state dict in the official gated-FOP layout, with non-trivial batch-norm statistics."""
-    g = torch.Generator().manual_seed(seed)
-    sd = {}
-
-    def linear(prefix, d_out, d_in):
-        sd[f"{prefix}.weight"] = torch.randn(d_out, d_in, generator=g) / d_in ** 0.5
-        sd[f"{prefix}.bias"] = torch.randn(d_out, generator=g) * 0.1
-
-    def batch_norm(prefix, d):
-        sd[f"{prefix}.weight"] = torch.rand(d, generator=g) + 0.5
-        sd[f"{prefix}.bias"] = torch.randn(d, generator=g) * 0.1
-        sd[f"{prefix}.running_mean"] = torch.randn(d, generator=g) * 0.2
-        sd[f"{prefix}.running_var"] = torch.rand(d, generator=g) + 0.5
-        sd[f"{prefix}.num_batches_tracked"] = torch.tensor(321)
-
-    for modality, d_in in (("voice", voice_in), ("face", face_in)):
-        linear(f"{modality}_branch.fc1.0", DIM, d_in)
-        batch_norm(f"{modality}_branch.fc1.1", DIM)
-    linear("fusion_layer.attention.0.block.0", GATE, 2 * DIM)
-    batch_norm("fusion_layer.attention.0.block.1", GATE)
-    linear("fusion_layer.attention.1", DIM, GATE)
-    linear("logits_layer", CLASSES, DIM)
-    assert set(sd) == set(FOP_KEYS)
-    return sd
-
-
-def reference_forward(sd: dict, voice: torch.Tensor, face: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The published architecture on the raw tensors (float64, eval mode: running statistics, no dropout)."""
-    sd = {k: v.double() for k, v in sd.items()}
-
-    def bn(x, p):
-        return F.batch_norm(x, sd[f"{p}.running_mean"], sd[f"{p}.running_var"], sd[f"{p}.weight"],
-                            sd[f"{p}.bias"], training=False, eps=1e-5)
-
-    def branch(m, x):
-        h = torch.relu(bn(F.linear(x.double(), sd[f"{m}_branch.fc1.0.weight"], sd[f"{m}_branch.fc1.0.bias"]),
-                          f"{m}_branch.fc1.1"))
-        return h / h.norm(dim=1, keepdim=True)
-
-    v, f = branch("voice", voice), branch("face", face)
-    a = "fusion_layer.attention"
-    hidden = torch.relu(bn(F.linear(torch.cat([f, v], 1), sd[f"{a}.0.block.0.weight"], sd[f"{a}.0.block.0.bias"]),
-                           f"{a}.0.block.1"))
-    gate = torch.sigmoid(F.linear(hidden, sd[f"{a}.1.weight"], sd[f"{a}.1.bias"]))
-    fused = gate * torch.tanh(f) + (1 - gate) * torch.tanh(v)
-    return {"voice": v, "face": f, "fused": fused,
-            "logits": F.linear(fused, sd["logits_layer.weight"], sd["logits_layer.bias"]),
-            "distance": (torch.tanh(f) - torch.tanh(v)).norm(dim=1)}
-
-
-def write_official(path: Path, sd: dict, prefix: str = "") -> Path:
-    torch.save({"epoch": 3, "state_dict": {prefix + k: v for k, v in sd.items()}}, path)
-    return path
-
-
 def rebuild(path: Path):
     """A model from its checkpoint file alone, through the system registry (as the trainer's loader does)."""
     payload = torch.load(path, map_location="cpu", weights_only=True)
@@ -195,10 +138,8 @@ def test_import_matches_reference_forward(tmp_path, prefix):
 
 
 def write_cache(folder: Path, encoder: str, modality: str, dim: int) -> None:
-    writer = ShardWriter(folder / encoder, 0, 1, dim=dim, attrs={"encoder": encoder, "modality": modality,
-                                                                  "weights_id": f"{encoder}@w1"}, fsync=False)
-    writer.add("k0", np.array([-1 if modality == "voice" else 0]), np.zeros((1, dim), dtype=np.float16), {})
-    writer.finalize()
+    record = ("k0", np.array([-1 if modality == "voice" else 0]), np.zeros((1, dim), dtype=np.float16), {})
+    write_feature_cache(folder, encoder, modality, dim, [[record]], weights_id=f"{encoder}@w1")
 
 
 def test_import_reads_dims_from_cache(tmp_path):

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from fva.data.records import Manifest, MediaRecord
 from fva.errors import FvaError
-from fva.extract.cache import ShardWriter
+from fva.extract.cache import COMMIT_ROWS, ShardWriter
 from fva.extract.encoders.base import Encoder
 from fva.extract.media import MediaError, load_audio, load_face
 from fva.layout import encoder_folder, write_manifest
@@ -161,7 +161,7 @@ def _encode_window(encoder: Encoder, records: list[MediaRecord], window: list[tu
 def run_extraction(manifest: Manifest, encoder: Encoder, cache_root: Path, *, root: Path | None = None,
                    num_shards: int = 1, shard_index: int = 0, batch_size: int = 64, workers: int = 2,
                    limit: int | None = None, dtype: str = "float16", strict: bool = False,
-                   progress: bool = True, commit_rows: int = 4096) -> ExtractSummary:
+                   progress: bool = True, commit_rows: int = COMMIT_ROWS) -> ExtractSummary:
     """Extract one encoder's features for this worker's shard of ``manifest``; resumable. The manifest is kept
     beside the caches (:func:`fva.layout.write_manifest`): stage 2 reads identities and languages from it."""
     start = time.perf_counter()

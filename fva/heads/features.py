@@ -20,7 +20,7 @@ import numpy as np
 
 from fva.data.records import MediaRecord
 from fva.errors import FvaError
-from fva.extract.cache import CacheTable, open_cache
+from fva.extract.cache import CacheTable, group_rows_by_key, open_cache
 
 
 class FeatureTable:
@@ -87,10 +87,7 @@ class FeatureTable:
         return out
 
     def rows_by_key(self) -> dict[str, np.ndarray]:
-        groups: dict[str, list[int]] = {}
-        for i, key in enumerate(self.keys):
-            groups.setdefault(key, []).append(i)
-        return {k: np.asarray(v) for k, v in groups.items()}
+        return group_rows_by_key(self.keys)
 
     def nbytes(self, rows: int | None = None, itemsize: int = 2) -> int:
         return (len(self) if rows is None else rows) * self.dim * itemsize

@@ -468,14 +468,13 @@ def folds(manifest_path: Path, out: Path, k: int, seed: int, max_trials: int) ->
     """
     from fva.data.folds import make_folds, write_fold_trials
     from fva.data.records import Manifest
+    from fva.layout import FOLDS_FILE
 
     man = Manifest.read(manifest_path)
     if man.subset == "test":
         raise FvaError(f"{manifest_path}: is a test manifest; folds are cut from training identities")
     made = make_folds(man.identities(), k=k, seed=seed, dataset=man.dataset)
     out.mkdir(parents=True, exist_ok=True)
-    from fva.layout import FOLDS_FILE
-
     made.save(out / FOLDS_FILE)
     counts = write_fold_trials(man.records, made, out, max_trials=max_trials)
     click.echo(f"{out}/folds.json: {made.k} folds over {sum(map(len, made.folds))} identities (seed {seed})")

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from fva.atomic import atomic_path
-from fva.extract.encoders.ecapa import ECAPA_YAML
+from fva.extract.encoders.ecapa import ECAPA_YAML, pretrainer_yaml
 
 SPEAKER_HPARAMS = """\
 # ECAPA-TDNN speaker model in the layout of speechbrain/spkrec-ecapa-voxceleb ({note})
@@ -49,18 +49,7 @@ modules:
 
 label_encoder: !new:speechbrain.dataio.encoder.CategoricalEncoder
 
-pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer
-    loadables:
-        embedding_model: !ref <embedding_model>
-        mean_var_norm_emb: !ref <mean_var_norm_emb>
-        classifier: !ref <classifier>
-        label_encoder: !ref <label_encoder>
-    paths:
-        embedding_model: !ref <pretrained_path>/embedding_model.ckpt
-        mean_var_norm_emb: !ref <pretrained_path>/mean_var_norm_emb.ckpt
-        classifier: !ref <pretrained_path>/classifier.ckpt
-        label_encoder: !ref <pretrained_path>/label_encoder.txt
-"""
+{pretrainer}"""
 
 
 def save_speaker_ecapa(folder: str | Path, embedding_model: torch.nn.Module, classifier: torch.nn.Module,
@@ -73,7 +62,8 @@ def save_speaker_ecapa(folder: str | Path, embedding_model: torch.nn.Module, cla
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "hyperparams.yaml").write_text(SPEAKER_HPARAMS.format(
         note=note, n_classes=len(labels), lin_neurons=lin_neurons,
-        ecapa=ECAPA_YAML.format(channels=list(channels), attention=attention, lin_neurons=lin_neurons)))
+        ecapa=ECAPA_YAML.format(channels=list(channels), attention=attention, lin_neurons=lin_neurons),
+        pretrainer=pretrainer_yaml("embedding_model", "mean_var_norm_emb", "classifier", "label_encoder")))
     torch.save(embedding_model.state_dict(), folder / "embedding_model.ckpt")
     torch.save(classifier.state_dict(), folder / "classifier.ckpt")
     mean_var_norm_emb._save(folder / "mean_var_norm_emb.ckpt")

@@ -12,8 +12,9 @@ from pathlib import Path
 import torch
 
 from fva.errors import FvaError
-from fva.heads.config import HeadConfig, _build
+from fva.heads.config import HeadConfig
 from fva.heads.experiment import fold_line, init_projections
+from fva.heads.typed import build_dataclass
 
 
 def _fold_worker(trainer_class, tasks, results, cfg_dict: dict, cache_root: str, exp: str, init: str | None,
@@ -30,7 +31,8 @@ def _fold_worker(trainer_class, tasks, results, cfg_dict: dict, cache_root: str,
             start = time.perf_counter()
             try:
                 if trainer is None:
-                    trainer = trainer_class(_build(HeadConfig, cfg_dict, "config"), Path(cache_root), Path(exp))
+                    cfg = build_dataclass(HeadConfig, cfg_dict, "config")
+                    trainer = trainer_class(cfg, Path(cache_root), Path(exp))
                 result = trainer.train_fold(fold, init_state=init_projections(Path(init)) if init else None,
                                             resume=resume)
             except Exception as err:  # reported by the parent; FvaError keeps its one line

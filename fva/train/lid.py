@@ -248,16 +248,7 @@ modules:
     embedding_model: !ref <embedding_model>
     classifier: !ref <classifier>
 
-pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer
-    loadables:
-        embedding_model: !ref <embedding_model>
-        classifier: !ref <classifier>
-        label_encoder: !ref <label_encoder>
-    paths:
-        embedding_model: !ref <pretrained_path>/embedding_model.ckpt
-        classifier: !ref <pretrained_path>/classifier.ckpt
-        label_encoder: !ref <pretrained_path>/label_encoder.txt
-"""
+{pretrainer}"""
 
 
 def write_lid_model(folder: Path, languages: tuple[str, ...] = ("de: German", "en: English", "fr: French"),
@@ -268,7 +259,7 @@ def write_lid_model(folder: Path, languages: tuple[str, ...] = ("de: German", "e
     from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN
     from speechbrain.lobes.models.Xvector import Classifier
 
-    from fva.extract.encoders.ecapa import ECAPA_YAML
+    from fva.extract.encoders.ecapa import ECAPA_YAML, pretrainer_yaml
     from fva.train.speaker import ecapa_sizes
 
     sizes, attention = ecapa_sizes(channels)
@@ -283,7 +274,8 @@ def write_lid_model(folder: Path, languages: tuple[str, ...] = ("de: German", "e
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "hyperparams.yaml").write_text(LID_HPARAMS.format(
         note=f"fva test model, random init, seed {seed}", n_languages=len(languages),
-        ecapa=ECAPA_YAML.format(channels=sizes, attention=attention, lin_neurons=256)))
+        ecapa=ECAPA_YAML.format(channels=sizes, attention=attention, lin_neurons=256),
+        pretrainer=pretrainer_yaml("embedding_model", "classifier", "label_encoder")))
     torch.save(model.state_dict(), folder / "embedding_model.ckpt")
     torch.save(classifier.state_dict(), folder / "classifier.ckpt")
     encoder = CategoricalEncoder()

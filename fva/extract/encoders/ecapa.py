@@ -52,6 +52,28 @@ embedding_model: !new:speechbrain.lobes.models.ECAPA_TDNN.ECAPA_TDNN
 """
 
 
+def pretrainer_yaml(*loadables: str) -> str:
+    """The ``pretrainer:`` section of a speechbrain model folder's hyperparams (each format's template holds
+    ``{pretrainer}``): every loadable from ``<pretrained_path>/<name>.ckpt``, the label encoder from
+    ``label_encoder.txt``.
+
+    >>> print(pretrainer_yaml("embedding_model", "label_encoder"), end="")
+    pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer
+        loadables:
+            embedding_model: !ref <embedding_model>
+            label_encoder: !ref <label_encoder>
+        paths:
+            embedding_model: !ref <pretrained_path>/embedding_model.ckpt
+            label_encoder: !ref <pretrained_path>/label_encoder.txt
+    """
+    lines = ["pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer", "    loadables:"]
+    lines += [f"        {name}: !ref <{name}>" for name in loadables]
+    lines += ["    paths:"]
+    lines += [f"        {name}: !ref <pretrained_path>/{name}.{'txt' if name == 'label_encoder' else 'ckpt'}"
+              for name in loadables]
+    return "\n".join(lines) + "\n"
+
+
 def models_home() -> Path:
     """Where fetched or linked model folders live (``$FVA_MODELS``, default ``~/.cache/fva/models``)."""
     return Path(os.environ.get("FVA_MODELS", Path.home() / ".cache" / "fva" / "models"))

@@ -26,7 +26,7 @@ import torch
 
 from fva.errors import FvaError
 from fva.extract.encoders.base import Encoded, files_digest, register
-from fva.extract.encoders.ecapa import ECAPA_YAML, EcapaEncoder, load_pretrained
+from fva.extract.encoders.ecapa import ECAPA_YAML, EcapaEncoder, load_pretrained, pretrainer_yaml
 
 KIND = "voice-age-gender-ecapa"
 DEFAULT_CHANNELS = (256, 256, 256, 256, 768)
@@ -70,22 +70,14 @@ modules:
     age_head: !ref <age_head>
     gender_head: !ref <gender_head>
 
-pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer
-    loadables:
-        embedding_model: !ref <embedding_model>
-        age_head: !ref <age_head>
-        gender_head: !ref <gender_head>
-    paths:
-        embedding_model: !ref <pretrained_path>/embedding_model.ckpt
-        age_head: !ref <pretrained_path>/age_head.ckpt
-        gender_head: !ref <pretrained_path>/gender_head.ckpt
-"""
+{pretrainer}"""
 
 
 def hparams_text(channels: tuple[int, ...] = DEFAULT_CHANNELS, hidden: int = 256, attention: int = 32) -> str:
     return HPARAMS.format(kind=KIND, channels=list(channels), pooled=2 * channels[-1], hidden=hidden,
                           ecapa=ECAPA_YAML.format(channels="!ref <channels>", attention=attention,
-                                                  lin_neurons=192))
+                                                  lin_neurons=192),
+                          pretrainer=pretrainer_yaml("embedding_model", "age_head", "gender_head"))
 
 
 def save_voice_age_gender(folder: str | Path, modules: dict[str, torch.nn.Module], meta: dict | None = None,

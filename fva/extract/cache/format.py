@@ -29,7 +29,6 @@ from fva import __version__
 from fva.atomic import TEMP_SUFFIX
 from fva.data.records import MediaRecord
 from fva.errors import FvaError
-from fva.extract.media import VIDEO_EXTS
 
 CACHE_FORMAT = 1  # bump on any layout change; readers refuse other formats
 
@@ -94,6 +93,9 @@ def row_frame(record: MediaRecord) -> int | None:
     >>> row_frame(MediaRecord(key="t", identity=None, language=None, modality="face", path="t.mp4")) is None
     True
     """
+    # media's check of the torch stack at import is for decoding; reading a cache must not depend on it
+    from fva.extract.media import VIDEO_EXTS
+
     if record.frame is not None:
         return int(record.frame)
     if record.modality == "face" and Path(record.path).suffix.lower() in VIDEO_EXTS:

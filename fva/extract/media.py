@@ -21,8 +21,6 @@ from PIL import Image, UnidentifiedImageError
 
 from fva.environment import require_torchaudio
 
-require_torchaudio()  # resampling needs it: fail at the start of a run, not at the first 44.1 kHz clip
-
 __all__ = [
     "MediaError",
     "VIDEO_EXTS",
@@ -201,6 +199,7 @@ def _read_pyav(path: Path) -> tuple[np.ndarray, int]:
 
 def _resample(x: np.ndarray, orig: int, new: int) -> np.ndarray:
     import torch
+    require_torchaudio()  # one clear line instead of a ctypes traceback from a torchaudio of another torch
     import torchaudio.functional as taf
 
     y = taf.resample(torch.from_numpy(np.ascontiguousarray(x)), int(orig), int(new))

@@ -13,7 +13,7 @@ import click
 
 from fva import __version__
 from fva.errors import FvaError
-from fva.extract.cache.format import COMMIT_ROWS
+from fva.extract import COMMIT_ROWS
 from fva.train.cli import COMMANDS as TRAIN_COMMANDS, EXAMPLES as TRAIN_EXAMPLES
 
 EXAMPLES = """\b

@@ -21,7 +21,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from fva.data.records import Manifest, MediaRecord
 from fva.errors import FvaError
-from fva.extract.cache import COMMIT_ROWS, ShardWriter
+from fva.extract import COMMIT_ROWS
+from fva.extract.cache import ShardWriter
 from fva.extract.encoders.base import Encoder
 from fva.extract.media import MediaError, load_audio, load_face
 from fva.layout import encoder_folder, write_manifest

@@ -26,7 +26,8 @@ Modules: :mod:`~fva.extract.cache.format` (the layout, names, attribute codec an
 :mod:`~fva.extract.cache.validate`.
 """
 
-from fva.extract.cache.format import (CACHE_FORMAT, COMMIT_ROWS, DTYPES, MUST_AGREE, NO_FRAME, PER_FILE_ATTRS,
+from fva.extract import COMMIT_ROWS
+from fva.extract.cache.format import (CACHE_FORMAT, DTYPES, MUST_AGREE, NO_FRAME, PER_FILE_ATTRS,
                                       RESUME_MUST_AGREE, VALIDATE_AGREE, WRITER_ATTRS, row_frame, shard_name)
 from fva.extract.cache.info import cache_info
 from fva.extract.cache.reader import CacheTable, group_rows_by_key, open_cache

@@ -34,7 +34,6 @@ CACHE_FORMAT = 1  # bump on any layout change; readers refuse other formats
 
 DTYPES = ("float16", "float32")
 NO_FRAME = -1  # the frame of a row that is not a video frame (voices, images without a frame number)
-COMMIT_ROWS = 4096  # rows per committed part file (fva extract --commit-rows): at most this much work is lost
 
 # Attributes the writer sets itself; callers may not pass them in ``attrs``.
 WRITER_ATTRS = ("dim", "dtype", "extras", "fva_version", "cache_format", "shard_index", "num_shards", "rows",

@@ -22,7 +22,8 @@ import numpy as np
 from fva import __version__
 from fva.atomic import atomic_path, fsync_folder
 from fva.errors import FvaError
-from fva.extract.cache.format import (CACHE_FORMAT, COMMIT_ROWS, DTYPES, RESUME_MUST_AGREE, WRITER_ATTRS,
+from fva.extract import COMMIT_ROWS
+from fva.extract.cache.format import (CACHE_FORMAT, DTYPES, RESUME_MUST_AGREE, WRITER_ATTRS,
                                       _decode_attrs, _encode_attrs, _failures, _now, _open, _read_strs,
                                       _str_dataset, _unreadable, is_temp_of, shard_name)
 

@@ -58,17 +58,17 @@ def verify_pair(exp: str | Path, face_path: str | Path, voice_path: str | Path, 
     exp = Path(exp)
     cfg, info = read_experiment(exp)
     train_folder = Path(info["train_features"])
-    pair = {"voice": Path(voice_path), "face": Path(face_path)}
     keys = {"voice": "voices/pair", "face": "faces/pair"}  # keys that media_key maps to themselves
+    paths = {keys["voice"]: Path(voice_path), keys["face"]: Path(face_path)}
     records = [MediaRecord(key=keys[modality], identity=None, language=None, modality=modality,
-                           path=str(path.resolve())) for modality, path in pair.items()]
+                           path=str(paths[keys[modality]].resolve())) for modality in ("voice", "face")]
     manifest = Manifest("verify", "/", "pair", "full", records)
     with tempfile.TemporaryDirectory(prefix="fva-verify-") as scratch:
         for modality, names in (("voice", cfg.features.voice_encoders), ("face", cfg.features.face_encoders)):
             for name in names:
                 with open_cache(train_folder / name) as table:
                     source = (weights or {}).get(name, table.attrs.get("weights"))
-                    expected, dtype = table.attrs.get("weights_id"), table.attrs.get("dtype", "float16")
+                    expected, dtype = table.attrs.get("weights_id"), table.dtype
                 encoder = get_encoder_class(name)(source, device=device)
                 if expected and encoder.weights_id != expected:
                     raise FvaError(f"{name}: weights {source} ({encoder.weights_id}) are not the ones {exp} was "
@@ -77,7 +77,7 @@ def verify_pair(exp: str | Path, face_path: str | Path, voice_path: str | Path, 
                                progress=False)
                 with open_cache(features_folder(scratch, "verify", "pair") / name) as table:
                     for key, reason in table.failures:
-                        raise FvaError(f"{pair[key.split('s/')[0]]}: {reason}")
+                        raise FvaError(f"{paths[key]}: {reason}")
         feats = open_features(cfg, features_folder(scratch, "verify", "pair"))
         try:
             ts = TrialSet.build([Trial("pair", keys["voice"], keys["face"])], feats, "the pair")

@@ -146,11 +146,16 @@ def _parse_weights(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--dataset", default=None, help="Dataset name, as for 'fva manifest'.")
 @click.option("--root", type=click.Path(path_type=Path), default=None, help="Dataset folder (overrides the manifest's).")
 @click.option("--subset", default=None, help="Dataset subset (default: its training subset).")
-@click.option("--split", default="full", show_default=True, help="full or <language>-unheard.")
+@click.option("--split", default="full", show_default=True,
+              help="full or <language>-unheard: the condition the weights are for (every language is kept: head "
+                   "training leaves the unheard one out and uses it for its dev EER).")
+@click.option("--weight-set", default=None,
+              help="Name of the weights' set: features go to CACHE/<dataset>/<subset>-<set>/<encoder>/ "
+                   "(default: the split, or the manifest's split).")
 @click.option("--language-labels", type=click.Path(path_type=Path), default=None,
               help="VoxCeleb2 language labels (for unheard splits).")
 @click.option("--cache", "cache_root", type=click.Path(path_type=Path), default=Path("cache"), show_default=True,
-              help="Cache root; features go to CACHE/<dataset>/<subset>-<split>/<encoder>/.")
+              help="Cache root; features go to CACHE/<dataset>/<subset>-<set>/<encoder>/.")
 @click.option("--encoders", default=",".join(("speaker-ecapa", "voice-age-gender-ecapa", "vggface",
                                               "vit-age-gender")), show_default=True,
               help="Comma-separated encoder names.")
@@ -168,30 +173,35 @@ def _parse_weights(values: tuple[str, ...]) -> dict[str, str]:
               help="Rows per committed part file: at most this much work is lost when a run is killed.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="tqdm progress bars.")
 def extract(manifest_path: Path | None, dataset: str | None, root: Path | None, subset: str | None, split: str,
-            language_labels: Path | None, cache_root: Path, encoders: str, weights: tuple[str, ...],
+            weight_set: str | None, language_labels: Path | None, cache_root: Path, encoders: str,
+            weights: tuple[str, ...],
             device: str | None, batch_size: int, workers: int, num_shards: int | None, shard_index: int | None,
             limit: int | None, dtype: str, strict: bool, commit_rows: int, progress: bool) -> None:
     """Run frozen encoders over a dataset in batches into resumable, sharded HDF5 caches.
 
     Killed and run again with the same command, it resumes where it stopped. Media that cannot be
-    decoded are recorded with their reason and skipped (--strict stops instead).
+    decoded are recorded with their reason and skipped (--strict stops instead). Features of several weight
+    sets (the public encoders: full; encoders trained without a language: that split) sit side by side.
 
     \b
     Examples:
       fva extract --dataset mavceleb-v3 --root data/demo --cache cache \\
           --weights speaker-ecapa=speechbrain/spkrec-ecapa-voxceleb
       torchrun --nproc-per-node 8 -m fva.cli extract --dataset voxceleb2 --root /data/vox2 \\
-          --split german-unheard --language-labels vox2_lang.tsv --encoders speaker-ecapa
+          --split german-unheard --language-labels vox2_lang.tsv --encoders speaker-ecapa \\
+          --weights speaker-ecapa=models/ecapa-nogerman
     """
     from fva.data.datasets import load_manifest
     from fva.extract.encoders.base import get_encoder_class
     from fva.extract.runner import default_device, iter_encoders, run_extraction, shard_from_env
+    from fva.layout import check_weight_set
 
     weight_map = _parse_weights(weights)
     names = [n.strip() for n in encoders.split(",") if n.strip()]
     for name in list(names) + list(weight_map):
         get_encoder_class(name)  # unknown names fail before any work
-    man, notes = load_manifest(manifest_path, dataset, root, subset, split, language_labels)
+    man, notes = load_manifest(manifest_path, dataset, root, subset, split, language_labels, keep_languages=True)
+    weight_set = check_weight_set(weight_set or (man.split if manifest_path else split))
     for note in notes:
         click.echo(f"note: {note}", err=True)
     num_shards, shard_index = shard_from_env(num_shards, shard_index)
@@ -199,7 +209,8 @@ def extract(manifest_path: Path | None, dataset: str | None, root: Path | None, 
     for encoder in iter_encoders(names, weight_map, device):
         summary = run_extraction(man, encoder, cache_root, root=root, num_shards=num_shards,
                                  shard_index=shard_index, batch_size=batch_size, workers=workers, limit=limit,
-                                 dtype=dtype, strict=strict, progress=progress, commit_rows=commit_rows)
+                                 dtype=dtype, strict=strict, progress=progress, commit_rows=commit_rows,
+                                 weight_set=weight_set)
         click.echo(summary.line())
 
 
@@ -211,18 +222,22 @@ def extract(manifest_path: Path | None, dataset: str | None, root: Path | None, 
 @click.option("--cache", "cache_root", type=click.Path(path_type=Path), default=Path("cache"), show_default=True)
 @click.option("--exp", type=click.Path(path_type=Path), required=True, help="Experiment folder to write.")
 @click.option("--split", default=None, help="Training languages: full or <language>-unheard (overrides the config).")
+@click.option("--weight-set", default=None,
+              help="Features of this weight set (overrides the config; default: the split's own, else full).")
 @click.option("--dataset", default=None, help="MAV-Celeb cache folder name (overrides the config).")
 @click.option("--folds", "folds_path", type=click.Path(path_type=Path), default=None,
               help="folds.json from 'fva folds' (overrides the config; default: made from the seed).")
 @click.option("--init", type=click.Path(path_type=Path), default=None, help="Start from a trained experiment's head.")
+@click.option("--epochs", type=click.IntRange(min=0), default=None,
+              help="Overrides train.epochs; 0: no fine-tuning, each fold keeps the pretrained (or --init) heads.")
 @click.option("--seed", type=int, default=None, help="Overrides the config's seed.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted experiment.")
 @click.option("--force", is_flag=True, help="Overwrite an existing experiment folder.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Folds trained at once (this process and N-1 spawned ones), each with a share of the CPU threads.")
 def train_head_cmd(fold: str, config_path: Path | None, cache_root: Path, exp: Path, split: str | None,
-                   dataset: str | None, folds_path: Path | None, init: Path | None, seed: int | None, resume: bool,
-                   force: bool, workers: int) -> None:
+                   weight_set: str | None, dataset: str | None, folds_path: Path | None, init: Path | None,
+                   epochs: int | None, seed: int | None, resume: bool, force: bool, workers: int) -> None:
     """Train projection heads per identity-disjoint fold on cached features, selecting on dev EER.
 
     Prints each fold's dev EER, heard and unheard separately, and their mean.
@@ -238,6 +253,10 @@ def train_head_cmd(fold: str, config_path: Path | None, cache_root: Path, exp: P
     overrides: dict = {"data": {}}
     if split:
         overrides["data"]["split"] = split
+    if weight_set:
+        overrides["data"]["weight_set"] = weight_set
+    if epochs is not None:
+        overrides["train"] = {"epochs": epochs}
     if dataset:
         overrides["data"]["dataset"] = dataset
     if folds_path:
@@ -598,10 +617,13 @@ def submission_make(plan_path: Path, out: Path, ground_truth: Path | None) -> No
       fva submission make --plan work/demo/plan.yaml --out submission.zip --ground-truth data/demo
     """
     from fva.evaluate.submission import evaluate_submission
-    from fva.heads.plan import make_submission, read_plan
+    from fva.heads.plan import make_submission, plan_conditions, read_plan
 
-    make_submission(read_plan(plan_path), out)
+    plan = read_plan(plan_path)
+    make_submission(plan, out)
     click.echo(f"{out}: valid")
+    for line in plan_conditions(plan):  # what keeps each file from the published condition
+        click.echo(f"not as published: {line}")
     if ground_truth is not None:
         click.echo(evaluate_submission(out, ground_truth).table())
 

@@ -562,11 +562,13 @@ VOX_SPLIT = "german-unheard"
 
 @pytest.fixture(scope="module")
 def vox(synth, tmp_path_factory):
-    """A copy of the synthetic cache root plus a VoxCeleb2 cache of the german-unheard split (``dev``
+    """A copy of the synthetic cache root plus a VoxCeleb2 cache of the german-unheard weight set (``dev``
     subset): voice clips and face tracks of other identities through the same latent maps, English or of
     unknown language (a video ``fva lid`` could not decide)."""
     root = tmp_path_factory.mktemp("vox") / "cache"
     shutil.copytree(synth.root, root)
+    # the MAV-Celeb features of the same weight set as VoxCeleb2's (the same weights here: the same identities)
+    shutil.copytree(root / DATASET / "train-full", root / DATASET / f"train-{VOX_SPLIT}")
     rng = np.random.default_rng(99)
     voice_map, face_map = synth.maps
     records, rows = [], {}

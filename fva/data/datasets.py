@@ -52,7 +52,7 @@ def get_dataset(name: str) -> DatasetSpec:
 
 def load_manifest(manifest: str | Path | None, dataset: str | None, root: str | Path | None,
                   subset: str | None = None, split: str = "full", language_labels: str | Path | None = None,
-                  languages: list[str] | None = None) -> tuple[Manifest, list[str]]:
+                  languages: list[str] | None = None, keep_languages: bool = False) -> tuple[Manifest, list[str]]:
     """The manifest read from the file ``manifest``, else built from ``dataset`` at ``root``
     (:func:`build_manifest`); returns it and notes worth telling the user."""
     if manifest is not None:
@@ -60,15 +60,17 @@ def load_manifest(manifest: str | Path | None, dataset: str | None, root: str | 
     if dataset is None or root is None:
         raise FvaError("give --manifest, or --dataset with --root: the data to use")
     return build_manifest(dataset, root, subset=subset, split=split, language_labels=language_labels,
-                          languages=languages)
+                          languages=languages, keep_languages=keep_languages)
 
 
 def build_manifest(dataset: str, root: str | Path, *, subset: str | None = None, split: str = "full",
-                   language_labels: str | Path | None = None,
-                   languages: list[str] | None = None) -> tuple[Manifest, list[str]]:
+                   language_labels: str | Path | None = None, languages: list[str] | None = None,
+                   keep_languages: bool = False) -> tuple[Manifest, list[str]]:
     """Build the manifest of ``dataset`` at ``root``; returns it and notes worth telling the user.
 
-    ``languages`` keeps only those languages (names or codes) before the split is applied.
+    ``languages`` keeps only those languages (names or codes) before the split is applied. ``keep_languages``
+    checks the split (its language must be there, and labelled) but keeps every record: the manifest of a
+    weight set's extraction, whose unheard language stage 2 leaves out of training and uses for its dev EER.
     """
     spec = get_dataset(dataset)
     subset = subset or spec.subsets[0]
@@ -90,7 +92,13 @@ def build_manifest(dataset: str, root: str | Path, *, subset: str | None = None,
         records = [r for r in records if r.language in wanted]
         if not records:
             raise FvaError(f"no {dataset} records in language(s) {', '.join(sorted(wanted))} under {root}")
-    records, unlabelled = apply_split(records, parsed, dataset)
+    kept, unlabelled = apply_split(records, parsed, dataset)
+    if not keep_languages:
+        records = kept
+    elif parsed.unheard:
+        notes.append(f"kept every language for weight set {parsed.name}: head training leaves {parsed.unheard} "
+                     f"out of its rows{' (and the records without a language)' if unlabelled else ''}")
+        unlabelled = 0
     if unlabelled:
         notes.append(f"{unlabelled} records without a language label were left out of {parsed.name} "
                      "(they could be in the unheard language)")

@@ -162,9 +162,11 @@ def _encode_window(encoder: Encoder, records: list[MediaRecord], window: list[tu
 def run_extraction(manifest: Manifest, encoder: Encoder, cache_root: Path, *, root: Path | None = None,
                    num_shards: int = 1, shard_index: int = 0, batch_size: int = 64, workers: int = 2,
                    limit: int | None = None, dtype: str = "float16", strict: bool = False,
-                   progress: bool = True, commit_rows: int = COMMIT_ROWS) -> ExtractSummary:
-    """Extract one encoder's features for this worker's shard of ``manifest``; resumable. The manifest is kept
-    beside the caches (:func:`fva.layout.write_manifest`): stage 2 reads identities and languages from it."""
+                   progress: bool = True, commit_rows: int = COMMIT_ROWS,
+                   weight_set: str | None = None) -> ExtractSummary:
+    """Extract one encoder's features for this worker's shard of ``manifest`` into the folder of ``weight_set``
+    (default: the manifest's split; :mod:`fva.layout`); resumable. The manifest is kept beside the caches
+    (:func:`fva.layout.write_manifest`): stage 2 reads identities and languages from it."""
     start = time.perf_counter()
     root = Path(root or manifest.root)
     if not root.is_dir():
@@ -173,11 +175,12 @@ def run_extraction(manifest: Manifest, encoder: Encoder, cache_root: Path, *, ro
     if limit is not None:
         records = records[:limit]
     mine = shard_records(records, num_shards, shard_index)
-    folder = encoder_folder(cache_root, manifest, encoder.name)
-    kept = write_manifest(cache_root, manifest)
+    weight_set = weight_set or manifest.split
+    folder = encoder_folder(cache_root, manifest, encoder.name, weight_set)
+    kept = write_manifest(cache_root, manifest, weight_set)
     attrs = {"encoder": encoder.name, "modality": encoder.modality, "weights": encoder.weights,
              "weights_id": encoder.weights_id, "dataset": manifest.dataset, "subset": manifest.subset,
-             "split": manifest.split, "manifest": str(kept), "config": encoder.config()}
+             "split": manifest.split, "weight_set": weight_set, "manifest": str(kept), "config": encoder.config()}
     writer = ShardWriter(folder, shard_index, num_shards, dim=encoder.dim, dtype=dtype, extras=encoder.extras,
                          attrs=attrs, part_rows=commit_rows)
     summary = ExtractSummary(encoder.name, folder)

@@ -48,15 +48,19 @@ class ModelConfig:
 class DataConfig:
     dataset: str = "mavceleb-v3"  # the MAV-Celeb cache folder under --cache
     split: str = "full"  # full or <language>-unheard: the training languages
+    # the weight set whose features to use (<cache>/<dataset>/train-<set>, fva.layout); empty: the split's own
+    # set when it was extracted, else the full set (the experiment then records that its encoders heard the
+    # unheard language)
+    weight_set: str = ""
     folds: str = ""  # folds.json; empty: <cache>/<dataset>/folds.json, made on first use
     num_folds: int = 7
-    pretrain_dataset: str = ""  # e.g. voxceleb2: pretrain on its cache of the same split first
+    pretrain_dataset: str = ""  # e.g. voxceleb2: pretrain on its cache of the same weight set first
     joint: bool = False  # train on the pretrain dataset and MAV-Celeb together instead of in sequence
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = 100
+    epochs: int = 100  # 0: no fine-tuning; each fold keeps its starting point (pretrained or --init), evaluated
     batch_size: int = 128  # per modality
     lr: float = 1e-3
     weight_decay: float = 1e-4

@@ -4,7 +4,8 @@ plans, ``--init``, ``fva import-fop``), apart from the training loop that writes
 Experiment folder::
 
     config.yaml        the resolved config (seed included): what later commands read
-    experiment.json    fva version, format, cache root, dataset, features (encoders, dims, weights ids)
+    experiment.json    fva version, format, cache root, dataset, weight set, features (encoders, dims, weights
+                       ids), what it was pretrained on or initialised from (with their weights ids)
     fold<k>/checkpoint.pt   the selected model; rebuilds itself alone (sizes, config, state dict, classes,
                             EER threshold of its dev trials)
     fold<k>/last.pt         the latest epoch with optimiser state, for --resume
@@ -130,6 +131,23 @@ def init_projections(init: Path) -> dict:
             return model.projections_state()
     raise FvaError(f"{init}: no checkpoint to start from (looked for pretrain/ and fold0/); "
                    "pass --init a trained experiment")
+
+
+def experiment_weights(info: dict) -> dict[str, str]:
+    """encoder -> weights identity of every feature an experiment trained on (its ``experiment.json``)."""
+    return {name: wid for modality in ("voice", "face")
+            for name, wid in info.get("features", {}).get(modality, {}).get("weights_ids", {}).items()}
+
+
+def check_same_weights(expected: dict[str, str], found: dict[str, str], where: str, expected_from: str,
+                       fix: str) -> None:
+    """FvaError (one line naming both identities) when an encoder's features in ``found`` come from other
+    weights than ``expected`` says; identities missing on either side (old caches) are not compared."""
+    for name, want in expected.items():
+        got = found.get(name)
+        if want and got and want != got:
+            raise FvaError(f"{where}: {name} features come from weights {got}, but {expected_from} used weights "
+                           f"{want}; {fix}")
 
 
 def fold_line(f: int, r: dict, seconds: float) -> str:

@@ -32,7 +32,7 @@ def _fold_worker(trainer_class, tasks, results, cfg_dict: dict, cache_root: str,
             try:
                 if trainer is None:
                     cfg = build_dataclass(HeadConfig, cfg_dict, "config")
-                    trainer = trainer_class(cfg, Path(cache_root), Path(exp))
+                    trainer = trainer_class(cfg, Path(cache_root), Path(exp), log=lambda _line: None)  # parent said it
                 result = trainer.train_fold(fold, init_state=init_projections(Path(init)) if init else None,
                                             resume=resume)
             except Exception as err:  # reported by the parent; FvaError keeps its one line

@@ -10,10 +10,12 @@ A plan is a small YAML file::
       English_unheard: work/demo/exp/english-unheard
       German_unheard:                 # a list: each experiment scores the file, fused by z-norm
         - work/demo/exp/german-unheard
-        - work/demo/exp/german-unheard-fop
+        - {exp: work/other/exp/german-unheard, cache: work/other/cache}   # an entry with its own cache
 
 An entry that lists several experiments gives the mean of their scores, each z-normalised over the trial list
-(:func:`fva.heads.postprocess.znorm_fusion`); a single experiment's scores are used as they are.
+(:func:`fva.heads.postprocess.znorm_fusion`); a single experiment's scores are used as they are. An experiment
+is scored with the test features of the weight set it was trained on (features of other weights are refused),
+from the entry's own ``cache``, else the plan's, else the experiment's own cache root.
 
 The default mapping is the published one: <first language> heard by the model trained on all data, every
 other file by the model trained without a language — without the test language for the unheard files,
@@ -63,16 +65,71 @@ def read_plan(path: str | Path) -> dict:
     return plan
 
 
-def score_entry(name: str, entry: str | Path | list, trials_path: Path, cache: str | None) -> dict[str, float]:
+ENTRY_KEYS = {"exp", "cache"}
+
+
+def entry_experiments(name: str, entry, cache: str | None) -> list[tuple[str, str | None]]:
+    """``(experiment, cache)`` of each experiment a plan's file names: a folder, ``{exp, cache}``, or a
+    non-empty list of those."""
+    items = entry if isinstance(entry, list) else [entry]
+    out = []
+    for item in items:
+        if isinstance(item, (str, Path)):
+            out.append((str(item), cache))
+        elif isinstance(item, dict) and "exp" in item and set(item) <= ENTRY_KEYS:
+            out.append((str(item["exp"]), str(item["cache"]) if item.get("cache") else cache))
+        else:
+            out = []
+            break
+    if not out:
+        raise FvaError(f"plan: {name} must be an experiment folder, {{exp: FOLDER, cache: FOLDER}} or a non-empty "
+                       f"list of them, got {entry!r}")
+    return out
+
+
+def score_entry(name: str, entry, trials_path: Path, cache: str | None) -> dict[str, float]:
     """key -> distance for one file of a plan: one experiment's scores, or the z-norm fusion of a list's."""
-    if isinstance(entry, (str, Path)):
-        return score_trial_list(entry, trials_path, cache)
-    if not isinstance(entry, list) or not entry or not all(isinstance(e, (str, Path)) for e in entry):
-        raise FvaError(f"plan: {name} must be an experiment folder or a non-empty list of them, got {entry!r}")
+    exps = entry_experiments(name, entry, cache)
+    if not isinstance(entry, list):
+        return score_trial_list(exps[0][0], trials_path, exps[0][1])
     try:
-        return znorm_fusion([score_trial_list(exp, trials_path, cache) for exp in entry], [str(e) for e in entry])
+        return znorm_fusion([score_trial_list(exp, trials_path, c) for exp, c in exps], [exp for exp, _ in exps])
     except FvaError as err:
         raise FvaError(f"plan: {name}: {err}") from None
+
+
+def unmet_conditions(name: str, info: dict) -> list[str]:
+    """What keeps an experiment (its ``experiment.json``) from the published condition of the plan file ``name``
+    (``<TestLang>_<heard|unheard>``): an unheard file scored by heads or encoders that heard its language, and
+    the published system's parts it lacks (voice age-gender features, VoxCeleb2 pretraining)."""
+    lang, cond = name.rsplit("_", 1)
+    out = []
+    if cond == "unheard":
+        if lang in info.get("heard", []):
+            out.append(f"heads trained on {lang}")
+        if info.get("encoders_unheard") != lang:
+            out.append(f"encoders that heard {lang} (weight set {info.get('weight_set', 'full')})")
+    voice = info.get("features", {}).get("voice", {}).get("encoders", [])
+    if "voice-age-gender-ecapa" not in voice:
+        out.append("no voice age-gender features")
+    pretrained = info.get("pretrain") or (info.get("init") or {}).get("pretrain")
+    if not pretrained:
+        out.append("heads not pretrained on VoxCeleb2")
+    return out
+
+
+def plan_conditions(plan: dict) -> list[str]:
+    """One line per file of the plan that does not meet the published condition, saying what it lacks."""
+    from fva.heads.experiment import read_experiment
+
+    lines = []
+    for name, entry in plan["files"].items():
+        unmet: list[str] = []
+        for exp, _ in entry_experiments(name, entry, plan.get("cache")):
+            unmet += [u for u in unmet_conditions(name, read_experiment(Path(exp))[1]) if u not in unmet]
+        if unmet:
+            lines.append(f"{name.replace('_', ' ')} scored with " + "; ".join(unmet))
+    return lines
 
 
 def make_submission(plan: dict, out: str | Path) -> Path:

@@ -9,21 +9,26 @@ import numpy as np
 
 from fva.data.trials import read_trials
 from fva.errors import FvaError
-from fva.heads.experiment import fold_checkpoints, load_checkpoint, read_experiment
+from fva.heads.experiment import (check_same_weights, experiment_weights, fold_checkpoints, load_checkpoint,
+                                  read_experiment)
 from fva.heads.trialset import TrialSet, open_features
-from fva.layout import find_features_folder
+from fva.layout import FULL_SET, find_features_folder
 
 
 def score_trial_list(exp: str | Path, trials_path: str | Path, cache_root: str | Path | None = None,
                      subset: str = "test") -> dict[str, float]:
-    """key -> distance for every trial of ``trials_path``, features from the ``subset`` caches."""
+    """key -> distance for every trial of ``trials_path``, features from the ``subset`` caches of the weight set
+    the experiment was trained on; features of other weights are refused."""
     exp = Path(exp)
     cfg, info = read_experiment(exp)
     root = Path(cache_root) if cache_root else Path(info["cache"])
     trials = read_trials(trials_path)
-    feats = open_features(cfg, find_features_folder(root, cfg.data.dataset, subset))
+    weight_set = info.get("weight_set", FULL_SET)
+    feats = open_features(cfg, find_features_folder(root, cfg.data.dataset, subset, weight_set))
     try:
         for modality, table in (("voice", feats.voice), ("face", feats.face)):
+            check_same_weights(experiment_weights(info), table.weights_ids, str(table.folder), str(exp),
+                               f"score with {subset} features of the same weights (weight set {weight_set})")
             if table.dim != sum(info["features"][modality]["dims"]):
                 raise FvaError(f"{table.folder}: {modality} features are {table.dim}-d but {exp} was trained on "
                                f"{sum(info['features'][modality]['dims'])}-d; score with the caches it was trained on")
@@ -58,6 +63,7 @@ def verify_pair(exp: str | Path, face_path: str | Path, voice_path: str | Path, 
     exp = Path(exp)
     cfg, info = read_experiment(exp)
     train_folder = Path(info["train_features"])
+    trained_on = experiment_weights(info)
     keys = {"voice": "voices/pair", "face": "faces/pair"}  # keys that media_key maps to themselves
     paths = {keys["voice"]: Path(voice_path), keys["face"]: Path(face_path)}
     records = [MediaRecord(key=keys[modality], identity=None, language=None, modality=modality,
@@ -68,7 +74,12 @@ def verify_pair(exp: str | Path, face_path: str | Path, voice_path: str | Path, 
             for name in names:
                 with open_cache(train_folder / name) as table:
                     source = (weights or {}).get(name, table.attrs.get("weights"))
-                    expected, dtype = table.attrs.get("weights_id"), table.dtype
+                    cached, dtype = table.attrs.get("weights_id"), table.dtype
+                if name not in (weights or {}):  # the cache's weights are the ones to rebuild the encoder from
+                    check_same_weights(trained_on, {name: cached}, str(train_folder / name), str(exp),
+                                       "the cache was extracted again with other weights after training: "
+                                       f"retrain, or pass --weights {name}=<the experiment's weights>")
+                expected = trained_on.get(name) or cached
                 encoder = get_encoder_class(name)(source, device=device)
                 if expected and encoder.weights_id != expected:
                     raise FvaError(f"{name}: weights {source} ({encoder.weights_id}) are not the ones {exp} was "

@@ -28,13 +28,15 @@ from fva.evaluate.eer import compute_eer, eer_threshold
 from fva.evaluate.scores import write_scores
 from fva.heads.config import HeadConfig, ModelConfig, load_config
 from fva.heads.experiment import (CHECKPOINT_FILE, CONFIG_FILE, EXPERIMENT_FORMAT, METRICS_FILE, build_model,
-                                  fold_folder, fold_line, init_projections, load_checkpoint, prepare_experiment, save_checkpoint,
+                                  check_same_weights, experiment_weights, fold_folder, fold_line, init_projections,
+                                  load_checkpoint, prepare_experiment, read_experiment, save_checkpoint,
                                   write_experiment, write_json, write_payload)
 from fva.heads.features import ConcatRows, epoch_order, make_rows, row_statistics, select_rows
 from fva.heads.parallel import train_folds_in_workers
 from fva.heads.systems.base import Batch, HeadSystem
 from fva.heads.trialset import Modalities, TrialSet, open_features
-from fva.layout import find_features_folder, folds_path, manifest_records
+from fva.layout import (FULL_SET, check_weight_set, features_folder, find_features_folder, folds_path,
+                        manifest_records)
 
 RESUME_EVERY = 5  # epochs between resume points (last.pt holds the optimiser state too)
 PRETRAIN_STREAM = 1_000_000  # seed stream of pretraining, apart from the folds (0, 1, ...)
@@ -59,10 +61,13 @@ class FoldRun:
 class FoldTrainer:
     """Everything one training run over folds shares: features, records, folds, languages."""
 
-    def __init__(self, cfg: HeadConfig, cache_root: Path, exp: Path) -> None:
+    def __init__(self, cfg: HeadConfig, cache_root: Path, exp: Path, log=print) -> None:
         self.cfg, self.cache_root, self.exp = cfg, Path(cache_root), Path(exp)
         split = Split.parse(cfg.data.split)
-        self.folder = find_features_folder(cache_root, cfg.data.dataset, "train", split.name)
+        self.weight_set, fallback = choose_weight_set(cache_root, cfg.data.dataset, cfg.data.weight_set, split)
+        if fallback:
+            log(f"note: {fallback}")
+        self.folder = find_features_folder(cache_root, cfg.data.dataset, "train", self.weight_set)
         self.feats = open_features(cfg, self.folder)
         for table in (self.feats.voice, self.feats.face):  # read once for all folds when half the budget holds it
             table.preload(cfg.train.in_memory_limit_gb / 2)
@@ -72,21 +77,24 @@ class FoldTrainer:
         self.heard = [lang for lang in all_languages if lang != split.unheard]
         self.unheard = [lang for lang in all_languages if lang == split.unheard]
         if split.unheard and not self.unheard:
-            raise FvaError(f"split {split.name}: the {cfg.data.dataset} features have no {split.unheard} "
-                           f"records (languages: {', '.join(all_languages)})")
+            raise FvaError(f"split {split.name}: the {cfg.data.dataset} features in {self.folder} have no "
+                           f"{split.unheard} records (languages: {', '.join(all_languages)}), which the unheard dev "
+                           "EER needs; extract the weight set from the full manifest (every language)")
         self.folds = self._folds()
         self.pre: Modalities | None = None
         if cfg.data.pretrain_dataset:
             from fva.data.datasets import get_dataset
 
             pds = cfg.data.pretrain_dataset
-            self.pre_folder = find_features_folder(cache_root, pds, get_dataset(pds).train_subsets[0], split.name)
+            self.pre_folder = find_features_folder(cache_root, pds, get_dataset(pds).train_subsets[0], self.weight_set)
             self.pre = open_features(cfg, self.pre_folder)
             for modality in ("voice", "face"):
                 a, b = getattr(self.feats, modality), getattr(self.pre, modality)
                 if a.dims != b.dims:
                     raise FvaError(f"{b.folder}: {modality} features {b.dims} differ from {a.folder}'s {a.dims}; "
                                    "pretrain on features of the same encoders")
+                check_same_weights(a.weights_ids, b.weights_ids, str(b.folder), f"the {cfg.data.dataset} features "
+                                   f"in {a.folder}", f"extract {pds} with the weights of weight set {self.weight_set}")
             self.pre_records = manifest_records(self.pre_folder)
             self._pretrained: dict | None = None
 
@@ -150,14 +158,37 @@ class FoldTrainer:
         if self.pre is not None:
             self.pre.close()
 
-    def describe(self) -> dict:
-        return {"format": EXPERIMENT_FORMAT, "fva_version": __version__, "cache": str(self.cache_root.resolve()),
-                "dataset": self.cfg.data.dataset, "train_features": str(self.folder),
+    def weights_ids(self) -> dict[str, str]:
+        """encoder -> weights identity of the training features (both modalities)."""
+        return {**self.feats.voice.weights_ids, **self.feats.face.weights_ids}
+
+    def check_init(self, init: Path) -> dict:
+        """The ``--init`` experiment's description, after checking it was trained on features of the same
+        weights as this experiment's."""
+        _, info = read_experiment(Path(init))
+        check_same_weights(experiment_weights(info), self.weights_ids(), str(self.folder), f"--init {init}",
+                           "start from an experiment of the same weight set")
+        return info
+
+    def describe(self, init_info: dict | None = None, init: Path | None = None) -> dict:
+        split = Split.parse(self.cfg.data.split)
+        info = {"format": EXPERIMENT_FORMAT, "fva_version": __version__, "cache": str(self.cache_root.resolve()),
+                "dataset": self.cfg.data.dataset, "weight_set": self.weight_set, "train_features": str(self.folder),
                 "heard": self.heard, "unheard": self.unheard, "folds": self.folds.k,
                 "features": {"voice": {"encoders": self.feats.voice.encoders, "dims": self.feats.voice.dims,
                                        "weights_ids": self.feats.voice.weights_ids},
                              "face": {"encoders": self.feats.face.encoders, "dims": self.feats.face.dims,
-                                      "weights_ids": self.feats.face.weights_ids}}}
+                                      "weights_ids": self.feats.face.weights_ids}},
+                "encoders_unheard": encoders_unheard(self.weight_set, split, self.feats),
+                "fine_tuned": self.cfg.train.epochs > 0}
+        if self.pre is not None:
+            info["pretrain"] = {"dataset": self.cfg.data.pretrain_dataset, "features": str(self.pre_folder),
+                                "joint": self.cfg.data.joint}
+        if init is not None:
+            info["init"] = {"exp": str(Path(init).resolve()),
+                            "pretrain": (init_info or {}).get("pretrain") or (init_info or {}).get("init", {}).get(
+                                "pretrain")}
+        return info
 
     def dev_sets(self, fold: int) -> dict[str, tuple[TrialSet, dict[str, int]]]:
         """Per language: the fold's dev trials (as ``fva folds`` writes them) with features and truth."""
@@ -175,6 +206,16 @@ class FoldTrainer:
         """Train one fold, keep the epoch with the best dev EER heard, then score its dev trials."""
         run = self.fold_run(fold)
         model = self.new_model(run, init_state)
+        if self.cfg.train.epochs == 0:  # no fine-tuning: the starting point is the fold's model
+            if init_state is None and self.pre is None:
+                raise FvaError("train.epochs 0 keeps each fold's starting point: give data.pretrain_dataset "
+                               "or --init an experiment to start from")
+            dev_eer, selection = self.evaluate(run, model)
+            self.select(run, model, {"epoch": 0, "best": math.inf, "best_epoch": -1, "stale": 0}, -1, dev_eer,
+                        selection)
+            run.log_path.write_text(json.dumps({"fold": fold, "epoch": -1, "dev_eer": dev_eer,
+                                                "selection_eer": selection, "fine_tuned": False}) + "\n")
+            return self.finish_fold(fold, run.dev)
         optimiser = make_optimiser(model, self.cfg.train)
         state = self.resume_point(run, model, optimiser, resume)
         while not self.finished(state):
@@ -307,6 +348,36 @@ class FoldTrainer:
         return metrics
 
 
+def choose_weight_set(cache_root: Path, dataset: str, wanted: str, split: Split) -> tuple[str, str]:
+    """The weight set to train on and, when it is not the one the split asks for, a note saying so.
+
+    A named set (``data.weight_set``) is used as it is. Otherwise the split's own set (``train-<split>``) when it
+    was extracted, else the full set: for an unheard split that means encoders that heard its language, which
+    the note says (and the experiment records, see :func:`encoders_unheard`)."""
+    if wanted:
+        return check_weight_set(wanted), ""
+    if split.unheard is None or features_folder(cache_root, dataset, "train", split.name).is_dir():
+        return split.name, ""
+    if not features_folder(cache_root, dataset, "train", FULL_SET).is_dir():
+        return split.name, ""  # find_features_folder reports what is missing
+    return FULL_SET, (f"no {dataset} features of encoders trained without {split.unheard} (weight set "
+                      f"{split.name}); training {split.name} on weight set {FULL_SET}, whose encoders heard "
+                      f"{split.unheard}")
+
+
+PUBLIC_VOICE_SOURCES = ("speechbrain/spkrec-ecapa-voxceleb", "spkrec-ecapa-voxceleb")  # heard every language
+
+
+def encoders_unheard(weight_set: str, split: Split, feats) -> str | None:
+    """The language the voice encoders of the training features never heard, as far as fva can tell: the
+    split's unheard language when the features come from that split's own weight set and no voice encoder is
+    the public speaker model (which heard every VoxCeleb language); else None."""
+    if split.unheard is None or weight_set != split.name:
+        return None
+    sources = [wid.split("@")[0] for wid in feats.voice.weights_ids.values()]
+    return None if any(source in PUBLIC_VOICE_SOURCES for source in sources) else split.unheard
+
+
 def make_optimiser(model: HeadSystem, tc) -> torch.optim.Optimizer:
     """Adam over the trainable parameters (a frozen branch has none); fused: one pass per step, ~5x faster
     on the CPU than the default."""
@@ -389,15 +460,16 @@ def train_head(cfg: HeadConfig, cache_root: Path, exp: Path, folds: list[int] | 
     overwrite = prepare_experiment(exp, force, resume)
     if resume and (exp / CONFIG_FILE).is_file():
         cfg = load_config(exp / CONFIG_FILE)
-    trainer = FoldTrainer(cfg, cache_root, exp)
+    trainer = FoldTrainer(cfg, cache_root, exp, log=log)
     try:
         fold_list = list(range(trainer.folds.k)) if folds is None else folds
         for f in fold_list:
             trainer.folds.check_fold(f)
+        init_info = trainer.check_init(init) if init else None
         if overwrite:  # only once the request is known to be valid: a user error deletes nothing
             shutil.rmtree(exp)
         exp.mkdir(parents=True, exist_ok=True)
-        write_experiment(exp, cfg, trainer.describe())
+        write_experiment(exp, cfg, trainer.describe(init_info, init))
         init_state = init_projections(init) if init else None
         results = {}
         todo = []

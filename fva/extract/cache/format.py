@@ -43,9 +43,9 @@ PER_FILE_ATTRS = ("shard_index", "rows", "failed", "created")
 # Attributes that must agree between the shards of one cache (and between a writer and the files it resumes).
 MUST_AGREE = ("cache_format", "encoder", "modality", "dim", "dtype", "extras", "weights_id")
 # Further attributes a resuming writer must agree on with the files already there, when both state them.
-RESUME_MUST_AGREE = MUST_AGREE + ("dataset", "subset", "split")
+RESUME_MUST_AGREE = MUST_AGREE + ("dataset", "subset", "split", "weight_set")
 # Attributes compared across shards by validate_cache (reported, not fatal).
-VALIDATE_AGREE = MUST_AGREE + ("weights", "dataset", "subset", "split", "num_shards")
+VALIDATE_AGREE = MUST_AGREE + ("weights", "dataset", "subset", "split", "weight_set", "num_shards")
 
 _SHARD_RE = re.compile(r"^shard-(\d{5})-of-(\d{5})\.h5$")
 _READ_BYTES = 16 << 20  # bytes per raw read when converting to float32

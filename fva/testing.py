@@ -168,6 +168,15 @@ def write_split(root: Path, subset: str, records, rows, rng, dataset: str = DATA
     return stored
 
 
+def set_weights_id(folder: Path, weights_id: str) -> None:
+    """Rewrite the weights identity every shard of one encoder's cache records (features "of other weights")."""
+    import h5py
+
+    for path in sorted(Path(folder).glob("shard-*.h5")):
+        with h5py.File(path, "r+") as fh:
+            fh.attrs["weights_id"] = weights_id
+
+
 def synthetic_heads_cache(base: Path) -> SimpleNamespace:
     """Under ``base``: the synthetic cache root (``cache/``) with train-full and test-full, a FAME test list
     (``test_list.txt``) and the training config (``config.yaml``); returned with the stored features."""

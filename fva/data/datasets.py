@@ -77,7 +77,7 @@ def build_manifest(dataset: str, root: str | Path, *, subset: str | None = None,
     if subset not in spec.subsets:
         raise FvaError(f"unknown subset {subset!r} of {dataset}; choose one of {', '.join(spec.subsets)}")
     parsed = Split.parse(split)
-    if parsed.unheard and subset not in spec.train_subsets:
+    if parsed.unheard and subset not in spec.train_subsets and not keep_languages:
         raise FvaError(f"split {parsed.name} applies to training data; use --subset "
                        f"{spec.train_subsets[0]} or --split full")
     labels = Path(language_labels) if language_labels else None

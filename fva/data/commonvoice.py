@@ -87,7 +87,8 @@ class _Skips:
             return None
         total = sum(self.reasons.values())
         counts = ", ".join(f"{n} {reason}" for reason, n in sorted(self.reasons.items(), key=lambda x: (-x[1], x[0])))
-        return f"commonvoice: skipped {total} rows of {self.rows} ({counts}; first: {self.first})"
+        return (f"commonvoice: skipped {total} row{'s' if total > 1 else ''} of {self.rows} "
+                f"({counts}; first: {self.first})")
 
 
 def records(root: Path, subset: str = "validated", strict: bool = False) -> tuple[list[MediaRecord], list[str]]:

@@ -104,7 +104,7 @@ def find_lists(root: Path, version: MavCelebVersion, subset: str,
         if not lists.is_dir():
             raise FvaError(f"--lists {lists} not found; pass the folder holding {expected}")
         if not any((lists / n).is_file() for n in names):
-            raise FvaError(f"no {version.name} {subset} list in {lists}; expected {expected} there "
+            raise FvaError(f"no {subset} list of {version.name} in {lists}; expected {expected} there "
                            f"(as in {SPLITS_FOLDER}/{version.short}/)")
         return lists, None
     if any((root / n).is_file() for n in names):
@@ -170,7 +170,7 @@ def test_records(root: Path, version: MavCelebVersion, lists: Path | None = None
     list paths are relative to the dataset root. ``lists`` None: none was found (an error)."""
     check_root(root, version)
     if lists is None:
-        raise FvaError(f"no {version.name} test list in {root} or {root / SPLITS_FOLDER / version.short}; "
+        raise FvaError(f"no test list of {version.name} in {root} or {root / SPLITS_FOLDER / version.short}; "
                        f"expected {' or '.join(version.list_names('test'))}; pass --lists DIR, the folder "
                        "holding them")
     records: dict[str, MediaRecord] = {}
@@ -194,5 +194,5 @@ def test_records(root: Path, version: MavCelebVersion, lists: Path | None = None
                         frame=_frame_number(found) if modality == "face" else None,
                     )
     if not found_list:
-        raise FvaError(f"no {version.name} test list in {lists}; expected {' or '.join(version.list_names('test'))}")
+        raise FvaError(f"no test list of {version.name} in {lists}; expected {' or '.join(version.list_names('test'))}")
     return list(records.values())

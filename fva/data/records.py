@@ -1,11 +1,13 @@
 """Manifests: typed media records written as JSONL and read back into the same types.
 
 A manifest file starts with one header line ``{"manifest": {...}}`` that says which dataset, root, subset and
-split it was built from (and, for MAV-Celeb, the folder its list files came from: ``lists``), followed by one JSON object per :class:`MediaRecord`: one voice clip, one face image,
-or one face track (an mp4 whose every 25th frame is a face sample; ``frame`` is then ``None``).
+split it was built from (and, for MAV-Celeb, ``lists``: the folder its list files came from), followed by one
+JSON object per :class:`MediaRecord`: one voice clip, one face image, or one face track (an mp4 whose every
+25th frame is a face sample; ``frame`` is then ``None``).
 
 Keys are stable: the media path relative to the dataset root without its extension, with the canonical
-``voices``/``faces`` spelling, e.g. ``voices/id0001/English/A8Ch7gJalls/00000``. They are unique within a
+``voices``/``faces`` spelling, e.g. ``voices/id0001/English/A8Ch7gJalls/00000`` (VoxCeleb2: always
+``<subset>/aac|mp4/...``, also when the subset was unpacked flat into the root). They are unique within a
 manifest, and the feature caches of stage 1 are keyed by them.
 """
 

@@ -92,20 +92,27 @@ def demo_data(out: Path, seed: int, train_identities: int, test_identities: int)
 @click.option("--language-labels", type=click.Path(path_type=Path), default=None,
               help="TSV key/language/confidence (VoxCeleb2 unheard splits need one; 'fva lid' writes it).")
 @click.option("--languages", default=None, help="Keep only these languages, comma-separated (names or codes).")
+@click.option("--lists", type=click.Path(path_type=Path), default=None, metavar="DIR",
+              help="MAV-Celeb: folder of the <Lang>_train.txt/<Lang>_test.txt lists (default: the root, else "
+                   "ROOT/face_voice_association_splits/<v1|v2|v3>/).")
+@click.option("--strict", is_flag=True, help="Stop at the first unusable row (CommonVoice) instead of skipping it.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Manifest to write (JSONL).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def manifest(dataset: str, root: Path, subset: str | None, split: str, language_labels: Path | None,
-             languages: str | None, out: Path, as_json: bool) -> None:
+             languages: str | None, lists: Path | None, strict: bool, out: Path, as_json: bool) -> None:
     """Build a dataset manifest (JSONL records of every voice clip and face) for one subset and split.
 
     \b
-    Example:
+    Examples:
       fva manifest --dataset mavceleb-v3 --root data/demo --split english-unheard --out train.jsonl
+      fva manifest --dataset mavceleb-v3 --root /data/mavceleb_v3 --subset test \\
+          --lists /data/face_voice_association_splits/v3 --out test.jsonl
     """
     from fva.data.datasets import build_manifest
 
     built, notes = build_manifest(dataset, root, subset=subset, split=split, language_labels=language_labels,
-                                  languages=languages.split(",") if languages else None)
+                                  languages=languages.split(",") if languages else None, lists=lists,
+                                  strict=strict)
     built.write(out)
     summary = built.summary()
     if as_json:
@@ -154,6 +161,8 @@ def _parse_weights(values: tuple[str, ...]) -> dict[str, str]:
                    "(default: the split, or the manifest's split).")
 @click.option("--language-labels", type=click.Path(path_type=Path), default=None,
               help="VoxCeleb2 language labels (for unheard splits).")
+@click.option("--lists", type=click.Path(path_type=Path), default=None, metavar="DIR",
+              help="MAV-Celeb list folder, as for 'fva manifest'.")
 @click.option("--cache", "cache_root", type=click.Path(path_type=Path), default=Path("cache"), show_default=True,
               help="Cache root; features go to CACHE/<dataset>/<subset>-<set>/<encoder>/.")
 @click.option("--encoders", default=",".join(("speaker-ecapa", "voice-age-gender-ecapa", "vggface",
@@ -168,12 +177,13 @@ def _parse_weights(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--shard-index", type=int, default=None, help="This worker's index (default: RANK or 0).")
 @click.option("--limit", type=int, default=None, help="Only the first N records per encoder (a quick look).")
 @click.option("--dtype", type=click.Choice(["float16", "float32"]), default="float16", show_default=True)
-@click.option("--strict", is_flag=True, help="Stop at the first media file that fails instead of recording it.")
+@click.option("--strict", is_flag=True, help="Stop at the first media file that fails instead of recording it "
+              "(and, building a manifest, at the first unusable CommonVoice row instead of skipping it).")
 @click.option("--commit-rows", type=int, default=COMMIT_ROWS, show_default=True,
               help="Rows per committed part file: at most this much work is lost when a run is killed.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="tqdm progress bars.")
 def extract(manifest_path: Path | None, dataset: str | None, root: Path | None, subset: str | None, split: str,
-            weight_set: str | None, language_labels: Path | None, cache_root: Path, encoders: str,
+            weight_set: str | None, language_labels: Path | None, lists: Path | None, cache_root: Path, encoders: str,
             weights: tuple[str, ...],
             device: str | None, batch_size: int, workers: int, num_shards: int | None, shard_index: int | None,
             limit: int | None, dtype: str, strict: bool, commit_rows: int, progress: bool) -> None:
@@ -200,7 +210,8 @@ def extract(manifest_path: Path | None, dataset: str | None, root: Path | None, 
     names = [n.strip() for n in encoders.split(",") if n.strip()]
     for name in list(names) + list(weight_map):
         get_encoder_class(name)  # unknown names fail before any work
-    man, notes = load_manifest(manifest_path, dataset, root, subset, split, language_labels, keep_languages=True)
+    man, notes = load_manifest(manifest_path, dataset, root, subset, split, language_labels, lists=lists,
+                               strict=strict, keep_languages=True)
     weight_set = check_weight_set(weight_set or (man.split if manifest_path else split))
     for note in notes:
         click.echo(f"note: {note}", err=True)

@@ -3,7 +3,9 @@
 Identity = ``client_id``. Age and gender are normalised: age to a decade label (``fourties`` is read as
 ``forties``), gender to male / female / other across both vocabularies (up to release 16: male, female,
 other; later: male_masculine, female_feminine, transgender, non-binary, intersex, do_not_wish_to_say).
-A record without a usable label keeps the record and drops only the label.
+A record without a usable label keeps the record and drops only the label. A row that cannot be used at all
+(a malformed row, no clip path or speaker, a clip missing on disk, a clip listed twice) is skipped and counted
+by reason (:func:`records` returns the count as a note), or stops the build with ``strict``.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import csv
 import os
 import sys
+from collections import Counter
 from pathlib import Path
 
 from fva.data.languages import canonical_language
@@ -62,9 +65,40 @@ def locale_dirs(root: Path, subset: str) -> list[Path]:
     return found
 
 
-def records(root: Path, subset: str = "validated") -> list[MediaRecord]:
-    """One voice record per row of ``<locale>/<subset>.tsv`` in every locale folder; clips must exist."""
+class _Skips:
+    """Rows left out, counted by reason; with ``strict`` the first one is an error instead."""
+
+    def __init__(self, root: Path, strict: bool) -> None:
+        self.root, self.strict = root, strict
+        self.reasons: Counter[str] = Counter()
+        self.first: str | None = None
+        self.rows = 0
+
+    def skip(self, tsv: Path, lineno: int, reason: str, detail: str) -> None:
+        """Count the row under ``reason``, or raise with ``detail`` (what is wrong, what to do) under strict."""
+        if self.strict:
+            raise FvaError(f"{where(tsv, lineno)}: {detail} (without --strict such rows are skipped and counted)")
+        self.reasons[reason] += 1
+        if self.first is None:
+            self.first = where(tsv.relative_to(self.root).as_posix(), lineno)
+
+    def note(self) -> str | None:
+        if not self.reasons:
+            return None
+        total = sum(self.reasons.values())
+        counts = ", ".join(f"{n} {reason}" for reason, n in sorted(self.reasons.items(), key=lambda x: (-x[1], x[0])))
+        return (f"commonvoice: skipped {total} row{'s' if total > 1 else ''} of {self.rows} "
+                f"({counts}; first: {self.first})")
+
+
+def records(root: Path, subset: str = "validated", strict: bool = False) -> tuple[list[MediaRecord], list[str]]:
+    """One voice record per usable row of ``<locale>/<subset>.tsv`` in every locale folder, and notes.
+
+    Unusable rows are skipped and counted in a note; ``strict`` stops at the first one instead.
+    """
     out: list[MediaRecord] = []
+    skips = _Skips(root, strict)
+    seen: set[str] = set()
     for locale_dir in locale_dirs(root, subset):
         language = canonical_language(locale_dir.name)
         clips = locale_dir / "clips"
@@ -81,17 +115,36 @@ def records(root: Path, subset: str = "validated") -> list[MediaRecord]:
             for lineno, row in enumerate(reader, 2):
                 if not row:
                     continue
+                skips.rows += 1
                 if len(row) != len(header):
-                    raise FvaError(f"{where(tsv, lineno)}: {len(row)} fields where the header has "
-                                   f"{len(header)}; the file is damaged, re-extract it")
-                name = row[col["path"]]
+                    skips.skip(tsv, lineno, "malformed row", f"{len(row)} fields where the header has "
+                               f"{len(header)}; the file is damaged, re-extract it")
+                    continue
+                name, client = row[col["path"]].strip(), row[col["client_id"]].strip()
+                if not name:
+                    skips.skip(tsv, lineno, "no clip path", "the path field is empty; fix or remove that row")
+                    continue
+                if not client:
+                    skips.skip(tsv, lineno, "no client_id", "the client_id field is empty (no speaker); "
+                               "fix or remove that row")
+                    continue
                 if name not in on_disk:
-                    raise FvaError(f"{where(tsv, lineno)}: clip {clips / name} does not exist; "
-                                   "the download is incomplete or --root is wrong")
+                    skips.skip(tsv, lineno, "clip missing", f"clip {clips / name} does not exist; "
+                               "the download is incomplete or --root is wrong")
+                    continue
                 rel = (locale_dir / "clips" / name).relative_to(root)
+                key = rel.with_suffix("").as_posix()
+                if key in seen:
+                    skips.skip(tsv, lineno, "duplicate clip", f"clip {name} is listed twice; remove one row")
+                    continue
+                seen.add(key)
                 out.append(MediaRecord(
-                    key=rel.with_suffix("").as_posix(), identity=row[col["client_id"]], language=language,
-                    modality="voice", path=rel.as_posix(),
+                    key=key, identity=client, language=language, modality="voice", path=rel.as_posix(),
                     age=normalise_age(row[col["age"]]), gender=normalise_gender(row[col["gender"]]),
                 ))
-    return out
+    note = skips.note()
+    if not out:
+        raise FvaError(f"no usable row in the {subset}.tsv files under {root}"
+                       + (f" ({note.removeprefix('commonvoice: ')})" if note else "")
+                       + "; check --root and --subset")
+    return out, [note] if note else []

@@ -2,8 +2,10 @@
 
 Train media: ``voices/idNNNN/<Lang>/<video>/NNNNN.wav`` and ``faces/idNNNN/<Lang>/<video>/<frame>.jpg``;
 official lists ``<Lang>_train.txt`` (``<voice path> <face path>``, relative to voices/ and faces/) and
-``<Lang>_test.txt`` (``<key> <voice path> <face path>``). Test media paths in the lists may live under the
-dataset root or under ``<Lang>_test/``, and V3 stores on disk as ``voice/``, ``face/`` what its lists call
+``<Lang>_test.txt`` (``<key> <voice path> <face path>``). The lists ship apart from the media, in the
+baseline's ``face_voice_association_splits/<v1|v2|v3>/``: :func:`find_lists` reads them from a folder the user
+names, else the dataset root, else that folder under the root. Test media paths in the lists may live under
+the dataset root or under ``<Lang>_test/``, and V3 stores on disk as ``voice/``, ``face/`` what its lists call
 ``voices/``, ``faces/``: :func:`resolve_media` tries each spelling.
 """
 
@@ -21,6 +23,7 @@ VOICE_SUFFIXES = (".wav",)
 FACE_SUFFIXES = (".jpg", ".jpeg", ".png")
 _SPELLINGS = {"voices": "voice", "faces": "face", "voice": "voices", "face": "faces"}
 _CANONICAL = {"voice": "voices", "face": "faces"}
+SPLITS_FOLDER = "face_voice_association_splits"  # the baseline repository's folder of list files
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,15 @@ class MavCelebVersion:
     name: str
     languages: tuple[str, str]
     frame_digits: int
+
+    @property
+    def short(self) -> str:
+        """``v1``, ``v2`` or ``v3``: the version's folder under ``face_voice_association_splits/``."""
+        return self.name.rsplit("-", 1)[1]
+
+    def list_names(self, subset: str) -> list[str]:
+        """The list files of a subset, e.g. ``['English_train.txt', 'German_train.txt']``."""
+        return [f"{language}_{subset}.txt" for language in self.languages]
 
 
 VERSIONS = {
@@ -73,15 +85,41 @@ def _frame_number(path: Path) -> int | None:
     return int(path.stem) if path.stem.isdigit() else None
 
 
-def _check_root(root: Path, version: MavCelebVersion) -> None:
+def check_root(root: Path, version: MavCelebVersion) -> None:
     if not root.is_dir():
         raise FvaError(f"dataset root {root} not found; pass --root the {version.name} folder "
-                       "(the one holding voices/, faces/ and the *_train.txt lists)")
+                       "(the one holding voices/ and faces/)")
 
 
-def train_records(root: Path, version: MavCelebVersion) -> list[MediaRecord]:
-    """Every train voice clip and face image under ``voices/`` and ``faces/``; lists are checked too."""
-    _check_root(root, version)
+def find_lists(root: Path, version: MavCelebVersion, subset: str,
+               lists: Path | None = None) -> tuple[Path | None, str | None]:
+    """The folder holding the subset's ``<Lang>_<subset>.txt`` lists, and a note when it was found by looking.
+
+    ``lists`` given: it must hold at least one of them. Not given: ``root`` when it holds one, else
+    ``root/face_voice_association_splits/<v1|v2|v3>/`` when that does, else None.
+    """
+    names = version.list_names(subset)
+    expected = " or ".join(names)
+    if lists is not None:
+        if not lists.is_dir():
+            raise FvaError(f"--lists {lists} not found; pass the folder holding {expected}")
+        if not any((lists / n).is_file() for n in names):
+            raise FvaError(f"no {subset} list of {version.name} in {lists}; expected {expected} there "
+                           f"(as in {SPLITS_FOLDER}/{version.short}/)")
+        return lists, None
+    if any((root / n).is_file() for n in names):
+        return root, None
+    splits = root / SPLITS_FOLDER / version.short
+    if any((splits / n).is_file() for n in names):
+        return splits, (f"{version.name}: read the {subset} lists from {splits} (none in {root}); "
+                        "--lists DIR names another folder")
+    return None, None
+
+
+def train_records(root: Path, version: MavCelebVersion, lists: Path | None = None) -> list[MediaRecord]:
+    """Every train voice clip and face image under ``voices/`` and ``faces/``; the ``<Lang>_train.txt``
+    lists in ``lists`` (when there are any) are checked too."""
+    check_root(root, version)
     records: list[MediaRecord] = []
     for modality, folder, suffixes in (("voice", "voices", VOICE_SUFFIXES), ("face", "faces", FACE_SUFFIXES)):
         top = root / folder
@@ -101,14 +139,16 @@ def train_records(root: Path, version: MavCelebVersion) -> list[MediaRecord]:
             ))
     if not records:
         raise FvaError(f"no media found under {root}/voices or {root}/faces; check --root")
-    check_train_lists(root, version)
+    if lists is not None:
+        check_train_lists(root, version, lists)
     return records
 
 
-def check_train_lists(root: Path, version: MavCelebVersion) -> None:
-    """Check each ``<Lang>_train.txt`` present: two fields per line, both files exist."""
+def check_train_lists(root: Path, version: MavCelebVersion, lists: Path | None = None) -> None:
+    """Check each ``<Lang>_train.txt`` present in ``lists`` (default: the root): two fields per line, both
+    files exist under the root."""
     for language in version.languages:
-        path = root / f"{language}_train.txt"
+        path = (lists or root) / f"{language}_train.txt"
         if not path.is_file():
             continue
         with path.open() as fh:
@@ -125,13 +165,18 @@ def check_train_lists(root: Path, version: MavCelebVersion) -> None:
                                        "the dataset is incomplete or --root points elsewhere")
 
 
-def test_records(root: Path, version: MavCelebVersion) -> list[MediaRecord]:
-    """The media of the ``<Lang>_test.txt`` lists (no identities: the organisers keep them)."""
-    _check_root(root, version)
+def test_records(root: Path, version: MavCelebVersion, lists: Path | None = None) -> list[MediaRecord]:
+    """The media of the ``<Lang>_test.txt`` lists in ``lists`` (no identities: the organisers keep them);
+    list paths are relative to the dataset root. ``lists`` None: none was found (an error)."""
+    check_root(root, version)
+    if lists is None:
+        raise FvaError(f"no test list of {version.name} in {root} or {root / SPLITS_FOLDER / version.short}; "
+                       f"expected {' or '.join(version.list_names('test'))}; pass --lists DIR, the folder "
+                       "holding them")
     records: dict[str, MediaRecord] = {}
     found_list = False
     for language in version.languages:
-        path = root / f"{language}_test.txt"
+        path = lists / f"{language}_test.txt"
         if not path.is_file():
             continue
         found_list = True
@@ -149,6 +194,5 @@ def test_records(root: Path, version: MavCelebVersion) -> list[MediaRecord]:
                         frame=_frame_number(found) if modality == "face" else None,
                     )
     if not found_list:
-        names = " or ".join(f"{lang}_test.txt" for lang in version.languages)
-        raise FvaError(f"no test list in {root}; expected {names}")
+        raise FvaError(f"no test list of {version.name} in {lists}; expected {' or '.join(version.list_names('test'))}")
     return list(records.values())

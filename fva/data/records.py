@@ -1,11 +1,13 @@
 """Manifests: typed media records written as JSONL and read back into the same types.
 
 A manifest file starts with one header line ``{"manifest": {...}}`` that says which dataset, root, subset and
-split it was built from, followed by one JSON object per :class:`MediaRecord`: one voice clip, one face image,
-or one face track (an mp4 whose every 25th frame is a face sample; ``frame`` is then ``None``).
+split it was built from (and, for MAV-Celeb, ``lists``: the folder its list files came from), followed by one
+JSON object per :class:`MediaRecord`: one voice clip, one face image, or one face track (an mp4 whose every
+25th frame is a face sample; ``frame`` is then ``None``).
 
 Keys are stable: the media path relative to the dataset root without its extension, with the canonical
-``voices``/``faces`` spelling, e.g. ``voices/id0001/English/A8Ch7gJalls/00000``. They are unique within a
+``voices``/``faces`` spelling, e.g. ``voices/id0001/English/A8Ch7gJalls/00000`` (VoxCeleb2: always
+``<subset>/aac|mp4/...``, also when the subset was unpacked flat into the root). They are unique within a
 manifest, and the feature caches of stage 1 are keyed by them.
 """
 
@@ -74,10 +76,14 @@ class Manifest:
     split: str
     records: list[MediaRecord] = field(default_factory=list)
     version: str = __version__
+    lists: str | None = None  # the folder the dataset's list files were read from, where it has lists
 
     def header(self) -> dict:
-        return {"dataset": self.dataset, "root": self.root, "subset": self.subset, "split": self.split,
-                "version": self.version, "records": len(self.records)}
+        """The header line's fields; ``lists`` only when known (older manifests have none)."""
+        head = {"dataset": self.dataset, "root": self.root, "subset": self.subset, "split": self.split}
+        if self.lists is not None:
+            head["lists"] = self.lists
+        return {**head, "version": self.version, "records": len(self.records)}
 
     def write(self, path: str | Path) -> None:
         """Write the manifest atomically (temp file, then rename), checking keys are unique."""
@@ -110,7 +116,7 @@ class Manifest:
                     raise FvaError(f"{where(path, lineno)}: bad manifest record ({err}); "
                                    "rebuild the manifest with 'fva manifest'") from None
         return cls(dataset=head["dataset"], root=head["root"], subset=head["subset"], split=head["split"],
-                   records=records, version=head.get("version", "unknown"))
+                   records=records, version=head.get("version", "unknown"), lists=head.get("lists"))
 
     def by_modality(self, modality: str) -> list[MediaRecord]:
         return [r for r in self.records if r.modality == modality]

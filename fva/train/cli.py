@@ -20,6 +20,8 @@ _DATA_OPTIONS = [
     click.option("--languages", default=None, help="Keep only these languages, comma-separated (names or codes)."),
     click.option("--manifest", "manifest_path", type=click.Path(path_type=Path), default=None,
                  help="A manifest from 'fva manifest' instead of --dataset/--root."),
+    click.option("--strict", is_flag=True,
+                 help="Stop at the first unusable dataset row (CommonVoice) instead of skipping it."),
 ]
 
 
@@ -66,7 +68,7 @@ def _split_options(kwargs: dict) -> tuple[dict, dict]:
     from fva.train.common import TrainOptions
 
     data = {k: kwargs.pop(k) for k in ("dataset", "root", "subset", "split", "language_labels", "languages",
-                                       "manifest_path")}
+                                       "manifest_path", "strict")}
     fields = TrainOptions.__dataclass_fields__
     train = {k: kwargs.pop(k) for k in list(kwargs) if k in fields}
     train["out"] = str(train["out"])
@@ -78,7 +80,7 @@ def _manifest(data: dict):
 
     languages = data["languages"].split(",") if data["languages"] else None
     manifest, notes = load_manifest(data["manifest_path"], data["dataset"], data["root"], data["subset"],
-                                    data["split"], data["language_labels"], languages)
+                                    data["split"], data["language_labels"], languages, strict=data["strict"])
     for note in notes:
         click.echo(f"note: {note}", err=True)
     return manifest

@@ -241,6 +241,8 @@ def extract(manifest_path: Path | None, dataset: str | None, root: Path | None, 
 @click.option("--init", type=click.Path(path_type=Path), default=None, help="Start from a trained experiment's head.")
 @click.option("--epochs", type=click.IntRange(min=0), default=None,
               help="Overrides train.epochs; 0: no fine-tuning, each fold keeps the pretrained (or --init) heads.")
+@click.option("--pretrain-dataset", default=None,
+              help="Pretrain on this dataset's cache of the same weight set first, e.g. voxceleb2 (overrides the config).")
 @click.option("--seed", type=int, default=None, help="Overrides the config's seed.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted experiment.")
 @click.option("--force", is_flag=True, help="Overwrite an existing experiment folder.")
@@ -248,7 +250,8 @@ def extract(manifest_path: Path | None, dataset: str | None, root: Path | None, 
               help="Folds trained at once (this process and N-1 spawned ones), each with a share of the CPU threads.")
 def train_head_cmd(fold: str, config_path: Path | None, cache_root: Path, exp: Path, split: str | None,
                    weight_set: str | None, dataset: str | None, folds_path: Path | None, init: Path | None,
-                   epochs: int | None, seed: int | None, resume: bool, force: bool, workers: int) -> None:
+                   epochs: int | None, pretrain_dataset: str | None, seed: int | None, resume: bool, force: bool,
+                   workers: int) -> None:
     """Train projection heads per identity-disjoint fold on cached features, selecting on dev EER.
 
     Prints each fold's dev EER, heard and unheard separately, and their mean.
@@ -268,6 +271,8 @@ def train_head_cmd(fold: str, config_path: Path | None, cache_root: Path, exp: P
         overrides["data"]["weight_set"] = weight_set
     if epochs is not None:
         overrides["train"] = {"epochs": epochs}
+    if pretrain_dataset is not None:
+        overrides["data"]["pretrain_dataset"] = pretrain_dataset
     if dataset:
         overrides["data"]["dataset"] = dataset
     if folds_path:
@@ -658,6 +663,45 @@ def submission_pack(scores_dir: Path, out: Path, trials: Path) -> None:
              for lang in submission_languages(trials) for cond in CONDITIONS}
     write_valid_submission(out, {k: read_scores(p) for k, p in files.items()}, trials)
     click.echo(f"{out}: {len(files)} files, valid")
+
+
+@cli.group()
+def recipe() -> None:
+    """Helpers of the recipes (recipes/fame2026/run.sh): their config, the published plan, the dev-EER table."""
+
+
+@recipe.command("config")
+@click.argument("config_path", type=click.Path(path_type=Path))
+def recipe_config(config_path: Path) -> None:
+    """Check a recipe config and print it as shell assignments (SECTION_KEY='value'), for run.sh to eval."""
+    from fva.recipe import load_recipe_config, shell_assignments
+
+    click.echo(shell_assignments(load_recipe_config(config_path)), nl=False)
+
+
+@recipe.command("plan")
+@click.option("--work", type=click.Path(path_type=Path), required=True, help="The recipe's work folder.")
+@click.option("--trials", type=click.Path(path_type=Path), required=True, help="Folder with <Lang>_test.txt.")
+@click.option("--cache", "cache_root", type=click.Path(path_type=Path), required=True, help="Test features' cache root.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Plan YAML to write.")
+def recipe_plan(work: Path, trials: Path, cache_root: Path, out: Path) -> None:
+    """Write the published per-scenario selection (FAME 2026 winner) as a submission plan."""
+    from fva.evaluate.submission import submission_languages
+    from fva.recipe import published_plan, write_plan
+
+    plan = published_plan(work, trials, cache_root, submission_languages(trials))
+    write_plan(out, plan)
+    for name, exp in plan["files"].items():
+        click.echo(f"{name}: {exp}")
+
+
+@recipe.command("table")
+@click.argument("exps", nargs=-1, required=True, type=click.Path(path_type=Path))
+def recipe_table(exps: tuple[Path, ...]) -> None:
+    """Mean dev EERs of experiments side by side (markdown)."""
+    from fva.recipe import dev_eer_table
+
+    click.echo(dev_eer_table(list(exps)))
 
 
 for _command in TRAIN_COMMANDS:  # fva lid, fva train-encoder (fva/train/cli.py)

@@ -2,6 +2,11 @@
 # `make submission`: numbered stages, each reading only what the stage before it wrote.
 #   DATASET=demo (default: generate the demo dataset) or mavceleb-v1|v2|v3 with ROOT=<dataset folder>
 #   WORK=<folder for manifests, folds, caches, experiments>
+#   LISTS=<folder of MAV-Celeb's list files> (default: the root, else its face_voice_association_splits/<v>/)
+#   WEIGHTS="--weights ENCODER=SOURCE ..." local copies of the encoders' weights
+# On a real MAV-Celeb this is the reduced system: the public encoders (the voice age-gender ECAPA only when
+# WEIGHTS names a trained one), no VoxCeleb2 pretraining, one weight set for every split. The last stage says,
+# per file, which published condition it does not meet; recipes/fame2026/run.sh is the published system.
 set -euo pipefail
 
 DATASET=${DATASET:-demo}
@@ -27,8 +32,10 @@ fi
 
 mkdir -p "$WORK"
 echo "== stage 2: manifests -> $WORK"
-fva manifest --dataset "$FVA_DATASET" --root "$ROOT" --subset train --out "$WORK/train.jsonl"
-fva manifest --dataset "$FVA_DATASET" --root "$ROOT" --subset test --out "$WORK/test.jsonl"
+LISTS_ARG=()
+[ -n "${LISTS:-}" ] && LISTS_ARG=(--lists "$LISTS")
+fva manifest --dataset "$FVA_DATASET" --root "$ROOT" --subset train --out "$WORK/train.jsonl" "${LISTS_ARG[@]}"
+fva manifest --dataset "$FVA_DATASET" --root "$ROOT" --subset test --out "$WORK/test.jsonl" "${LISTS_ARG[@]}"
 
 echo "== stage 3: identity folds and dev trials -> $WORK/folds"
 fva folds --manifest "$WORK/train.jsonl" --out "$WORK/folds"
@@ -48,19 +55,40 @@ else
   echo "== stage 4: encoder weights from WEIGHTS='${WEIGHTS:-}' (default: each encoder's published source)"
   WEIGHTS=${WEIGHTS:-}
 fi
+# the encoders: the voice age-gender ECAPA only with a trained model (it is not published); FACE_ENCODERS="..."
+# names other face encoders
+FACE_ENCODERS=${FACE_ENCODERS:-vggface vit-age-gender}
+case " $WEIGHTS " in
+  *" voice-age-gender-ecapa="*|*"--weights=voice-age-gender-ecapa="*) VOICE_ENCODERS="speaker-ecapa voice-age-gender-ecapa" ;;
+  *) VOICE_ENCODERS="speaker-ecapa"
+     echo "   voice-age-gender-ecapa: no trained model in WEIGHTS (it is not published: 'fva train-encoder" \
+          "age-gender' trains one; add --weights voice-age-gender-ecapa=DIR); the voice heads use speaker-ecapa alone" ;;
+esac
+ENCODERS="$VOICE_ENCODERS $FACE_ENCODERS"
 
 echo "== stage 5: features of the train and test media -> $CACHE"
 for subset in train test; do
   # shellcheck disable=SC2086  # WEIGHTS holds several options
-  fva extract --manifest "$WORK/$subset.jsonl" --cache "$CACHE" $WEIGHTS ${EXTRACT_ARGS:-}
-  for encoder in speaker-ecapa voice-age-gender-ecapa vggface vit-age-gender; do
+  fva extract --manifest "$WORK/$subset.jsonl" --cache "$CACHE" --encoders "${ENCODERS// /,}" $WEIGHTS \
+    ${EXTRACT_ARGS:-}
+  for encoder in $ENCODERS; do
     fva cache validate "$CACHE/$FVA_DATASET/$subset-full/$encoder" --manifest "$WORK/$subset.jsonl"
   done
 done
 
-LANGS=$(cd "$ROOT" && ls ./*_test.txt 2>/dev/null | sed 's|^\./||; s|_test\.txt$||')
+# the trial lists: LISTS, else the root, else MAV-Celeb's splits folder under it
+TRIALS=${LISTS:-$ROOT}
+if ! ls "$TRIALS"/*_test.txt >/dev/null 2>&1 && [ -d "$ROOT/face_voice_association_splits/${FVA_DATASET##*-}" ]; then
+  TRIALS=$ROOT/face_voice_association_splits/${FVA_DATASET##*-}
+fi
+LANGS=$(cd "$TRIALS" && ls ./*_test.txt 2>/dev/null | sed 's|^\./||; s|_test\.txt$||')
 # the demo's random-weight encoders need their own head settings (the shipped config demo: fva/configs/demo.yaml)
 if [ "$DATASET" = demo ]; then HEAD_CONFIG=${HEAD_CONFIG:-demo}; else HEAD_CONFIG=${HEAD_CONFIG:-fame2026}; fi
+if [ "$HEAD_CONFIG" = fame2026 ]; then  # the published system over the encoders there are
+  HEAD_CONFIG=$WORK/head.yaml
+  printf 'model:\n  system: fame2026\nfeatures:\n  voice_encoders: [%s]\n  face_encoders: [%s]\n' \
+    "${VOICE_ENCODERS// /, }" "${FACE_ENCODERS// /, }" > "$HEAD_CONFIG"
+fi
 echo "== stage 6: heads per fold for each training split ($HEAD_CONFIG) -> $WORK/exp"
 for split in full $(for l in $LANGS; do echo "$l" | tr '[:upper:]' '[:lower:]'; done | sed 's/$/-unheard/'); do
   resume=""
@@ -73,11 +101,11 @@ done
 PLAN=${PLAN:-$WORK/plan.yaml}
 if [ ! -f "$PLAN" ]; then
   echo "== stage 7: default submission plan (as published) -> $PLAN"
-  fva submission plan --trials "$ROOT" --exp-root "$WORK/exp" --cache "$CACHE" --out "$PLAN"
+  fva submission plan --trials "$TRIALS" --exp-root "$WORK/exp" --cache "$CACHE" --out "$PLAN"
 fi
 
 echo "== stage 8: submission.zip (scored, validated; EERs where ground truth exists)"
 gt=""
-ls "$ROOT"/*_test_labels.txt >/dev/null 2>&1 && gt="--ground-truth $ROOT"
+ls "$TRIALS"/*_test_labels.txt >/dev/null 2>&1 && gt="--ground-truth $TRIALS"
 # shellcheck disable=SC2086
 fva submission make --plan "$PLAN" --out submission.zip $gt

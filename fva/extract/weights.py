@@ -18,6 +18,7 @@ computed here from its files, without loading the model, by the same function th
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import sys
@@ -267,13 +268,18 @@ def deepface_file() -> Path:
     if is_offline():
         raise offline_error("vggface", f"deepface's {VGGFACE_FILE}", folder, "--weights FILE")
     from deepface.commons import folder_utils, weight_utils
+    from deepface.commons.logger import Logger
     from deepface.models.facial_recognition.pytorch.VGGFace import WEIGHTS_URL
 
+    logger = Logger()  # deepface's one logger prints to stdout; fva reports the outcome (gdown's bar stays)
+    level, logger.log_level = logger.log_level, max(logger.log_level, logging.ERROR)
     try:
         folder_utils.initialize_folder()
         got = Path(weight_utils.download_weights_if_necessary(file_name=VGGFACE_FILE, source_url=WEIGHTS_URL))
     except Exception as err:  # noqa: BLE001  (any failed download is one line)
         raise download_error("vggface", f"deepface's {VGGFACE_FILE} to {path}", err, "--weights FILE") from None
+    finally:
+        logger.log_level = level
     if not got.is_file():
         raise FvaError(f"vggface: deepface reported {got} but left no file there; run "
                        f"'{fetch_command('vggface')}' again, or pass --weights FILE")

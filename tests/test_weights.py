@@ -225,7 +225,8 @@ def test_fetch_all_then_offline_loads(homes, fake_hub, fake_deepface, monkeypatc
     assert speaker.dim == 6144 and speaker.weights_id == table["speaker-ecapa"]["weights_id"]
     assert speaker.weights_id.startswith(W.SPEAKER_HUB_ID + "@")
     vit = ViTAgeGender()
-    assert vit.weights_id == table["vit-age-gender"]["weights_id"] and vit.folder == Path(table["vit-age-gender"]["path"])
+    assert vit.weights_id == table["vit-age-gender"]["weights_id"]
+    assert vit.folder == Path(table["vit-age-gender"]["path"])
     lid = LidModel(W.LID_HUB_ID, "cpu")
     assert list(lid.labels.lab2ind) == ["de: German", "en: English", "fr: French"]
     assert len(fake_hub.network()) == before and len(fake_deepface.downloads) == 1

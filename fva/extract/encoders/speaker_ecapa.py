@@ -1,8 +1,9 @@
 """speaker-ecapa: speechbrain's ECAPA-TDNN speaker model, 6144-d pooled statistics before its 192-d fc.
 
 Default source ``speechbrain/spkrec-ecapa-voxceleb`` (trained on VoxCeleb, so every VoxCeleb language is
-heard), fetched by speechbrain into fva's models home when online (see ``fva.extract.weights``); for an unheard split pass ``--weights`` the folder of a model trained without that language
-(``fva train-encoder speaker`` writes one in the same format).
+heard), fetched by speechbrain into fva's models home when online (see ``fva.extract.weights``); for an
+unheard split pass ``--weights`` the folder of a model trained without that language (``fva train-encoder
+speaker`` writes one in the same format).
 """
 
 from __future__ import annotations

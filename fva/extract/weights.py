@@ -18,6 +18,7 @@ computed here from its files, without loading the model, by the same function th
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import re
@@ -34,6 +35,7 @@ SPEAKER_HUB_ID = "speechbrain/spkrec-ecapa-voxceleb"
 LID_HUB_ID = "speechbrain/lang-id-voxlingua107-ecapa"
 VIT_HUB_ID = "abhilash88/age-gender-prediction"
 VGGFACE_FILE = "vgg_face_weights.pth"
+SAFETENSORS, BIN = "model.safetensors", "pytorch_model.bin"
 TRAIN_AGE_GENDER = "fva train-encoder age-gender"
 SPEECHBRAIN_ID_FILES = {"speaker-ecapa": ("embedding_model.ckpt",),
                         "lid": ("embedding_model.ckpt", "classifier.ckpt")}
@@ -176,12 +178,31 @@ def deepface_identity(path: Path) -> str:
     return f"deepface-{path.name}@{files_digest([path])}"
 
 
+def pretrained_weight_files(folder: Path) -> list[Path]:
+    """A save_pretrained folder's weight files: model.safetensors, sharded safetensors, or pytorch_model.bin."""
+    if (folder / SAFETENSORS).is_file():
+        return [folder / SAFETENSORS]
+    for name in (SAFETENSORS + ".index.json", BIN + ".index.json"):
+        index = folder / name
+        if index.is_file():
+            try:
+                shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            except (ValueError, KeyError, TypeError, AttributeError):
+                raise FvaError(f"{index}: not a weights index (no weight_map)") from None
+            missing = [s for s in shards if not (folder / s).is_file()]
+            if missing:
+                raise FvaError(f"{folder}: shard {missing[0]} named in {name} is missing")
+            return [folder / s for s in shards]
+    if (folder / BIN).is_file():
+        return [folder / BIN]
+    raise FvaError(f"{folder}: no {SAFETENSORS} or {BIN}; --weights must be a save_pretrained folder of "
+                   f"{VIT_HUB_ID}")
+
+
 def vit_identity(weights: str, folder: Path) -> str:
     """Over the folder's weight files, config.json and preprocessor_config.json."""
-    from fva.extract.encoders.vit_age_gender import weight_files
-
     extra = [p for p in (folder / "config.json", folder / "preprocessor_config.json") if p.is_file()]
-    return f"{_label(weights)}@{files_digest(weight_files(folder) + extra)}"
+    return f"{_label(weights)}@{files_digest(pretrained_weight_files(folder) + extra)}"
 
 
 def age_gender_identity(folder: Path) -> str:
@@ -232,7 +253,7 @@ def status(name: str) -> WeightsStatus:
             return WeightsStatus(source, folder, speechbrain_identity(source.ref, files), str(folder))
         return WeightsStatus(source, None, None, str(folder))
     if source.library == "deepface":
-        _deepface_backend()
+        use_pytorch_backend()
         path = deepface_weights_dir() / VGGFACE_FILE
         return WeightsStatus(source, path if path.is_file() else None,
                              deepface_identity(path) if path.is_file() else None, str(path))
@@ -252,15 +273,18 @@ def list_weights() -> list[WeightsStatus]:
 
 
 # ---------------------------------------------------------------------------------------------------- fetching
-def _deepface_backend() -> None:
-    from fva.extract.encoders.vggface import use_pytorch_backend
+def use_pytorch_backend() -> None:
+    """deepface picks its backend engine from this variable (once, on first use); VGG-Face here is the
+    PyTorch implementation, which deepface has only from 0.0.101 on (checked first: one clear line)."""
+    from fva.environment import require_deepface_pytorch
 
-    use_pytorch_backend()
+    require_deepface_pytorch()
+    os.environ.setdefault("DEEPFACE_BACKEND_ENGINE", "pytorch")
 
 
 def deepface_file() -> Path:
     """deepface's ``vgg_face_weights.pth``, downloaded by deepface (its own URLs) when missing and online."""
-    _deepface_backend()
+    use_pytorch_backend()
     folder = deepface_weights_dir()
     path = folder / VGGFACE_FILE
     if path.is_file():

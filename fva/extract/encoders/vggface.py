@@ -28,7 +28,6 @@ folder (holding ``.deepface/weights/vgg_face_weights.pth``); these three are nev
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -36,21 +35,14 @@ from typing import Callable
 import numpy as np
 import torch
 
-from fva.environment import require_deepface_pytorch
 from fva.errors import FvaError
 from fva.extract.encoders.base import Encoded, Encoder, register
 from fva.extract.weights import VGGFACE_FILE, deepface_file, deepface_identity, deepface_weights_dir
+from fva.extract.weights import use_pytorch_backend  # noqa: F401  (re-exported)
 
 WEIGHTS_FILE = VGGFACE_FILE
 INPUT_SIZE = (224, 224)  # deepface VggFaceClient.input_shape
 L2_EPSILON = 1e-10  # deepface.modules.verification.l2_normalize
-
-
-def use_pytorch_backend() -> None:
-    """deepface picks its backend engine from this variable (once, on first use); VGG-Face here is the
-    PyTorch implementation, which deepface has only from 0.0.101 on (checked first: one clear line)."""
-    require_deepface_pytorch()
-    os.environ.setdefault("DEEPFACE_BACKEND_ENGINE", "pytorch")
 
 
 def deepface_weights_path() -> Path:

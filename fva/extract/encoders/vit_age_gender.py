@@ -63,7 +63,8 @@ from torch import nn
 
 from fva.errors import FvaError
 from fva.extract.encoders.base import Encoded, Encoder, register
-from fva.extract.weights import VIT_HUB_ID, hub_snapshot, vit_identity
+from fva.extract.weights import BIN, SAFETENSORS, VIT_HUB_ID, hub_snapshot, vit_identity
+from fva.extract.weights import pretrained_weight_files as weight_files
 
 HUB_ID = VIT_HUB_ID
 ARCHITECTURE = "AgeGenderViTModel"
@@ -71,7 +72,6 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 RESAMPLE_BILINEAR = 2  # PIL.Image.Resampling.BILINEAR, as in the published preprocessor_config.json
 HEAD_WIDTHS = (256, 64)
-SAFETENSORS, BIN = "model.safetensors", "pytorch_model.bin"
 # in the published file, not used by the published forward (CLS token -> heads)
 IGNORED_PREFIXES = ("vit.pooler.", "classifier.")
 
@@ -217,27 +217,6 @@ def read_config(folder: Path):
         return ViTConfig.from_dict(raw)
     except (ValueError, TypeError) as err:
         raise FvaError(f"{path}: not a ViT config ({type(err).__name__}: {err})") from None
-
-
-def weight_files(folder: Path) -> list[Path]:
-    """The folder's weight files: model.safetensors, sharded safetensors, or pytorch_model.bin."""
-    if (folder / SAFETENSORS).is_file():
-        return [folder / SAFETENSORS]
-    for name in (SAFETENSORS + ".index.json", BIN + ".index.json"):
-        index = folder / name
-        if index.is_file():
-            try:
-                shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-            except (ValueError, KeyError, TypeError, AttributeError):
-                raise FvaError(f"{index}: not a weights index (no weight_map)") from None
-            missing = [s for s in shards if not (folder / s).is_file()]
-            if missing:
-                raise FvaError(f"{folder}: shard {missing[0]} named in {name} is missing")
-            return [folder / s for s in shards]
-    if (folder / BIN).is_file():
-        return [folder / BIN]
-    raise FvaError(f"{folder}: no {SAFETENSORS} or {BIN}; --weights must be a save_pretrained folder of "
-                   f"{HUB_ID}")
 
 
 def read_state_dict(files: list[Path]) -> dict[str, torch.Tensor]:

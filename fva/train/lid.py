@@ -1,8 +1,8 @@
 """Language labels for VoxCeleb2 (which has none in its layout), for its ``<language>-unheard`` splits.
 
 speechbrain's VoxLingua107 language-ID ECAPA (``speechbrain/lang-id-voxlingua107-ecapa``, loaded with
-``EncoderClassifier.from_hparams``; ``--weights`` a local copy) labels every clip, in batches of clips of
-similar length. Two files:
+``EncoderClassifier.from_hparams``; fetched by speechbrain into fva's models home, see ``fva weights``;
+``--weights`` a local copy) labels every clip, in batches of clips of similar length. Two files:
 
 ``OUT.clips.tsv``  (e.g. ``labels.clips.tsv``) one line per clip, ``idNNNNN/<video>/NNNNN<TAB>language<TAB>
                    confidence`` (the model's posterior of its best language). Appended and flushed as it goes:
@@ -31,10 +31,11 @@ from fva.atomic import atomic_write
 from fva.data.languages import canonical_language
 from fva.environment import require_torchaudio
 from fva.errors import FvaError, where
+from fva.extract.weights import LID_HUB_ID
 
 require_torchaudio()  # the LID model is speechbrain's, and speechbrain imports torchaudio
 
-DEFAULT_WEIGHTS = "speechbrain/lang-id-voxlingua107-ecapa"
+DEFAULT_WEIGHTS = LID_HUB_ID  # owned by fva.extract.weights
 HEADER = "key\tlanguage\tconfidence\n"
 
 

@@ -8,7 +8,6 @@ background data-loader workers (it must be a picklable, module-level callable), 
 
 from __future__ import annotations
 
-import hashlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any, Callable, ClassVar
 import numpy as np
 import torch
 
+from fva.extract.weights import files_digest  # noqa: F401  (re-exported: one owner of identities)
 from fva.registry import Registry
 
 
@@ -89,14 +89,3 @@ def register(cls: type[Encoder]) -> type[Encoder]:
 def get_encoder_class(name: str) -> type[Encoder]:
     """The encoder class called ``name``; an unknown name is an error listing the known ones."""
     return ENCODERS.get(name)
-
-
-def files_digest(paths: list[Path]) -> str:
-    """First 16 hex digits of a SHA-256 over the files' names and bytes (a weights identity)."""
-    h = hashlib.sha256()
-    for p in sorted(paths):
-        h.update(p.name.encode())
-        with open(p, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()[:16]

@@ -14,7 +14,6 @@ attentive statistics pooling after its batch norm (``asp_bn``): 2 x the last blo
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 from dataclasses import dataclass
@@ -26,6 +25,8 @@ import torch
 
 from fva.errors import FvaError
 from fva.extract.encoders.base import Encoder
+from fva.extract.weights import models_home  # noqa: F401  (re-exported)
+from fva.extract.weights import speechbrain_error, speechbrain_fetch_config, speechbrain_savedir
 
 SAMPLE_RATE = 16000
 HOP = 160  # speechbrain Fbank: 10 ms hop at 16 kHz; a clip of n samples has 1 + n // HOP frames
@@ -74,20 +75,14 @@ def pretrainer_yaml(*loadables: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def models_home() -> Path:
-    """Where fetched or linked model folders live (``$FVA_MODELS``, default ``~/.cache/fva/models``)."""
-    return Path(os.environ.get("FVA_MODELS", Path.home() / ".cache" / "fva" / "models"))
-
-
 def prepare_source(weights: str, savedir: Path | None) -> tuple[str, Path, dict]:
     """``(source, savedir, overrides)`` for ``from_hparams``.
 
     A local folder is used in place (``pretrained_path`` pointed at it); its ``label_encoder.ckpt`` is
     copied into the save folder as the ``label_encoder.txt`` the public hyperparams name. Anything else is
-    a hub id, fetched by speechbrain (or found in the local hub cache when offline).
+    a hub id, fetched by speechbrain into the models home (``fva.extract.weights``), or found there offline.
     """
-    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", weights.strip("/"))[-80:]
-    savedir = Path(savedir) if savedir else models_home() / slug
+    savedir = Path(savedir) if savedir else speechbrain_savedir(weights)
     savedir.mkdir(parents=True, exist_ok=True)
     folder = Path(weights)
     if folder.is_dir():
@@ -105,19 +100,22 @@ def prepare_source(weights: str, savedir: Path | None) -> tuple[str, Path, dict]
 
 
 def load_pretrained(cls: Any, weights: str, device: torch.device, savedir: Path | None) -> Any:
-    """``cls.from_hparams`` with offline-friendly errors: one line saying how to give a local copy."""
+    """``cls.from_hparams`` (speechbrain's own fetch for a hub id: only local files when offline) with
+    one-line errors saying how to fetch the model or give a local copy."""
     source, savedir, overrides = prepare_source(weights, savedir)
+    local = Path(source).is_dir()
     try:
         return cls.from_hparams(source=source, savedir=str(savedir), overrides=overrides,
-                                run_opts={"device": str(device)})
+                                run_opts={"device": str(device)},
+                                fetch_config=speechbrain_fetch_config(allow_network=False if local else None))
     except FvaError:
         raise
-    except (OSError, ValueError, RuntimeError, KeyError) as err:
-        if Path(source).is_dir():
+    except Exception as err:  # noqa: BLE001  (a folder that does not load, or a failed fetch: one line)
+        if local:
             raise FvaError(f"{source}: cannot load the speechbrain model ({type(err).__name__}: "
-                           f"{str(err).splitlines()[0][:200]}); check the folder's files") from None
-        raise FvaError(f"cannot fetch {source!r} ({type(err).__name__}); model hubs may be unreachable: "
-                       "download the model folder and pass --weights DIR") from None
+                           f"{str(err).strip().splitlines()[0][:200] if str(err).strip() else ''}); "
+                           "check the folder's files") from None
+        raise speechbrain_error(source, savedir, err) from None
 
 
 @dataclass(frozen=True)

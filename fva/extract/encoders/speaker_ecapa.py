@@ -1,8 +1,9 @@
 """speaker-ecapa: speechbrain's ECAPA-TDNN speaker model, 6144-d pooled statistics before its 192-d fc.
 
 Default source ``speechbrain/spkrec-ecapa-voxceleb`` (trained on VoxCeleb, so every VoxCeleb language is
-heard); for an unheard split pass ``--weights`` the folder of a model trained without that language
-(``fva train-encoder speaker`` writes one in the same format).
+heard), fetched by speechbrain into fva's models home when online (see ``fva.extract.weights``); for an
+unheard split pass ``--weights`` the folder of a model trained without that language (``fva train-encoder
+speaker`` writes one in the same format).
 """
 
 from __future__ import annotations
@@ -10,14 +11,15 @@ from __future__ import annotations
 from pathlib import Path
 import torch
 
-from fva.extract.encoders.base import Encoded, files_digest, register
+from fva.extract.encoders.base import Encoded, register
 from fva.extract.encoders.ecapa import EcapaEncoder, load_pretrained
+from fva.extract.weights import SPEAKER_HUB_ID, speechbrain_identity
 
 
 @register
 class SpeakerEcapa(EcapaEncoder):
     name = "speaker-ecapa"
-    default_weights = "speechbrain/spkrec-ecapa-voxceleb"
+    default_weights = SPEAKER_HUB_ID
 
     def __init__(self, weights: str | Path | None = None, device: str | torch.device = "cpu",
                  savedir: Path | None = None) -> None:
@@ -35,7 +37,5 @@ class SpeakerEcapa(EcapaEncoder):
 
 
 def _weights_identity(weights: str, pretrained) -> str:
-    """source@digest of the embedding model's checkpoint file as speechbrain fetched it."""
-    ckpt = Path(pretrained.hparams.pretrainer.paths.get("embedding_model", ""))
-    source = Path(weights).name if Path(weights).is_dir() else weights  # no machine-specific paths
-    return f"{source}@{files_digest([ckpt])}" if ckpt.is_file() else source
+    """source@digest of the embedding model's checkpoint file as speechbrain collected it."""
+    return speechbrain_identity(weights, [Path(pretrained.hparams.pretrainer.paths.get("embedding_model", ""))])

@@ -21,13 +21,13 @@ Weights: deepface's ``vgg_face_weights.pth`` (a state dict of ``VggFaceBaseModel
 loaded with deepface's own ``load_model_weights`` (``torch.load(..., weights_only=True)``, strict
 ``load_state_dict``). ``--weights`` may be omitted / ``deepface`` (deepface's location,
 ``$DEEPFACE_HOME/.deepface/weights/vgg_face_weights.pth``, ``DEEPFACE_HOME`` defaulting to the home
-folder), a ``.pth`` file, a folder holding ``vgg_face_weights.pth``, or a deepface home folder (holding
-``.deepface/weights/vgg_face_weights.pth``). Nothing is ever downloaded.
+folder; when the file is missing, deepface's own download fetches it there, unless fva is offline:
+``fva.extract.weights``), a ``.pth`` file, a folder holding ``vgg_face_weights.pth``, or a deepface home
+folder (holding ``.deepface/weights/vgg_face_weights.pth``); these three are never downloaded.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -35,38 +35,27 @@ from typing import Callable
 import numpy as np
 import torch
 
-from fva.environment import require_deepface_pytorch
 from fva.errors import FvaError
-from fva.extract.encoders.base import Encoded, Encoder, files_digest, register
+from fva.extract.encoders.base import Encoded, Encoder, register
+from fva.extract.weights import VGGFACE_FILE, deepface_file, deepface_identity, deepface_weights_dir
+from fva.extract.weights import use_pytorch_backend  # noqa: F401  (re-exported)
 
-WEIGHTS_FILE = "vgg_face_weights.pth"
+WEIGHTS_FILE = VGGFACE_FILE
 INPUT_SIZE = (224, 224)  # deepface VggFaceClient.input_shape
 L2_EPSILON = 1e-10  # deepface.modules.verification.l2_normalize
 
 
-def use_pytorch_backend() -> None:
-    """deepface picks its backend engine from this variable (once, on first use); VGG-Face here is the
-    PyTorch implementation, which deepface has only from 0.0.101 on (checked first: one clear line)."""
-    require_deepface_pytorch()
-    os.environ.setdefault("DEEPFACE_BACKEND_ENGINE", "pytorch")
-
-
 def deepface_weights_path() -> Path:
-    """Where deepface itself looks for the VGG-Face weights (no download is ever triggered here)."""
+    """Where deepface itself keeps the VGG-Face weights (nothing is downloaded here)."""
     use_pytorch_backend()
-    from deepface.commons.folder_utils import get_deepface_home
-
-    return Path(get_deepface_home()) / ".deepface" / "weights" / WEIGHTS_FILE
+    return deepface_weights_dir() / WEIGHTS_FILE
 
 
 def resolve_weights(weights: str | Path | None) -> Path:
-    """The ``vgg_face_weights.pth`` file that ``--weights`` names; FvaError when there is none."""
+    """The ``vgg_face_weights.pth`` file that ``--weights`` names; omitted or ``deepface``: deepface's own
+    copy, downloaded by deepface when missing and online. FvaError when there is none."""
     if weights is None or str(weights) == "deepface":
-        path = deepface_weights_path()
-        if not path.is_file():
-            raise FvaError(f"{path}: VGG-Face weights not found; put deepface's {WEIGHTS_FILE} there "
-                           f"(set DEEPFACE_HOME to change the folder) or pass --weights FILE")
-        return path
+        return deepface_file()
     path = Path(weights).expanduser()
     if path.is_dir():
         for candidate in (path / WEIGHTS_FILE, path / ".deepface" / "weights" / WEIGHTS_FILE):
@@ -127,7 +116,7 @@ class VggFace(Encoder):
         self.path = resolve_weights(self.weights)
         self.model = load_vggface(self.path).to(self.device)
         self._dim = int(self.model.fc7.out_channels)
-        self._weights_id = f"deepface-{self.path.name}@{files_digest([self.path])}"
+        self._weights_id = deepface_identity(self.path)
 
     @property
     def preprocess(self) -> Callable[[np.ndarray], np.ndarray]:

@@ -62,15 +62,16 @@ import torch
 from torch import nn
 
 from fva.errors import FvaError
-from fva.extract.encoders.base import Encoded, Encoder, files_digest, register
+from fva.extract.encoders.base import Encoded, Encoder, register
+from fva.extract.weights import BIN, SAFETENSORS, VIT_HUB_ID, hub_snapshot, vit_identity
+from fva.extract.weights import pretrained_weight_files as weight_files
 
-HUB_ID = "abhilash88/age-gender-prediction"
+HUB_ID = VIT_HUB_ID
 ARCHITECTURE = "AgeGenderViTModel"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 RESAMPLE_BILINEAR = 2  # PIL.Image.Resampling.BILINEAR, as in the published preprocessor_config.json
 HEAD_WIDTHS = (256, 64)
-SAFETENSORS, BIN = "model.safetensors", "pytorch_model.bin"
 # in the published file, not used by the published forward (CLS token -> heads)
 IGNORED_PREFIXES = ("vit.pooler.", "classifier.")
 
@@ -184,7 +185,8 @@ def preprocess_from_folder(folder: Path, config) -> ViTPreprocess:
 
 # ------------------------------------------------------------------------------------------------------ loading
 def resolve_folder(weights: str) -> Path:
-    """A local model folder, or a hub id found in the local Hugging Face cache (never downloaded)."""
+    """A local model folder, or a hub id fetched by ``snapshot_download`` into the Hugging Face cache (only
+    the cached copy when offline)."""
     path = Path(weights).expanduser()
     if path.is_dir():
         return path
@@ -194,14 +196,7 @@ def resolve_folder(weights: str) -> Path:
     if not re.fullmatch(r"[\w-]+/[\w.-]+", weights):  # hub ids are owner/name
         raise FvaError(f"{weights}: no such folder; pass --weights a save_pretrained folder (config.json and "
                        f"{SAFETENSORS} or {BIN}) or a hub id such as {HUB_ID}")
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(snapshot_download(weights, local_files_only=True))
-    except (OSError, ValueError):
-        raise FvaError(f"{weights}: not in the local Hugging Face cache, and models are not downloaded here; "
-                       f"download the model folder (config.json, {SAFETENSORS}, preprocessor_config.json) "
-                       "and pass --weights DIR") from None
+    return hub_snapshot(weights, ViTAgeGender.name if weights == HUB_ID else weights)
 
 
 def read_config(folder: Path):
@@ -222,27 +217,6 @@ def read_config(folder: Path):
         return ViTConfig.from_dict(raw)
     except (ValueError, TypeError) as err:
         raise FvaError(f"{path}: not a ViT config ({type(err).__name__}: {err})") from None
-
-
-def weight_files(folder: Path) -> list[Path]:
-    """The folder's weight files: model.safetensors, sharded safetensors, or pytorch_model.bin."""
-    if (folder / SAFETENSORS).is_file():
-        return [folder / SAFETENSORS]
-    for name in (SAFETENSORS + ".index.json", BIN + ".index.json"):
-        index = folder / name
-        if index.is_file():
-            try:
-                shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-            except (ValueError, KeyError, TypeError, AttributeError):
-                raise FvaError(f"{index}: not a weights index (no weight_map)") from None
-            missing = [s for s in shards if not (folder / s).is_file()]
-            if missing:
-                raise FvaError(f"{folder}: shard {missing[0]} named in {name} is missing")
-            return [folder / s for s in shards]
-    if (folder / BIN).is_file():
-        return [folder / BIN]
-    raise FvaError(f"{folder}: no {SAFETENSORS} or {BIN}; --weights must be a save_pretrained folder of "
-                   f"{HUB_ID}")
 
 
 def read_state_dict(files: list[Path]) -> dict[str, torch.Tensor]:
@@ -365,10 +339,7 @@ class ViTAgeGender(Encoder):
         self.model = load_vit_age_gender(self.folder).to(self.device)
         self._preprocess = preprocess_from_folder(self.folder, self.model.config)
         self._dim = int(self.model.config.hidden_size)
-        files = weight_files(self.folder) + [p for p in (self.folder / "config.json",
-                                                          self.folder / "preprocessor_config.json") if p.is_file()]
-        source = self.folder.name if Path(self.weights).expanduser().is_dir() else self.weights
-        self._weights_id = f"{source}@{files_digest(files)}"
+        self._weights_id = vit_identity(self.weights, self.folder)
 
     @property
     def preprocess(self) -> Callable[[np.ndarray], np.ndarray]:

@@ -15,7 +15,8 @@ public speaker model)::
                            "gender_classes": ["male", "female"], "languages": [...], "trained_on": ...}
 
 The age head regresses years (targets: CommonVoice decade centres); the gender head gives two logits,
-[male, female], so P(female) = softmax(logits)[1]. ``save_voice_age_gender`` writes this format.
+[male, female], so P(female) = softmax(logits)[1]. ``save_voice_age_gender`` writes this format. No weights
+are published: without ``--weights`` the encoder says so and how to train them (``fva train-encoder age-gender``).
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ from pathlib import Path
 import torch
 
 from fva.errors import FvaError
-from fva.extract.encoders.base import Encoded, files_digest, register
+from fva.extract.encoders.base import Encoded, register
 from fva.extract.encoders.ecapa import ECAPA_YAML, EcapaEncoder, load_pretrained, pretrainer_yaml
+from fva.extract.weights import TRAIN_AGE_GENDER, age_gender_identity
 
 KIND = "voice-age-gender-ecapa"
 DEFAULT_CHANNELS = (256, 256, 256, 256, 768)
@@ -113,7 +115,7 @@ def init_voice_age_gender(channels: tuple[int, ...] = DEFAULT_CHANNELS, hidden: 
 @register
 class VoiceAgeGenderEcapa(EcapaEncoder):
     name = KIND
-    default_weights = "fva/voice-age-gender-ecapa"  # not published: users train it with fva or pass a folder
+    default_weights = "fva/voice-age-gender-ecapa"  # not published: a name only, users train it with fva
     extras = ("age", "p_female")
 
     def __init__(self, weights: str | Path | None = None, device: str | torch.device = "cpu",
@@ -122,6 +124,9 @@ class VoiceAgeGenderEcapa(EcapaEncoder):
         from speechbrain.inference.interfaces import Pretrained
 
         folder = Path(self.weights)
+        if weights is None or str(weights) == self.default_weights:
+            raise FvaError(f"{KIND}: no published weights; train them with '{TRAIN_AGE_GENDER}' (CommonVoice) "
+                           f"and pass --weights {KIND}=DIR, the folder it writes")
         if not (folder / "fva_model.json").is_file():
             raise FvaError(f"{self.weights}: not a voice age-gender checkpoint folder (no fva_model.json); "
                            "train one with 'fva train-encoder age-gender' or pass --weights its folder")
@@ -130,8 +135,7 @@ class VoiceAgeGenderEcapa(EcapaEncoder):
         mods.eval()
         self.use_model(mods.compute_features, mods.mean_var_norm, mods.embedding_model)
         self.age_head, self.gender_head = mods.age_head, mods.gender_head
-        self._weights_id = f"{folder.name}@" + files_digest(
-            [folder / f"{n}.ckpt" for n in ("embedding_model", "age_head", "gender_head")])
+        self._weights_id = age_gender_identity(folder)
 
     @torch.inference_mode()
     def encode(self, batch: tuple[torch.Tensor, torch.Tensor]) -> Encoded:

@@ -1,0 +1,377 @@
+"""Published encoder weights: each source, where its copy lives here, its identity, and fetching it.
+
+Every published source is fetched with its own library's download function, into that library's place:
+
+* ``speaker-ecapa`` and ``lid`` (the VoxLingua107 language-ID model): speechbrain's ``from_hparams`` fetch
+  (``huggingface_hub.hf_hub_download`` underneath) into fva's models home, ``$FVA_MODELS/<owner>_<name>``
+  (default ``~/.cache/fva/models``; the files link into the Hugging Face cache);
+* ``vggface``: deepface's ``download_weights_if_necessary`` with deepface's own URLs, into
+  ``$DEEPFACE_HOME/.deepface/weights/vgg_face_weights.pth``;
+* ``vit-age-gender``: ``huggingface_hub.snapshot_download`` into the Hugging Face cache (``$HF_HUB_CACHE``);
+* ``voice-age-gender-ecapa`` is not published: fva trains it (``fva train-encoder age-gender``).
+
+Offline (``HF_HUB_OFFLINE=1``, ``FVA_OFFLINE=1``, or ``fva --offline`` which sets both) only local copies load;
+a missing one is one line naming the source and the command that fetches it. The weights identity of a copy is
+computed here from its files, without loading the model, by the same function the encoder records in caches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from fva.errors import FvaError
+
+FVA_OFFLINE = "FVA_OFFLINE"
+HF_HUB_OFFLINE = "HF_HUB_OFFLINE"
+SPEAKER_HUB_ID = "speechbrain/spkrec-ecapa-voxceleb"
+LID_HUB_ID = "speechbrain/lang-id-voxlingua107-ecapa"
+VIT_HUB_ID = "abhilash88/age-gender-prediction"
+VGGFACE_FILE = "vgg_face_weights.pth"
+SAFETENSORS, BIN = "model.safetensors", "pytorch_model.bin"
+TRAIN_AGE_GENDER = "fva train-encoder age-gender"
+SPEECHBRAIN_ID_FILES = {"speaker-ecapa": ("embedding_model.ckpt",),
+                        "lid": ("embedding_model.ckpt", "classifier.ckpt")}
+AGE_GENDER_ID_FILES = ("embedding_model.ckpt", "age_head.ckpt", "gender_head.ckpt")
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a published model comes from: ``library`` ("speechbrain", "deepface", "huggingface_hub", or ""
+    when not published) and ``ref`` (its hub id or deepface file name)."""
+
+    name: str
+    library: str
+    ref: str
+
+    @property
+    def published(self) -> bool:
+        return bool(self.library)
+
+    def describe(self) -> str:
+        if not self.published:
+            return f"not published (train it with '{TRAIN_AGE_GENDER}')"
+        return f"{self.library} {self.ref}"
+
+
+SOURCES: dict[str, Source] = {s.name: s for s in (
+    Source("speaker-ecapa", "speechbrain", SPEAKER_HUB_ID),
+    Source("voice-age-gender-ecapa", "", ""),
+    Source("vggface", "deepface", VGGFACE_FILE),
+    Source("vit-age-gender", "huggingface_hub", VIT_HUB_ID),
+    Source("lid", "speechbrain", LID_HUB_ID),
+)}
+
+
+@dataclass(frozen=True)
+class WeightsStatus:
+    """One source as it stands here: its local copy (None: not present), that copy's weights identity, and
+    where a fetch puts it (``location``)."""
+
+    source: Source
+    path: Path | None
+    weights_id: str | None
+    location: str = ""
+
+    @property
+    def present(self) -> bool:
+        return self.path is not None
+
+    def as_dict(self) -> dict:
+        return {"name": self.source.name, "source": self.source.describe(), "published": self.source.published,
+                "present": self.present, "path": None if self.path is None else str(self.path),
+                "location": self.location, "weights_id": self.weights_id}
+
+
+def get_source(name: str) -> Source:
+    """The published source of an encoder (or ``lid``); an unknown name lists the known ones."""
+    if name not in SOURCES:
+        raise FvaError(f"{name!r}: no such encoder; choose from {', '.join(SOURCES)}")
+    return SOURCES[name]
+
+
+def source_of(ref: str) -> Source | None:
+    """The published source whose hub id is ``ref`` (None for any other hub id or path)."""
+    return next((s for s in SOURCES.values() if s.published and s.ref == ref), None)
+
+
+def fetch_command(name: str) -> str:
+    return f"fva weights fetch --encoders {name}"
+
+
+# ----------------------------------------------------------------------------------------------------- offline
+def _is_true(value: str | None) -> bool:
+    return (value or "").strip().upper() in {"1", "ON", "YES", "TRUE"}  # huggingface_hub's reading
+
+
+def is_offline() -> bool:
+    """True under ``FVA_OFFLINE`` or ``HF_HUB_OFFLINE`` (also when huggingface_hub was told so in code)."""
+    if _is_true(os.environ.get(FVA_OFFLINE)) or _is_true(os.environ.get(HF_HUB_OFFLINE)):
+        return True
+    constants = sys.modules.get("huggingface_hub.constants")
+    return bool(getattr(constants, "HF_HUB_OFFLINE", False))
+
+
+def go_offline() -> None:
+    """Offline for this process and its children: ``HF_HUB_OFFLINE=1`` and ``FVA_OFFLINE=1``, and
+    huggingface_hub's constant when it was already imported (it reads the variable at import)."""
+    os.environ[HF_HUB_OFFLINE] = "1"
+    os.environ[FVA_OFFLINE] = "1"
+    constants = sys.modules.get("huggingface_hub.constants")
+    if constants is not None:
+        constants.HF_HUB_OFFLINE = True
+
+
+def offline_error(name: str, what: str, where: Path | str, pass_instead: str) -> FvaError:
+    """The one line for a source that is not here while offline."""
+    how = (f"run '{fetch_command(name)}' where the internet is reachable" if name in SOURCES
+           else "fetch it where the internet is reachable (without --offline or HF_HUB_OFFLINE)")
+    return FvaError(f"{name}: {what} is not in {where} and fva is offline; {how}, or pass {pass_instead}")
+
+
+def _reason(err: BaseException) -> str:
+    cause = err.__cause__ or err
+    text = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {text[0][:200]}" if text else type(cause).__name__
+
+
+def download_error(name: str, what: str, err: BaseException, pass_instead: str) -> FvaError:
+    """The one line for a download that failed while online."""
+    again = (f"run '{fetch_command(name)}' again" if name in SOURCES else "check the hub id")
+    return FvaError(f"{name}: could not download {what} ({_reason(err)}); check the connection and {again}, "
+                    f"or pass {pass_instead}")
+
+
+# ---------------------------------------------------------------------------------------------------- identity
+def files_digest(paths: Iterable[Path]) -> str:
+    """First 16 hex digits of a SHA-256 over the files' names and bytes (a weights identity)."""
+    h = hashlib.sha256()
+    for p in sorted(Path(p) for p in paths):
+        h.update(p.name.encode())
+        with open(p, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def _label(weights: str) -> str:
+    """A local folder is named by its base name (no machine-specific paths); a hub id by itself."""
+    path = Path(weights).expanduser()
+    return path.name if path.is_dir() else weights
+
+
+def speechbrain_identity(weights: str, files: list[Path]) -> str:
+    """``<hub id or folder name>@<digest>`` of a speechbrain model's checkpoint files."""
+    if not files or not all(Path(f).is_file() for f in files):
+        return _label(weights)
+    return f"{_label(weights)}@{files_digest(files)}"
+
+
+def deepface_identity(path: Path) -> str:
+    return f"deepface-{path.name}@{files_digest([path])}"
+
+
+def pretrained_weight_files(folder: Path) -> list[Path]:
+    """A save_pretrained folder's weight files: model.safetensors, sharded safetensors, or pytorch_model.bin."""
+    if (folder / SAFETENSORS).is_file():
+        return [folder / SAFETENSORS]
+    for name in (SAFETENSORS + ".index.json", BIN + ".index.json"):
+        index = folder / name
+        if index.is_file():
+            try:
+                shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            except (ValueError, KeyError, TypeError, AttributeError):
+                raise FvaError(f"{index}: not a weights index (no weight_map)") from None
+            missing = [s for s in shards if not (folder / s).is_file()]
+            if missing:
+                raise FvaError(f"{folder}: shard {missing[0]} named in {name} is missing")
+            return [folder / s for s in shards]
+    if (folder / BIN).is_file():
+        return [folder / BIN]
+    raise FvaError(f"{folder}: no {SAFETENSORS} or {BIN}; --weights must be a save_pretrained folder of "
+                   f"{VIT_HUB_ID}")
+
+
+def vit_identity(weights: str, folder: Path) -> str:
+    """Over the folder's weight files, config.json and preprocessor_config.json."""
+    extra = [p for p in (folder / "config.json", folder / "preprocessor_config.json") if p.is_file()]
+    return f"{_label(weights)}@{files_digest(pretrained_weight_files(folder) + extra)}"
+
+
+def age_gender_identity(folder: Path) -> str:
+    return f"{folder.name}@{files_digest([folder / n for n in AGE_GENDER_ID_FILES])}"
+
+
+# ----------------------------------------------------------------------------------------------- local copies
+def models_home() -> Path:
+    """Where fetched or linked speechbrain model folders live (``$FVA_MODELS``, default ``~/.cache/fva/models``)."""
+    return Path(os.environ.get("FVA_MODELS", Path.home() / ".cache" / "fva" / "models"))
+
+
+def speechbrain_savedir(weights: str) -> Path:
+    """The models-home folder speechbrain collects ``weights`` (a hub id or a folder) into."""
+    return models_home() / re.sub(r"[^A-Za-z0-9_.-]+", "_", weights.strip("/"))[-80:]
+
+
+def deepface_weights_dir() -> Path:
+    """deepface's own weights folder, ``$DEEPFACE_HOME/.deepface/weights`` (home folder by default)."""
+    from deepface.commons.folder_utils import get_deepface_home
+
+    return Path(get_deepface_home()) / ".deepface" / "weights"
+
+
+def hf_cache() -> Path:
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE)
+
+
+def cached_snapshot(repo_id: str) -> Path | None:
+    """The repository's complete snapshot in the Hugging Face cache, or None (never downloads)."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id, local_files_only=True))
+    except (OSError, ValueError):
+        return None
+
+
+def status(name: str) -> WeightsStatus:
+    """The source's local copy and its weights identity, from the files alone (no model is loaded)."""
+    source = get_source(name)
+    if source.library == "speechbrain":
+        folder = speechbrain_savedir(source.ref)
+        files = [folder / f for f in SPEECHBRAIN_ID_FILES[name]]
+        if (folder / "hyperparams.yaml").is_file() and all(f.is_file() for f in files):
+            return WeightsStatus(source, folder, speechbrain_identity(source.ref, files), str(folder))
+        return WeightsStatus(source, None, None, str(folder))
+    if source.library == "deepface":
+        use_pytorch_backend()
+        path = deepface_weights_dir() / VGGFACE_FILE
+        return WeightsStatus(source, path if path.is_file() else None,
+                             deepface_identity(path) if path.is_file() else None, str(path))
+    if source.library == "huggingface_hub":
+        folder = cached_snapshot(source.ref)
+        if folder is not None:
+            try:
+                return WeightsStatus(source, folder, vit_identity(source.ref, folder), str(folder))
+            except FvaError:  # an incomplete folder: not a usable copy
+                pass
+        return WeightsStatus(source, None, None, str(hf_cache()))
+    return WeightsStatus(source, None, None, "")
+
+
+def list_weights() -> list[WeightsStatus]:
+    return [status(name) for name in SOURCES]
+
+
+# ---------------------------------------------------------------------------------------------------- fetching
+def use_pytorch_backend() -> None:
+    """deepface picks its backend engine from this variable (once, on first use); VGG-Face here is the
+    PyTorch implementation, which deepface has only from 0.0.101 on (checked first: one clear line)."""
+    from fva.environment import require_deepface_pytorch
+
+    require_deepface_pytorch()
+    os.environ.setdefault("DEEPFACE_BACKEND_ENGINE", "pytorch")
+
+
+def deepface_file() -> Path:
+    """deepface's ``vgg_face_weights.pth``, downloaded by deepface (its own URLs) when missing and online."""
+    use_pytorch_backend()
+    folder = deepface_weights_dir()
+    path = folder / VGGFACE_FILE
+    if path.is_file():
+        return path
+    if is_offline():
+        raise offline_error("vggface", f"deepface's {VGGFACE_FILE}", folder, "--weights FILE")
+    from deepface.commons import folder_utils, weight_utils
+    from deepface.commons.logger import Logger
+    from deepface.models.facial_recognition.pytorch.VGGFace import WEIGHTS_URL
+
+    logger = Logger()  # deepface's one logger prints to stdout; fva reports the outcome (gdown's bar stays)
+    level, logger.log_level = logger.log_level, max(logger.log_level, logging.ERROR)
+    try:
+        folder_utils.initialize_folder()
+        got = Path(weight_utils.download_weights_if_necessary(file_name=VGGFACE_FILE, source_url=WEIGHTS_URL))
+    except Exception as err:  # noqa: BLE001  (any failed download is one line)
+        raise download_error("vggface", f"deepface's {VGGFACE_FILE} to {path}", err, "--weights FILE") from None
+    finally:
+        logger.log_level = level
+    if not got.is_file():
+        raise FvaError(f"vggface: deepface reported {got} but left no file there; run "
+                       f"'{fetch_command('vggface')}' again, or pass --weights FILE")
+    return got
+
+
+def hub_snapshot(repo_id: str, name: str = "vit-age-gender") -> Path:
+    """``snapshot_download(repo_id)`` into the Hugging Face cache; offline: the cached copy only."""
+    from huggingface_hub import snapshot_download
+
+    offline = is_offline()
+    try:
+        return Path(snapshot_download(repo_id, local_files_only=offline))
+    except Exception as err:  # noqa: BLE001  (any failed look-up or download is one line)
+        if offline:
+            raise offline_error(name, repo_id, f"the Hugging Face cache ({hf_cache()})", "--weights DIR") from None
+        raise download_error(name, repo_id, err, "--weights DIR") from None
+
+
+def speechbrain_fetch_config(allow_network: bool | None = None):
+    """speechbrain's fetch settings: no network when offline."""
+    from speechbrain.utils.fetching import FetchConfig
+
+    return FetchConfig(allow_network=not is_offline() if allow_network is None else allow_network)
+
+
+def speechbrain_error(source: str, savedir: Path, err: BaseException) -> FvaError:
+    """The one line for a speechbrain hub model that could not be fetched (offline or online)."""
+    known = source_of(source)
+    name = known.name if known else source
+    if is_offline():
+        return offline_error(name, f"speechbrain's {source}", savedir, "--weights DIR")
+    if known:
+        return download_error(name, f"speechbrain's {source}", err, "--weights DIR")
+    return FvaError(f"{source}: could not fetch this speechbrain model ({_reason(err)}); check the hub id and "
+                    "the connection, or pass --weights DIR")
+
+
+def speechbrain_fetch(hub_id: str) -> Path:
+    """speechbrain's own fetch (``from_hparams(download_only=True)``) of a hub model into the models home."""
+    from speechbrain.inference.interfaces import Pretrained
+
+    savedir = speechbrain_savedir(hub_id)
+    try:
+        Pretrained.from_hparams(source=hub_id, savedir=str(savedir), download_only=True,
+                                fetch_config=speechbrain_fetch_config())
+    except Exception as err:  # noqa: BLE001  (any failed download is one line)
+        raise speechbrain_error(hub_id, savedir, err) from None
+    return savedir
+
+
+def fetch(name: str) -> WeightsStatus:
+    """Fetch one source with its library's download function (a speechbrain or deepface copy already here is
+    kept; the Hugging Face snapshot is brought up to date when online). An unpublished source is returned as
+    not present."""
+    source = get_source(name)
+    if source.library == "speechbrain" and not status(name).present:
+        speechbrain_fetch(source.ref)
+    elif source.library == "deepface":
+        deepface_file()
+    elif source.library == "huggingface_hub":
+        hub_snapshot(source.ref, name)
+    got = status(name)
+    if source.published and not got.present:
+        raise FvaError(f"{name}: {source.describe()} was fetched but its files are still incomplete here; "
+                       f"remove its local copy and run '{fetch_command(name)}' again")
+    return got
+
+
+def published_names(include_lid: bool = True) -> list[str]:
+    return [n for n, s in SOURCES.items() if s.published and (include_lid or n != "lid")]

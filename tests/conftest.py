@@ -18,6 +18,34 @@ def pytest_configure(config: pytest.Config) -> None:
         require_deepface_pytorch()
     except EnvironmentMismatch as err:
         pytest.exit(f"Error: {err}", returncode=2)
+    no_network()
+
+
+LOOPBACK = ("localhost", "127.0.0.1", "::1", "0.0.0.0", "")
+
+
+def no_network() -> None:
+    """No test reaches the network: name lookups and connections to anything but this machine fail at once
+    with a clear error (tests patch the libraries' download functions instead; servers and process groups on
+    the loopback interface still work)."""
+    import socket
+
+    real_getaddrinfo, real_connect = socket.getaddrinfo, socket.socket.connect
+
+    def getaddrinfo(host, *args, **kwargs):
+        if host not in LOOPBACK and not str(host).startswith("127."):
+            raise OSError(f"the tests do not reach the network (looked up {host!r}); patch the download instead")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    def connect(self, address):
+        host = address[0] if isinstance(address, tuple) else address
+        if isinstance(host, str) and self.family in (socket.AF_INET, socket.AF_INET6) and host not in LOOPBACK \
+                and not host.startswith("127."):
+            raise OSError(f"the tests do not reach the network (connect to {host!r}); patch the download instead")
+        return real_connect(self, address)
+
+    socket.getaddrinfo = getaddrinfo
+    socket.socket.connect = connect
 
 
 def touch(path: Path, data: bytes = b"x") -> Path:

@@ -69,10 +69,9 @@ if run_stage 0; then
   for local in "$WEIGHTS_SPEAKER_ECAPA" "$WEIGHTS_VGGFACE" "$WEIGHTS_VIT_AGE_GENDER" "$WEIGHTS_LID"; do
     if [ -n "$local" ] && [ ! -e "$local" ]; then echo "run.sh: $config names weights $local, which do not exist" >&2; exit 2; fi
   done
-  lid_fetch=--no-lid
-  [ -z "$WEIGHTS_LID" ] && lid_fetch=--lid
-  if [ -n "$fetch" ] || [ "$lid_fetch" = --lid ]; then
-    fva weights fetch --encoders "${fetch#,}" $lid_fetch
+  [ -z "$WEIGHTS_LID" ] && fetch="$fetch,lid"
+  if [ -n "$fetch" ]; then
+    fva weights fetch --encoders "${fetch#,}"  # the published sources, each through its library's download
   else
     echo "   every weight is a local copy named in $config"
   fi

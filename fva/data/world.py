@@ -1,6 +1,6 @@
 """A tiny synthetic world in the real dataset layouts, for recipes that run end to end offline in CI.
 
-:func:`write_world` writes, under one folder, VoxCeleb2 dev (AAC ``.m4a`` voices and H.264 ``.mp4`` face
+:func:`write_world` writes, under one folder, VoxCeleb2 dev (AAC ``.m4a`` voices and MPEG-4 ``.mp4`` face
 tracks), CommonVoice (per-locale ``validated.tsv`` and ``.mp3`` clips) and MAV-Celeb V3 (the demo dataset,
 :func:`fva.data.demo.generate_demo`, with a copy of its lists in the release's separate splits folder). Every
 voice and face comes from the demo dataset's generators, so one identity's voice and face share its hidden
@@ -32,6 +32,7 @@ SAMPLE_RATE = demo.SAMPLE_RATE
 VIDEO_FPS = 25
 FACE_STEP = 25  # fva.data.voxceleb2.FACE_FRAME_STEP: extraction samples every 25th frame of a face track
 AUDIO_BIT_RATE = 32_000
+VIDEO_QSCALE = 4  # MPEG-4 quantiser: 1 best .. 31 worst
 SPLITS_DIR = "face_voice_association_splits/v3"  # where the FAME baseline keeps the V3 train/test lists
 LANGUAGE_TRUTH = "voxceleb2_languages.tsv"
 CV_COLUMNS = ("client_id", "path", "sentence_id", "sentence", "sentence_domain", "up_votes", "down_votes", "age",
@@ -193,20 +194,37 @@ def write_audio(path: Path, samples: np.ndarray) -> None:
 
 
 def write_video(path: Path, frames: list[np.ndarray]) -> None:
-    """RGB uint8 frames as a video-only 25 fps H.264 mp4 (single-threaded x264, so the bytes repeat)."""
+    """RGB uint8 frames (even sizes) as a video-only 25 fps MPEG-4 Part 2 mp4 (FFmpeg's own encoder).
+
+    Not H.264: x264 here wrote different bytes for the same frames about once in 200 runs, and FFmpeg's
+    pixel-format conversion added more; this encoder, fed yuv420p converted by :func:`rgb_to_yuv420p`,
+    repeated its bytes in every run measured (400 of 400)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     height, width = frames[0].shape[:2]
     with av.open(str(path), "w", format="mp4") as fh:
-        stream = fh.add_stream("libx264", rate=VIDEO_FPS, options={"crf": "23", "preset": "veryfast",
-                                                                   "threads": "1"})
+        stream = fh.add_stream("mpeg4", rate=VIDEO_FPS)
         stream.width, stream.height = width, height
         stream.pix_fmt = "yuv420p"
         stream.codec_context.thread_count = 1
+        stream.codec_context.qscale = VIDEO_QSCALE
         for img in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(rgb_to_yuv420p(img), format="yuv420p")):
                 fh.mux(packet)
         for packet in stream.encode(None):
             fh.mux(packet)
+
+
+def rgb_to_yuv420p(rgb: np.ndarray) -> np.ndarray:
+    """An H x W x 3 RGB image as packed planar yuv420p (Y, then U, then V; (H * 3 / 2) x W), BT.601 limited
+    range, chroma averaged over 2 x 2 blocks."""
+    h, w = rgb.shape[:2]
+    x = rgb.astype(np.float64)
+    y = 16 + (65.481 * x[..., 0] + 128.553 * x[..., 1] + 24.966 * x[..., 2]) / 255
+    m = x.reshape(h // 2, 2, w // 2, 2, 3).mean(axis=(1, 3))
+    u = 128 + (-37.797 * m[..., 0] - 74.203 * m[..., 1] + 112.0 * m[..., 2]) / 255
+    v = 128 + (112.0 * m[..., 0] - 93.786 * m[..., 1] - 18.214 * m[..., 2]) / 255
+    planes = np.concatenate([y.ravel(), u.ravel(), v.ravel()])
+    return np.clip(np.round(planes), 0, 255).astype(np.uint8).reshape(h * 3 // 2, w)
 
 
 def face_track(ident: demo._Identity, video: demo._Video, samples: int, r: np.random.Generator) -> list[np.ndarray]:
@@ -300,7 +318,7 @@ def _write_readme(root: Path, seed: int, vox: VoxCeleb2Written, cv: dict[str, in
         f"so faces and voices of one identity can be associated. Identity numbers are disjoint across the "
         f"datasets.\n\n"
         f"voxceleb2/dev/aac/idNNNNN/<video>/NNNNN.m4a: 16 kHz mono AAC voices ({vox_counts} utterances); "
-        f"voxceleb2/dev/mp4/idNNNNN/<video>/NNNNN.mp4: one video-only 25 fps H.264 face track per utterance, as "
+        f"voxceleb2/dev/mp4/idNNNNN/<video>/NNNNN.mp4: one video-only 25 fps MPEG-4 face track per utterance, as "
         f"long as it, a new drawing every 25 frames. Videos speak English or German; VoxCeleb2 has no language "
         f"in its layout, so the truth is in {LANGUAGE_TRUTH} (key language confidence, as 'fva lid' writes "
         f"it), for checking a language-ID model, not for the recipe to read.\n\n"

@@ -154,8 +154,9 @@ def test_voxceleb2_face_tracks_are_25fps_with_a_face_every_25_frames(made):
 
 
 def test_faces_and_voices_carry_their_identity(made):
-    """Same identity -> consistent face across its videos, and the same generated voice traits: a face track's
-    frame is nearer (in pixels) to the identity's other video than to any other identity's, for most frames."""
+    """Same identity -> consistent face across its videos and utterances: a track's mean face is nearer (in
+    pixels) to one of its identity's other tracks than to any other identity's, for most tracks. (Voices are
+    the identity's generated ones: the decode tests match them to the generator sample by sample.)"""
     root, _ = made
     by_identity: dict[str, list[np.ndarray]] = {}
     for key, path in vox_utterances(root, "mp4", ".mp4").items():
@@ -186,8 +187,7 @@ def test_commonvoice_mp3_clips_and_labels(made):
             path = folder / "clips" / row["path"]
             with av.open(str(path)) as fh:
                 stream = fh.streams.audio[0]
-                assert (stream.codec_context.name, stream.rate, stream.channels) == ("mp3float", 16000, 1) or (
-                    stream.codec_context.name.startswith("mp3") and stream.rate == 16000 and stream.channels == 1)
+                assert stream.codec_context.name.startswith("mp3") and (stream.rate, stream.channels) == (16000, 1)
             y = load_audio(path)  # soundfile's mp3 path
             u = int(row["sentence_id"].removeprefix("s"))
             video = demo._videos(SEED, number, 0, 1)[0]

@@ -196,8 +196,10 @@ if run_stage 8; then
   trials=${DATA_MAVCELEB_LISTS:-$DATA_MAVCELEB}
   [ -f "$trials/English_test.txt" ] || trials=$DATA_MAVCELEB/face_voice_association_splits/v3
   fva recipe plan --work "$WORK" --trials "$trials" --cache "$CACHE" --out "$WORK/plan.yaml"
-  gt=()
-  ls "$trials"/*_test_labels.txt >/dev/null 2>&1 && gt=(--ground-truth "$trials")
+  gt=()  # ground truth, where there is some: beside the lists or in the root
+  for folder in "$trials" "$DATA_MAVCELEB"; do
+    if ls "$folder"/*_test_labels.txt >/dev/null 2>&1; then gt=(--ground-truth "$folder"); break; fi
+  done
   fva submission make --plan "$WORK/plan.yaml" --out "$WORK/submission.zip" "${gt[@]}"
   echo "== dev EERs per stage and scenario (mean over the folds)"
   exps=()

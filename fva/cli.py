@@ -555,18 +555,21 @@ def weights_fetch(encoders: str | None, lid: bool | None) -> None:
 @cli.command("demo-checkpoints", short_help="Demo encoder weights in their real formats.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder to write them into.")
 @click.option("--seed", type=int, default=0, show_default=True)
-def demo_checkpoints(out: Path, seed: int) -> None:
+@click.option("--encoders", default=None, help="Comma-separated: which to write (default: all four).")
+def demo_checkpoints(out: Path, seed: int, encoders: str | None) -> None:
     """Write seeded random demo checkpoints for the four encoders, each in its source's real format.
 
     Prints the --weights option for each, for 'fva extract'.
 
     \b
-    Example:
+    Examples:
       fva demo-checkpoints --out data/demo-checkpoints
+      fva demo-checkpoints --out data/world-models --encoders speaker-ecapa,vit-age-gender
     """
-    from fva.extract.demo_checkpoints import write_demo_checkpoints
+    from fva.extract.demo_checkpoints import DEMO_ENCODERS, write_demo_checkpoints
 
-    for name, path in write_demo_checkpoints(out, seed).items():
+    names = tuple(n.strip() for n in encoders.split(",") if n.strip()) if encoders else DEMO_ENCODERS
+    for name, path in write_demo_checkpoints(out, seed, names).items():
         click.echo(f"--weights {name}={path}")
 
 

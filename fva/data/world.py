@@ -35,6 +35,8 @@ AUDIO_BIT_RATE = 32_000
 VIDEO_QSCALE = 4  # MPEG-4 quantiser: 1 best .. 31 worst
 SPLITS_DIR = "face_voice_association_splits/v3"  # where the FAME baseline keeps the V3 train/test lists
 LANGUAGE_TRUTH = "voxceleb2_languages.tsv"
+LID_MODEL = "models/lid"  # a language-ID stand-in fitted to the world's clips (fva lid --weights)
+
 CV_COLUMNS = ("client_id", "path", "sentence_id", "sentence", "sentence_domain", "up_votes", "down_votes", "age",
               "gender", "accents", "variant", "locale", "segment")
 CV_LOCALES = ("en", "de", "da", "nl", "es", "fr", "it")
@@ -57,6 +59,7 @@ class WorldSummary:
     mavceleb: Path
     splits: Path
     language_labels: Path  # VoxCeleb2's true language per video, in the 'fva lid' TSV format
+    lid_model: Path  # a language-ID stand-in (VoxLingua107 ECAPA format) whose output layer knows these languages
     voxceleb2_identities: int
     voxceleb2_utterances: dict[str, int]  # per (hidden) language
     voxceleb2_face_frames: int  # sampled faces over all face tracks (every 25th frame)
@@ -125,6 +128,7 @@ def write_world(out: Path, seed: int = 0, *, vox_identities: int = 8, vox_videos
         for lang in demo.LANGUAGES:
             for part in ("train", "test"):
                 shutil.copyfile(tmp / "mavceleb_v3" / f"{lang}_{part}.txt", splits / f"{lang}_{part}.txt")
+        _write_lid(tmp / LID_MODEL, tmp / "voxceleb2", vox.languages, seed)
         _write_readme(tmp, seed, vox, cv, mav)
         files = [p for p in tmp.rglob("*") if p.is_file()]
         size = sum(p.stat().st_size for p in files)
@@ -141,11 +145,24 @@ def write_world(out: Path, seed: int = 0, *, vox_identities: int = 8, vox_videos
     return WorldSummary(
         root=out, seed=seed, voxceleb2=out / "voxceleb2", commonvoice=out / "commonvoice",
         mavceleb=out / "mavceleb_v3", splits=out / SPLITS_DIR, language_labels=out / LANGUAGE_TRUTH,
+        lid_model=out / LID_MODEL,
         voxceleb2_identities=vox_identities, voxceleb2_utterances=vox.utterances,
         voxceleb2_face_frames=vox.face_frames, commonvoice_clips=cv,
         mavceleb_summary=replace(mav, root=out / "mavceleb_v3"), files=len(files), bytes=size,
         seconds=time.perf_counter() - start,
     )
+
+
+def _write_lid(folder: Path, vox_root: Path, languages: dict[str, str], seed: int) -> None:
+    """A language-ID stand-in for stage 1 of a recipe: a small model in the VoxLingua107 ECAPA's format whose
+    output layer is fitted to the world's own VoxCeleb2 clips (a real LID model knows English and German; a
+    random one labels every clip alike)."""
+    from fva.train.lid import fit_output_layer, write_lid_model
+
+    write_lid_model(folder, languages=("de: German", "en: English"), seed=seed)
+    clips = [(path, languages[f"{path.parent.parent.name}/{path.parent.name}"])
+             for path in sorted((vox_root / "dev" / "aac").glob("*/*/*.m4a"))]
+    fit_output_layer(folder, clips)
 
 
 def _check_sizes(seed: int, identities: int, videos: int, clips: int, locales: tuple[str, ...], speakers: int,
@@ -328,6 +345,9 @@ def _write_readme(root: Path, seed: int, vox: VoxCeleb2Written, cv: dict[str, in
         f"mavceleb_v3/: MAV-Celeb V3 (English/German) as fva demo-data writes it, {mav.train_identities} train "
         f"and {mav.test_identities} test identities, with <Lang>_test_labels.txt ground truth; "
         f"{SPLITS_DIR}/ holds a copy of its <Lang>_train.txt and <Lang>_test.txt lists, where the release ships "
-        f"them.\n\nThe same seed and sizes give the same bytes on the same software stack.\n"
+        f"them.\n\n{LID_MODEL}/: a small language-ID model in the format of speechbrain's VoxLingua107 ECAPA "
+        f"(fva lid --weights), random but for its output layer, fitted to these VoxCeleb2 clips' languages: a "
+        f"stand-in for the published model, which knows English and German.\n\n"
+        f"The same seed and sizes give the same bytes on the same software stack.\n"
     )
     (root / "README.txt").write_text(text)

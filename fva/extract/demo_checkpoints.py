@@ -110,18 +110,26 @@ def write_demo_vggface(deepface_home: Path, seed: int = 0) -> Path:
     return path
 
 
-def write_demo_checkpoints(out: str | Path, seed: int = 0) -> dict[str, Path]:
-    """Write all four demo checkpoints under ``out``; returns encoder name -> ``--weights`` value."""
+DEMO_ENCODERS = ("speaker-ecapa", "voice-age-gender-ecapa", "vggface", "vit-age-gender")
+
+
+def write_demo_checkpoints(out: str | Path, seed: int = 0, names: tuple[str, ...] = DEMO_ENCODERS) -> dict[str, Path]:
+    """Write the demo checkpoints of the encoders ``names`` (default: all four) under ``out``; returns name ->
+    ``--weights`` value."""
+    from fva.errors import FvaError
     from fva.extract.encoders.vit_age_gender import demo_config, save_vit_age_gender
     from fva.extract.encoders.voice_age_gender import init_voice_age_gender, save_voice_age_gender
 
     out = Path(out)
-    weights = {
-        "speaker-ecapa": write_demo_speaker_ecapa(out / "speaker-ecapa", seed),
-        "voice-age-gender-ecapa": save_voice_age_gender(
+    writers = {
+        "speaker-ecapa": lambda: write_demo_speaker_ecapa(out / "speaker-ecapa", seed),
+        "voice-age-gender-ecapa": lambda: save_voice_age_gender(
             out / "voice-age-gender-ecapa", init_voice_age_gender(seed=seed + 1),
             meta={"trained_on": f"nothing: fva demo checkpoint, random init, seed {seed + 1}"}),
-        "vggface": write_demo_vggface(out / "deepface", seed + 2),
-        "vit-age-gender": save_vit_age_gender(out / "vit-age-gender", demo_config(), seed=seed + 3),
+        "vggface": lambda: write_demo_vggface(out / "deepface", seed + 2),
+        "vit-age-gender": lambda: save_vit_age_gender(out / "vit-age-gender", demo_config(), seed=seed + 3),
     }
-    return weights
+    unknown = [n for n in names if n not in writers]
+    if unknown:
+        raise FvaError(f"no demo checkpoint {unknown[0]!r}; choose from {', '.join(writers)}")
+    return {name: writers[name]() for name in names}

@@ -283,3 +283,47 @@ def write_lid_model(folder: Path, languages: tuple[str, ...] = ("de: German", "e
     encoder.update_from_iterable(languages)
     encoder.save(folder / "label_encoder.txt")
     return folder
+
+
+def fit_output_layer(folder: Path, clips: list[tuple[Path, str]], device: str = "cpu") -> Path:
+    """Fit the output layer of a language-ID model folder (as :func:`write_lid_model` writes) to labelled clips
+    (``(audio path, language)``): a logistic regression (scikit-learn) on the classifier's last hidden layer,
+    written into ``classifier.ckpt``. For stand-in models of synthetic data, which a random LID labels all alike."""
+    import numpy as np
+    import torch
+    from sklearn.linear_model import LogisticRegression
+
+    from fva.extract.media import load_audio
+
+    model = LidModel(str(folder), device)
+    labels = {canonical_language(label): model.labels.encode_label(label) for label in model.labels.lab2ind}
+    unknown = sorted({lang for _, lang in clips} - set(labels))
+    if unknown:
+        raise FvaError(f"{folder}: the model has no label for {unknown[0]} (labels: {', '.join(sorted(labels))})")
+    hidden: list[np.ndarray] = []
+    out = model.model.mods.classifier.out
+    handle = out.register_forward_pre_hook(lambda _module, args: hidden.append(args[0].reshape(-1, args[0].shape[-1])
+                                                                                 .detach().cpu().numpy()))
+    try:
+        for path, _ in clips:
+            audio = torch.from_numpy(load_audio(path))[None]
+            model(audio, torch.tensor([audio.shape[1]]))
+    finally:
+        handle.remove()
+    x, y = np.concatenate(hidden), np.array([labels[lang] for _, lang in clips])
+    if len(set(y.tolist())) < 2:
+        raise FvaError(f"{folder}: fitting the output layer needs clips of at least two languages")
+    fit = LogisticRegression(max_iter=2000).fit(x, y)
+    weight = torch.zeros_like(out.w.weight)
+    bias = torch.zeros_like(out.w.bias)
+    if len(fit.classes_) == 2:  # one decision function: split it over the two classes' logits
+        coef, intercept = torch.from_numpy(fit.coef_[0]).float(), float(fit.intercept_[0])
+        weight[fit.classes_[1]], bias[fit.classes_[1]] = coef / 2, intercept / 2
+        weight[fit.classes_[0]], bias[fit.classes_[0]] = -coef / 2, -intercept / 2
+    else:
+        for row, cls in enumerate(fit.classes_):
+            weight[cls], bias[cls] = torch.from_numpy(fit.coef_[row]).float(), float(fit.intercept_[row])
+    state = model.model.mods.classifier.state_dict()
+    state["out.w.weight"], state["out.w.bias"] = weight, bias
+    torch.save(state, Path(folder) / "classifier.ckpt")
+    return Path(folder)

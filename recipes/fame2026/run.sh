@@ -64,8 +64,8 @@ if run_stage 0; then
   echo "== stage 0: weights"
   fetch=""
   [ -z "$WEIGHTS_SPEAKER_ECAPA" ] && fetch="$fetch,speaker-ecapa"
-  [ -z "$WEIGHTS_VGGFACE" ] && fetch="$fetch,vggface"
-  [ -z "$WEIGHTS_VIT_AGE_GENDER" ] && fetch="$fetch,vit-age-gender"
+  case ",$ENCODERS_FACE," in *,vggface,*) [ -z "$WEIGHTS_VGGFACE" ] && fetch="$fetch,vggface" ;; esac
+  case ",$ENCODERS_FACE," in *,vit-age-gender,*) [ -z "$WEIGHTS_VIT_AGE_GENDER" ] && fetch="$fetch,vit-age-gender" ;; esac
   for local in "$WEIGHTS_SPEAKER_ECAPA" "$WEIGHTS_VGGFACE" "$WEIGHTS_VIT_AGE_GENDER" "$WEIGHTS_LID"; do
     if [ -n "$local" ] && [ ! -e "$local" ]; then echo "run.sh: $config names weights $local, which do not exist" >&2; exit 2; fi
   done
@@ -195,12 +195,15 @@ if run_stage 8; then
   echo "== stage 8: the published selection -> $WORK/submission.zip"
   trials=${DATA_MAVCELEB_LISTS:-$DATA_MAVCELEB}
   [ -f "$trials/English_test.txt" ] || trials=$DATA_MAVCELEB/face_voice_association_splits/v3
-  fva recipe plan --work "$WORK" --trials "$trials" --cache "$CACHE" --out "$WORK/plan.yaml"
-  gt=()  # ground truth, where there is some: beside the lists or in the root
-  for folder in "$trials" "$DATA_MAVCELEB"; do
-    if ls "$folder"/*_test_labels.txt >/dev/null 2>&1; then gt=(--ground-truth "$folder"); break; fi
-  done
-  fva submission make --plan "$WORK/plan.yaml" --out "$WORK/submission.zip" "${gt[@]}"
+  if ! done_before submission; then
+    fva recipe plan --work "$WORK" --trials "$trials" --cache "$CACHE" --out "$WORK/plan.yaml"
+    gt=()  # ground truth, where there is some: beside the lists or in the root
+    for folder in "$trials" "$DATA_MAVCELEB"; do
+      if ls "$folder"/*_test_labels.txt >/dev/null 2>&1; then gt=(--ground-truth "$folder"); break; fi
+    done
+    fva submission make --plan "$WORK/plan.yaml" --out "$WORK/submission.zip" "${gt[@]}"
+    mark submission
+  fi
   echo "== dev EERs per stage and scenario (mean over the folds)"
   exps=()
   for kind in pretrain finetune; do for set in $SETS; do exps+=("$WORK/exp/$kind-$set"); done; done

@@ -62,7 +62,7 @@ def regenerated(utterance: str) -> np.ndarray:
 def test_layout_summary_and_size(made):
     root, summary = made
     assert sorted(p.name for p in root.iterdir()) == [
-        "README.txt", "commonvoice", "face_voice_association_splits", "mavceleb_v3", "voxceleb2",
+        "README.txt", "commonvoice", "face_voice_association_splits", "mavceleb_v3", "models", "voxceleb2",
         "voxceleb2_languages.tsv"]
     assert not list(root.parent.glob(".world.partial-*"))
     voices = vox_utterances(root, "aac", ".m4a")
@@ -89,7 +89,7 @@ def test_layout_summary_and_size(made):
     # the summary says what is on disk
     hashes = tree_hashes(root)
     assert summary.root == root and summary.seed == SEED
-    assert summary.files == len(hashes) == 302
+    assert summary.files == len(hashes) == 306  # + the LID stand-in: hyperparams, embedding model, classifier, labels
     assert summary.bytes == sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
     assert summary.bytes < 20e6
     assert summary.voxceleb2_identities == 8
@@ -100,7 +100,7 @@ def test_layout_summary_and_size(made):
     assert summary.splits == splits and summary.language_labels == root / "voxceleb2_languages.tsv"
     assert summary.seconds < 60
     lines = summary.lines()
-    assert len(lines) == 4 and "302 files" in lines[0] and "16 English, 16 German" in lines[1]
+    assert len(lines) == 4 and "306 files" in lines[0] and "16 English, 16 German" in lines[1]
     readme = (root / "README.txt").read_text()
     assert "no real people" in readme and "seed 0" in readme and "face_voice_association_splits/v3" in readme
 
@@ -258,7 +258,7 @@ def test_cli_writes_the_same_bytes_and_refuses_a_non_empty_folder(made, tmp_path
     out = tmp_path / "cli-world"
     result = run_cli("demo-world", "--out", out, "--seed", SEED)
     assert result.exit_code == 0, result.output
-    assert f"to {out} (seed 0)" in result.output and "302 files" in result.output
+    assert f"to {out} (seed 0)" in result.output and "306 files" in result.output
     assert len(result.output.strip().splitlines()) == 4
     assert tree_hashes(out) == tree_hashes(root)  # same seed, byte-identical world
     (tmp_path / "busy").mkdir()
@@ -275,7 +275,7 @@ def test_other_seed_other_world_and_bad_sizes(made, tmp_path):
     s1 = write_world(tmp_path / "s1", seed=1, **small)
     # vox 4 m4a + 4 mp4, truth, README; cv tsv + clip; mav 4 wav + 4 jpg train, 6 lists, 2 x 4 test trials of
     # wav + jpg, README; 4 split lists
-    assert s1.files == 8 + 2 + 2 + (8 + 6 + 16 + 1) + 4
+    assert s1.files == 8 + 2 + 2 + (8 + 6 + 16 + 1) + 4 + 4
     assert s1.voxceleb2_utterances == {"English": 2, "German": 2}
     assert not set(vox_utterances(tmp_path / "s1", "aac", ".m4a")) & set(vox_utterances(root, "aac", ".m4a"))
     for bad, fragment in ((dict(seed=-1), "negative"), (dict(vox_identities=0), "at least 1"),
@@ -285,3 +285,15 @@ def test_other_seed_other_world_and_bad_sizes(made, tmp_path):
             write_world(tmp_path / "bad", **{**small, **bad})
         assert not (tmp_path / "bad").exists()
     assert not list(tmp_path.glob(".*partial*"))
+
+
+def test_the_lid_stand_in_labels_the_worlds_videos_with_their_true_language(made, tmp_path):
+    """fit_output_layer: the world's language-ID stand-in (random but for its fitted output layer) gives every
+    VoxCeleb2 video its true language through `fva lid`'s own code, where a random model labels all alike."""
+    from fva.train.lid import run_lid
+
+    root, summary = made
+    out = tmp_path / "lang.tsv"
+    run_lid("voxceleb2", summary.voxceleb2, "dev", out, weights=str(summary.lid_model), workers=0, progress=False)
+    found = read_language_labels(out)
+    assert found == read_language_labels(summary.language_labels)

@@ -313,7 +313,7 @@ def fit_output_layer(folder: Path, clips: list[tuple[Path, str]], device: str = 
     x, y = np.concatenate(hidden), np.array([labels[lang] for _, lang in clips])
     if len(set(y.tolist())) < 2:
         raise FvaError(f"{folder}: fitting the output layer needs clips of at least two languages")
-    fit = LogisticRegression(max_iter=2000).fit(x, y)
+    fit = LogisticRegression(C=1e4, max_iter=5000).fit(x, y)  # hardly regularised: confident posteriors
     weight = torch.zeros_like(out.w.weight)
     bias = torch.zeros_like(out.w.bias)
     if len(fit.classes_) == 2:  # one decision function: split it over the two classes' logits

@@ -522,19 +522,39 @@ def folds(manifest_path: Path, out: Path, k: int, seed: int, max_trials: int) ->
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path), default=None, metavar="FILE.png",
               help="Also write a figure: DET curves and same/different-person distance histograms.")
+@click.option("--trials", "trials_path", type=click.Path(path_type=Path), default=None,
+              help="Trial list of --labels (default: X.txt beside X_labels.txt): maps trials to voice clips.")
+@click.option("--manifest", "manifest_path", type=click.Path(path_type=Path), default=None,
+              help="Manifest giving each trial voice's identity, gender, language (default: an experiment's "
+                   "own for its fold<k>/dev_<Lang>.txt lists).")
+@click.option("--calibration", "calibration_exp", type=click.Path(path_type=Path), default=None, metavar="EXP",
+              help="Experiment whose dev-fitted calibration turns the distances into LLRs (for actDCF, Cllr).")
+@click.option("--bootstrap", type=click.IntRange(min=0), default=1000, show_default=True, metavar="N",
+              help="Bootstrap resamples of the EER's 95% interval (by identity when known); 0: none.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap.")
+@click.option("--p-target", "p_targets", default="0.01,0.05", show_default=True,
+              help="Priors of the DCF operating points, comma-separated.")
+@click.option("--c-miss", type=float, default=1.0, show_default=True, help="Cost of a miss in the DCF.")
+@click.option("--c-fa", type=float, default=1.0, show_default=True, help="Cost of a false accept in the DCF.")
 def evaluate(scores: Path | None, labels: Path | None, submission: Path | None, ground_truth: Path | None,
-             as_json: bool, plot_path: Path | None) -> None:
+             as_json: bool, plot_path: Path | None, trials_path: Path | None, manifest_path: Path | None,
+             calibration_exp: Path | None, bootstrap: int, seed: int, p_targets: str, c_miss: float,
+             c_fa: float) -> None:
     """Compute the EER exactly as the FAME organisers do, for one score file or a whole submission.
 
     Scores are distances (lower = same person). The EER is where the false-positive rate equals
     1 - the linearly interpolated true-positive rate of roc_curve(labels, -distance), in percent.
+    For a score file, also: the EER's bootstrap interval (resampling identities when a manifest gives them,
+    else voice clips, else trials), minDCF and min Cllr (calibration-free), actDCF and Cllr with
+    --calibration, and per-gender / per-language lines when the manifest labels them.
 
     \b
     Examples:
       fva evaluate --scores scores.txt --labels data/demo/English_test_labels.txt
+      fva evaluate --scores exp/fold0/dev_scores_English.txt --labels exp/fold0/dev_English_labels.txt \\
+          --calibration exp --json
       fva evaluate --submission submission.zip --ground-truth data/demo --json
     """
-    from fva.evaluate.scores import evaluate_files
     from fva.evaluate.submission import evaluate_submission
 
     if plot_path is not None:
@@ -554,13 +574,17 @@ def evaluate(scores: Path | None, labels: Path | None, submission: Path | None, 
         return
     if scores is None or labels is None:
         raise click.UsageError("give --scores and --labels, or --submission and --ground-truth")
-    res = evaluate_files(scores, labels)
+    from fva.evaluate.metrics import parse_operating_points
+    from fva.evaluate.report import evaluate_report, report_lines
+
+    report = evaluate_report(scores, labels, trials_path=trials_path, manifest=manifest_path,
+                             calibration=calibration_exp, points=parse_operating_points(p_targets, c_miss, c_fa),
+                             bootstrap=bootstrap, seed=seed)
     if as_json:
-        click.echo(json.dumps({"eer": res.eer, "trials": res.n_trials, "target": res.n_target,
-                               "nontarget": res.n_nontarget, "threshold": res.threshold}, indent=1))
+        click.echo(json.dumps(report, indent=1))
     else:
-        click.echo(f"EER {res.eer:.2f}% over {res.n_trials} trials ({res.n_target} same, "
-                   f"{res.n_nontarget} different); threshold {res.threshold:.4f}")
+        for line in report_lines(report):
+            click.echo(line)
     if plot_path is not None:
         from fva.evaluate.plots import file_scenario, plot_evaluation
 

@@ -242,13 +242,17 @@ def extract(manifest_path: Path | None, dataset: str | None, root: Path | None, 
 @click.option("--epochs", type=click.IntRange(min=0), default=None,
               help="Overrides train.epochs; 0: no fine-tuning, each fold keeps the pretrained (or --init) heads.")
 @click.option("--seed", type=int, default=None, help="Overrides the config's seed.")
+@click.option("--seeds", "seeds_text", default=None, metavar="0,1,2",
+              help="Train one experiment per seed into EXP/seed<k>/ and report the dev EERs' mean and spread "
+                   "(EXP/seeds.json); one seed: as --seed.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted experiment.")
 @click.option("--force", is_flag=True, help="Overwrite an existing experiment folder.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Folds trained at once (this process and N-1 spawned ones), each with a share of the CPU threads.")
 def train_head_cmd(fold: str, config_path: Path | None, cache_root: Path, exp: Path, split: str | None,
                    weight_set: str | None, dataset: str | None, folds_path: Path | None, init: Path | None,
-                   epochs: int | None, seed: int | None, resume: bool, force: bool, workers: int) -> None:
+                   epochs: int | None, seed: int | None, seeds_text: str | None, resume: bool, force: bool,
+                   workers: int) -> None:
     """Train projection heads per identity-disjoint fold on cached features, selecting on dev EER.
 
     Prints each fold's dev EER, heard and unheard separately, and their mean.
@@ -275,6 +279,24 @@ def train_head_cmd(fold: str, config_path: Path | None, cache_root: Path, exp: P
     if seed is not None:
         overrides["seed"] = seed
     cfg = load_config(config_path, overrides)
+    if seeds_text is not None:
+        from fva.heads.compare import parse_seeds, train_seeds
+
+        if seed is not None:
+            raise click.UsageError("give --seed or --seeds, not both")
+        seeds = parse_seeds(seeds_text)
+        if len(seeds) > 1:
+            summary = train_seeds(cfg, cache_root, exp, seeds, parse_folds(fold), init=init, resume=resume,
+                                  force=force, workers=workers, log=click.echo)
+            for kind in ("heard", "unheard"):
+                if summary[f"mean_{kind}"]:
+                    click.echo(f"mean dev EER {kind} over seeds {seeds_text}: " + ", ".join(
+                        f"{k} {v['mean']:.2f}% ± {v['std']:.2f} ({v['min']:.2f}–{v['max']:.2f})"
+                        for k, v in summary[f"mean_{kind}"].items()))
+            click.echo(f"{exp}/seeds.json")
+            return
+        overrides["seed"] = seeds[0]
+        cfg = load_config(config_path, overrides)
     metrics = train_head(cfg, cache_root, exp, parse_folds(fold), init=init, resume=resume, force=force,
                          workers=workers, log=click.echo)
     for kind in ("heard", "unheard"):
@@ -308,8 +330,11 @@ def parse_folds(fold: str) -> list[int] | None:
 @click.option("--force", is_flag=True, help="Overwrite existing experiment folders.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Folds trained at once per system (this process and N-1 spawned ones).")
+@click.option("--seeds", "seeds_text", default=None, metavar="0,1,2",
+              help="Train every system once per seed into OUT/seed<k>/<system>/; the table shows mean ± std "
+                   "(min–max) over seeds. One seed: as the configs' seed replaced.")
 def compare(systems: str, config_path: Path | None, cache_root: Path, fold: str, split: str | None, out: Path,
-            force: bool, workers: int) -> None:
+            force: bool, workers: int, seeds_text: str | None) -> None:
     """Train the named head systems over the same folds and print dev EER heard, unheard, their mean and the
     training seconds of each, as a markdown table (also written with JSON to OUT).
 
@@ -318,12 +343,13 @@ def compare(systems: str, config_path: Path | None, cache_root: Path, fold: str,
       fva compare --systems fame2026,xm-align,fop --config demo --cache work/demo/cache \\
           --split english-unheard --out work/demo/compare
     """
-    from fva.heads.compare import compare_systems, markdown_table
+    from fva.heads.compare import compare_systems, markdown_table, parse_seeds
 
     overrides = {"data": {"split": split}} if split else None
+    seeds = parse_seeds(seeds_text) if seeds_text is not None else None
     rows = compare_systems([n.strip() for n in systems.split(",") if n.strip()], cache_root, out,
                            base=config_path, folds=parse_folds(fold), overrides=overrides, force=force,
-                           workers=workers, log=click.echo)
+                           workers=workers, log=click.echo, seeds=seeds)
     click.echo(markdown_table(rows))
     click.echo(f"{out}/compare.json")
 

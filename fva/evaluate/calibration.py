@@ -111,6 +111,8 @@ class Calibration:
         >>> bool(abs(cal.llr(t)) < 1e-9)
         True
         """
+        if kind not in THRESHOLD_KINDS:
+            raise FvaError(f"threshold kind {kind!r}: use one of {', '.join(THRESHOLD_KINDS)}")
         if kind == "eer":
             return float(self.eer_threshold)
         if value is None:
@@ -124,12 +126,10 @@ class Calibration:
             accepted = np.searchsorted(nt, nt, side="right")  # accepted by "distance <= nt[i]"
             ok = nt[accepted <= math.floor(value * len(nt) + 1e-9)]
             return float(ok.max()) if len(ok) else float(np.nextafter(nt[0], -np.inf))
-        if kind == "prior":
-            if self.a >= 0:
-                raise FvaError(f"calibration slope {self.a:.4g} >= 0: larger distances do not mean other people on "
-                               "these trials, so no prior threshold exists; check the model")
-            return float((-logit(value) + logit(self.prior) - self.b) / self.a)
-        raise FvaError(f"threshold kind {kind!r}: use one of {', '.join(THRESHOLD_KINDS)}")
+        if self.a >= 0:  # kind == "prior"
+            raise FvaError(f"calibration slope {self.a:.4g} >= 0: larger distances do not mean other people on "
+                           "these trials, so no prior threshold exists; check the model")
+        return float((-logit(value) + logit(self.prior) - self.b) / self.a)
 
     def to_dict(self) -> dict:
         """Plain floats, ints and a list (a checkpoint payload loads with ``weights_only=True``)."""

@@ -96,8 +96,8 @@ def evaluate_report(scores_path: str | Path, labels_path: str | Path, *, trials_
 
     Keys: ``eer``, ``trials``, ``target``, ``nontarget``, ``threshold`` (as before), ``min_dcf``,
     ``min_cllr``, with a calibration ``act_dcf``, ``cllr`` and ``calibration`` (its map and source), with
-    ``bootstrap`` > 0 ``eer_ci``, and ``by_gender`` / ``by_language`` where the manifest says them
-    (``operating_points`` lists the points' parameters)."""
+    ``bootstrap`` > 0 ``eer_ci``, and ``by_gender`` / ``by_language`` where the manifest gives two groups or
+    more (``operating_points`` lists the points' parameters)."""
     labels = read_labels(labels_path)
     scores = read_scores(scores_path)
     res = evaluate_labelled(scores, labels, name=scores_path, labels_name=labels_path)
@@ -145,7 +145,7 @@ def evaluate_report(scores_path: str | Path, labels_path: str | Path, *, trials_
         out["eer_ci"] = ci.to_dict()
     if groups is not None:
         for name, mapping in (("by_gender", groups.gender), ("by_language", groups.language)):
-            if mapping:
+            if len(set(mapping.values())) > 1:  # one group only would repeat the overall figures
                 out[name] = breakdown(y, d, [mapping.get(k) for k in keys], llrs, points)
     return out
 

@@ -291,7 +291,7 @@ def test_evaluate_text_and_json(scored):
 
     out = json.loads(run(*args, "--json", "--manifest", folder / "m.jsonl").output)
     assert out["eer"] == compute_eer(y, d) and out["threshold"] == eer_threshold(y, d)
-    assert out["min_dcf"] == {"p0.01": min_dcf(y, d, OperatingPoint(0.01)), "p0.05": min_dcf(y, d, OperatingPoint(0.05))}
+    assert out["min_dcf"] == {p.name: min_dcf(y, d, p) for p in DEFAULT_OPERATING_POINTS}
     assert out["min_cllr"] == min_cllr(y, d) and "cllr" not in out and "act_dcf" not in out
     ci = bootstrap_eer(y, d, groups, n_resamples=200, seed=0)
     assert out["eer_ci"]["unit"] == "identities" and out["eer_ci"]["n_groups"] == 10
@@ -337,7 +337,8 @@ def test_train_head_keeps_a_calibration_in_every_fold_checkpoint(two_seeds):
         cal = Calibration.from_dict(payload["calibration"])
         ys, ds = [], []
         for lang in ("English", "German"):  # the full split: both heard
-            _, y, d = align(read_scores(folder / f"dev_scores_{lang}.txt"), read_labels(folder / f"dev_{lang}_labels.txt"))
+            _, y, d = align(read_scores(folder / f"dev_scores_{lang}.txt"),
+                            read_labels(folder / f"dev_{lang}_labels.txt"))
             ys.append(y)
             ds.append(d)
         y, d = np.concatenate(ys), np.concatenate(ds)

@@ -147,7 +147,9 @@ def markdown_table(rows: list[dict]) -> str:
         v, sp = r[key], r.get(f"{key}_spread")
         if v is None:
             return "–"
-        return f"{v:.2f}" if not sp or sp["n"] < 2 else f"{v:.2f} ± {sp['std']:.2f} ({sp['min']:.2f}–{sp['max']:.2f})"
+        if not sp or sp["n"] < 2:
+            return f"{v:.2f}"
+        return f"{v:.2f} ± {sp['std']:.2f} ({sp['min']:.2f}–{sp['max']:.2f})"
 
     seeded = any(len(r.get("seeds", ())) > 1 for r in rows)
     head = "| system | dev EER heard % | dev EER unheard % | mean % | training s |"

@@ -588,8 +588,9 @@ def evaluate(scores: Path | None, labels: Path | None, submission: Path | None, 
 
         check_plot_path(plot_path)  # a bad --plot path fails before anything is printed
     if submission is not None:
-        if ground_truth is None or scores or labels:
-            raise click.UsageError("--submission goes with --ground-truth (and not --scores/--labels)")
+        if ground_truth is None or scores or labels or trials_path or manifest_path or calibration_exp:
+            raise click.UsageError("--submission goes with --ground-truth (and not --scores/--labels; --trials, "
+                                   "--manifest and --calibration are for one score file)")
         result = evaluate_submission(submission, ground_truth)
         click.echo(json.dumps(result.to_dict(), indent=1) if as_json else result.table())
         if plot_path is not None:

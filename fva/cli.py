@@ -268,13 +268,17 @@ def extract(manifest_path: Path | None, dataset: str | None, root: Path | None, 
 @click.option("--pretrain-dataset", default=None,
               help="Pretrain on this dataset's cache of the same weight set first, e.g. voxceleb2 (overrides the config).")
 @click.option("--seed", type=int, default=None, help="Overrides the config's seed.")
+@click.option("--seeds", "seeds_text", default=None, metavar="0,1,2",
+              help="Train one experiment per seed into EXP/seed<k>/ and report the dev EERs' mean and spread "
+                   "(EXP/seeds.json); one seed: as --seed.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted experiment.")
 @click.option("--force", is_flag=True, help="Overwrite an existing experiment folder.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Folds trained at once (this process and N-1 spawned ones), each with a share of the CPU threads.")
 def train_head_cmd(fold: str, config_path: Path | None, cache_root: Path, exp: Path, split: str | None,
                    weight_set: str | None, dataset: str | None, folds_path: Path | None, init: Path | None,
-                   epochs: int | None, pretrain_dataset: str | None, seed: int | None, resume: bool, force: bool,
+                   epochs: int | None, pretrain_dataset: str | None, seed: int | None, seeds_text: str | None,
+                   resume: bool, force: bool,
                    workers: int) -> None:
     """Train projection heads per identity-disjoint fold on cached features, selecting on dev EER.
 
@@ -304,6 +308,24 @@ def train_head_cmd(fold: str, config_path: Path | None, cache_root: Path, exp: P
     if seed is not None:
         overrides["seed"] = seed
     cfg = load_config(config_path, overrides)
+    if seeds_text is not None:
+        from fva.heads.compare import parse_seeds, train_seeds
+
+        if seed is not None:
+            raise click.UsageError("give --seed or --seeds, not both")
+        seeds = parse_seeds(seeds_text)
+        if len(seeds) > 1:
+            summary = train_seeds(cfg, cache_root, exp, seeds, parse_folds(fold), init=init, resume=resume,
+                                  force=force, workers=workers, log=click.echo)
+            for kind in ("heard", "unheard"):
+                if summary[f"mean_{kind}"]:
+                    click.echo(f"mean dev EER {kind} over seeds {seeds_text}: " + ", ".join(
+                        f"{k} {v['mean']:.2f}% ± {v['std']:.2f} ({v['min']:.2f}–{v['max']:.2f})"
+                        for k, v in summary[f"mean_{kind}"].items()))
+            click.echo(f"{exp}/seeds.json")
+            return
+        overrides["seed"] = seeds[0]
+        cfg = load_config(config_path, overrides)
     metrics = train_head(cfg, cache_root, exp, parse_folds(fold), init=init, resume=resume, force=force,
                          workers=workers, log=click.echo)
     for kind in ("heard", "unheard"):
@@ -337,8 +359,11 @@ def parse_folds(fold: str) -> list[int] | None:
 @click.option("--force", is_flag=True, help="Overwrite existing experiment folders.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Folds trained at once per system (this process and N-1 spawned ones).")
+@click.option("--seeds", "seeds_text", default=None, metavar="0,1,2",
+              help="Train every system once per seed into OUT/seed<k>/<system>/; the table shows mean ± std "
+                   "(min–max) over seeds. One seed: as the configs' seed replaced.")
 def compare(systems: str, config_path: Path | None, cache_root: Path, fold: str, split: str | None, out: Path,
-            force: bool, workers: int) -> None:
+            force: bool, workers: int, seeds_text: str | None) -> None:
     """Train the named head systems over the same folds and print dev EER heard, unheard, their mean and the
     training seconds of each, as a markdown table (also written with JSON to OUT).
 
@@ -347,12 +372,13 @@ def compare(systems: str, config_path: Path | None, cache_root: Path, fold: str,
       fva compare --systems fame2026,xm-align,fop --config demo --cache work/demo/cache \\
           --split english-unheard --out work/demo/compare
     """
-    from fva.heads.compare import compare_systems, markdown_table
+    from fva.heads.compare import compare_systems, markdown_table, parse_seeds
 
     overrides = {"data": {"split": split}} if split else None
+    seeds = parse_seeds(seeds_text) if seeds_text is not None else None
     rows = compare_systems([n.strip() for n in systems.split(",") if n.strip()], cache_root, out,
                            base=config_path, folds=parse_folds(fold), overrides=overrides, force=force,
-                           workers=workers, log=click.echo)
+                           workers=workers, log=click.echo, seeds=seeds)
     click.echo(markdown_table(rows))
     click.echo(f"{out}/compare.json")
 
@@ -616,19 +642,39 @@ def folds(manifest_path: Path, out: Path, k: int, seed: int, max_trials: int) ->
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path), default=None, metavar="FILE.png",
               help="Also write a figure: DET curves and same/different-person distance histograms.")
+@click.option("--trials", "trials_path", type=click.Path(path_type=Path), default=None,
+              help="Trial list of --labels (default: X.txt beside X_labels.txt): maps trials to voice clips.")
+@click.option("--manifest", "manifest_path", type=click.Path(path_type=Path), default=None,
+              help="Manifest giving each trial voice's identity, gender, language (default: an experiment's "
+                   "own for its fold<k>/dev_<Lang>.txt lists).")
+@click.option("--calibration", "calibration_exp", type=click.Path(path_type=Path), default=None, metavar="EXP",
+              help="Experiment whose dev-fitted calibration turns the distances into LLRs (for actDCF, Cllr).")
+@click.option("--bootstrap", type=click.IntRange(min=0), default=1000, show_default=True, metavar="N",
+              help="Bootstrap resamples of the EER's 95% interval (by identity when known); 0: none.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap.")
+@click.option("--p-target", "p_targets", default="0.01,0.05", show_default=True,
+              help="Priors of the DCF operating points, comma-separated.")
+@click.option("--c-miss", type=float, default=1.0, show_default=True, help="Cost of a miss in the DCF.")
+@click.option("--c-fa", type=float, default=1.0, show_default=True, help="Cost of a false accept in the DCF.")
 def evaluate(scores: Path | None, labels: Path | None, submission: Path | None, ground_truth: Path | None,
-             as_json: bool, plot_path: Path | None) -> None:
+             as_json: bool, plot_path: Path | None, trials_path: Path | None, manifest_path: Path | None,
+             calibration_exp: Path | None, bootstrap: int, seed: int, p_targets: str, c_miss: float,
+             c_fa: float) -> None:
     """Compute the EER exactly as the FAME organisers do, for one score file or a whole submission.
 
     Scores are distances (lower = same person). The EER is where the false-positive rate equals
     1 - the linearly interpolated true-positive rate of roc_curve(labels, -distance), in percent.
+    For a score file, also: the EER's bootstrap interval (resampling identities when a manifest gives them,
+    else voice clips, else trials), minDCF and min Cllr (calibration-free), actDCF and Cllr with
+    --calibration, and per-gender / per-language lines when the manifest labels them.
 
     \b
     Examples:
       fva evaluate --scores scores.txt --labels data/demo/English_test_labels.txt
+      fva evaluate --scores exp/fold0/dev_scores_English.txt --labels exp/fold0/dev_English_labels.txt \\
+          --calibration exp --json
       fva evaluate --submission submission.zip --ground-truth data/demo --json
     """
-    from fva.evaluate.scores import evaluate_files
     from fva.evaluate.submission import evaluate_submission
 
     if plot_path is not None:
@@ -636,8 +682,9 @@ def evaluate(scores: Path | None, labels: Path | None, submission: Path | None, 
 
         check_plot_path(plot_path)  # a bad --plot path fails before anything is printed
     if submission is not None:
-        if ground_truth is None or scores or labels:
-            raise click.UsageError("--submission goes with --ground-truth (and not --scores/--labels)")
+        if ground_truth is None or scores or labels or trials_path or manifest_path or calibration_exp:
+            raise click.UsageError("--submission goes with --ground-truth (and not --scores/--labels; --trials, "
+                                   "--manifest and --calibration are for one score file)")
         result = evaluate_submission(submission, ground_truth)
         click.echo(json.dumps(result.to_dict(), indent=1) if as_json else result.table())
         if plot_path is not None:
@@ -648,13 +695,17 @@ def evaluate(scores: Path | None, labels: Path | None, submission: Path | None, 
         return
     if scores is None or labels is None:
         raise click.UsageError("give --scores and --labels, or --submission and --ground-truth")
-    res = evaluate_files(scores, labels)
+    from fva.evaluate.metrics import parse_operating_points
+    from fva.evaluate.report import evaluate_report, report_lines
+
+    report = evaluate_report(scores, labels, trials_path=trials_path, manifest=manifest_path,
+                             calibration=calibration_exp, points=parse_operating_points(p_targets, c_miss, c_fa),
+                             bootstrap=bootstrap, seed=seed)
     if as_json:
-        click.echo(json.dumps({"eer": res.eer, "trials": res.n_trials, "target": res.n_target,
-                               "nontarget": res.n_nontarget, "threshold": res.threshold}, indent=1))
+        click.echo(json.dumps(report, indent=1))
     else:
-        click.echo(f"EER {res.eer:.2f}% over {res.n_trials} trials ({res.n_target} same, "
-                   f"{res.n_nontarget} different); threshold {res.threshold:.4f}")
+        for line in report_lines(report):
+            click.echo(line)
     if plot_path is not None:
         from fva.evaluate.plots import file_scenario, plot_evaluation
 

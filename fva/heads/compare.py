@@ -4,6 +4,11 @@ A system is named by its config: the shipped ``fva/configs/systems/<name>.yaml``
 Its settings are laid over an optional base config (the dataset's settings, e.g. the shipped ``demo``), so
 every system sees the same data, folds and seed. The table gives, per system, the mean over folds of the dev EER on the
 heard and on the unheard languages, their mean, and the training seconds.
+
+Seeds: with several seeds each system is trained once per seed, into ``out/seed<k>/<system>`` (a seed's folder
+holds what one single-seed compare writes, so a ``dual-fop`` still finds its ``{exp_parent}/fop``), and the
+table gives the mean over seeds with its spread (sample std, min-max). :func:`train_seeds` does the same for one
+experiment (``fva train-head --seeds``): ``<exp>/seed<k>/`` and ``<exp>/seeds.json``. One seed is a plain run.
 """
 
 from __future__ import annotations
@@ -52,35 +57,139 @@ def summary_row(name: str, metrics: dict, seconds: float) -> dict:
             "folds": len(metrics["folds"])}
 
 
-def markdown_table(rows: list[dict]) -> str:
-    def cell(v):
-        return "–" if v is None else f"{v:.2f}"
+SEEDS_FILE = "seeds.json"
 
-    lines = ["| system | dev EER heard % | dev EER unheard % | mean % | training s |", "|---|---|---|---|---|"]
-    lines += [f"| {r['system']} | {cell(r['heard'])} | {cell(r['unheard'])} | {cell(r['mean'])} | {r['seconds']:.1f} |"
-              for r in rows]
+
+def parse_seeds(text: str) -> list[int]:
+    """``"0,1,2"`` -> ``[0, 1, 2]``; FvaError for anything but distinct integers.
+
+    >>> parse_seeds("0, 1,2")
+    [0, 1, 2]
+    """
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    try:
+        seeds = [int(p) for p in parts]
+    except ValueError:
+        raise FvaError(f"--seeds {text!r}: give comma-separated integers, e.g. 0,1,2") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise FvaError(f"--seeds {text!r}: give at least one seed, each once, e.g. 0,1,2")
+    return seeds
+
+
+def seed_folder(exp: Path, seed: int) -> Path:
+    """``<exp>/seed<k>``: one seed's experiment of a multi-seed run."""
+    return Path(exp) / f"seed{seed}"
+
+
+def spread(values: list[float]) -> dict:
+    """Mean, sample standard deviation (0 for one value), min and max.
+
+    >>> spread([1.0, 3.0])
+    {'mean': 2.0, 'std': 1.4142135623730951, 'min': 1.0, 'max': 3.0, 'n': 2}
+    """
+    v = np.asarray(values, dtype=np.float64)
+    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0, "min": float(v.min()),
+            "max": float(v.max()), "n": len(v)}
+
+
+def seed_summary(per_seed: dict[int, dict]) -> dict:
+    """Spread over seeds of each experiment's mean dev EER per language (heard, unheard) and of the
+    :func:`summary_row` figures (heard, unheard, mean); ``per_seed``: seed -> the experiment's metrics.json."""
+    out: dict = {"seeds": sorted(per_seed), "per_seed": {str(k): per_seed[k] for k in sorted(per_seed)}}
+    for kind in ("heard", "unheard"):
+        langs = sorted({lang for m in per_seed.values() for lang in m[f"mean_{kind}"]})
+        out[f"mean_{kind}"] = {lang: spread([m[f"mean_{kind}"][lang] for m in per_seed.values()
+                                             if lang in m[f"mean_{kind}"]]) for lang in langs}
+    rows = [summary_row("", m, 0.0) for m in per_seed.values()]
+    for key in ("heard", "unheard", "mean"):
+        values = [r[key] for r in rows if r[key] is not None]
+        out[key] = spread(values) if values else None
+    return out
+
+
+def seeds_row(name: str, per_seed: dict[int, dict], seconds: float) -> dict:
+    """:func:`summary_row` over several seeds: heard, unheard and mean are means over seeds, each with its
+    ``<key>_spread`` (:func:`spread`); ``seeds`` lists them."""
+    summary = seed_summary(per_seed)
+    row = {"system": name, "seconds": round(seconds, 1), "folds": len(next(iter(per_seed.values()))["folds"]),
+           "seeds": summary["seeds"]}
+    for key in ("heard", "unheard", "mean"):
+        row[key] = None if summary[key] is None else summary[key]["mean"]
+        row[f"{key}_spread"] = summary[key]
+    return row
+
+
+def train_seeds(cfg: HeadConfig, cache_root: Path, exp: Path, seeds: list[int], folds: list[int] | None = None,
+                **kwargs) -> dict:
+    """Train one experiment per seed into ``<exp>/seed<k>`` (the config's seed replaced) with
+    :func:`fva.heads.trainer.train_head` (``kwargs``: init, resume, force, workers, log) and write
+    ``<exp>/seeds.json`` (:func:`seed_summary`); returns that summary. One seed: a plain run into ``exp``."""
+    from dataclasses import replace
+
+    from fva.heads.experiment import prepare_experiment, write_json
+    from fva.heads.trainer import train_head
+
+    if len(seeds) == 1:
+        return train_head(replace(cfg, seed=seeds[0]), cache_root, exp, folds, **kwargs)
+    for seed in seeds:  # every folder checked before any training
+        prepare_experiment(seed_folder(exp, seed), kwargs.get("force", False), kwargs.get("resume", False))
+    log = kwargs.pop("log", None) or (lambda line: None)
+    per_seed = {seed: train_head(replace(cfg, seed=seed), cache_root, seed_folder(exp, seed), folds,
+                                 log=lambda line, k=seed: log(f"[seed {k}] {line}"), **kwargs) for seed in seeds}
+    summary = seed_summary(per_seed)
+    write_json(Path(exp) / SEEDS_FILE, summary)
+    return summary
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """The comparison table; rows of several seeds show ``mean ± std (min–max)`` over seeds."""
+    def cell(r, key):
+        v, sp = r[key], r.get(f"{key}_spread")
+        if v is None:
+            return "–"
+        if not sp or sp["n"] < 2:
+            return f"{v:.2f}"
+        return f"{v:.2f} ± {sp['std']:.2f} ({sp['min']:.2f}–{sp['max']:.2f})"
+
+    seeded = any(len(r.get("seeds", ())) > 1 for r in rows)
+    head = "| system | dev EER heard % | dev EER unheard % | mean % | training s |"
+    lines = [head[:-1] + "| seeds |" if seeded else head, "|---|---|---|---|---|" + ("---|" if seeded else "")]
+    lines += [f"| {r['system']} | {cell(r, 'heard')} | {cell(r, 'unheard')} | {cell(r, 'mean')} | {r['seconds']:.1f} |"
+              + (f" {','.join(map(str, r.get('seeds', ())))} |" if seeded else "") for r in rows]
     return "\n".join(lines)
 
 
 def compare_systems(names: list[str], cache_root: Path, out: Path, base: str | Path | None = None,
                     folds: list[int] | None = None, overrides: dict | None = None, force: bool = False,
-                    workers: int = 1, log=print) -> list[dict]:
-    """Train each system over ``folds`` (None: all) into ``out/<name>``; returns the table's rows and
-    writes ``out/compare.json`` and ``out/compare.md``."""
+                    workers: int = 1, log=print, seeds: list[int] | None = None) -> list[dict]:
+    """Train each system over ``folds`` (None: all) into ``out/<name>`` (several ``seeds``:
+    ``out/seed<k>/<name>`` each); returns the table's rows and writes ``out/compare.json`` and
+    ``out/compare.md``."""
     from fva.heads.experiment import prepare_experiment
     from fva.heads.trainer import train_head
+
+    from dataclasses import replace
 
     if not names:
         raise FvaError("--systems: name at least one system")
     configs = {name: system_config(name, base, overrides) for name in names}  # all checked before training
-    for name in names:
-        prepare_experiment(out / Path(name).stem, force, resume=False)
+    seeded = seeds is not None and len(seeds) > 1
+    runs = [(seed, seed_folder(out, seed)) for seed in seeds] if seeded else [(None, out)]
+    for _, folder in runs:
+        for name in names:
+            prepare_experiment(folder / Path(name).stem, force, resume=False)
     rows = []
     for name, cfg in configs.items():
         start = time.perf_counter()
-        metrics = train_head(cfg, cache_root, out / Path(name).stem, folds, force=force, workers=workers,
-                             log=lambda line, n=name: log(f"[{n}] {line}"))
-        rows.append(summary_row(Path(name).stem, metrics, time.perf_counter() - start))
+        per_seed = {}
+        for seed, folder in runs:
+            run_cfg = cfg if seed is None and not seeds else replace(cfg, seed=seeds[0] if seed is None else seed)
+            tag = name if seed is None else f"{name} seed {seed}"
+            per_seed[seed] = train_head(run_cfg, cache_root, folder / Path(name).stem, folds, force=force,
+                                        workers=workers, log=lambda line, n=tag: log(f"[{n}] {line}"))
+        seconds = time.perf_counter() - start
+        rows.append(seeds_row(Path(name).stem, per_seed, seconds) if seeded
+                    else summary_row(Path(name).stem, per_seed[None], seconds))
     out.mkdir(parents=True, exist_ok=True)
     (out / "compare.json").write_text(json.dumps(rows, indent=1) + "\n")
     (out / "compare.md").write_text(markdown_table(rows) + "\n")

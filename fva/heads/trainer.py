@@ -24,7 +24,9 @@ from fva.data.folds import Folds, dev_trials, make_folds
 from fva.data.splits import Split
 from fva.data.trials import labels_path, write_labels, write_trials
 from fva.errors import FvaError
-from fva.evaluate.eer import compute_eer, eer_threshold
+from fva.evaluate.calibration import Calibration
+from fva.evaluate.eer import compute_eer
+from fva.evaluate.metrics import DEFAULT_OPERATING_POINTS, act_dcf, cllr, min_cllr, min_dcf
 from fva.evaluate.scores import write_scores
 from fva.heads.config import HeadConfig, ModelConfig, load_config
 from fva.heads.experiment import (CHECKPOINT_FILE, CONFIG_FILE, EXPERIMENT_FORMAT, METRICS_FILE, build_model,
@@ -324,7 +326,12 @@ class FoldTrainer:
                             "torch_rng": torch.get_rng_state()}, tmp)
 
     def finish_fold(self, fold: int, dev: dict) -> dict:
-        """Score the dev trials with the selected model; write scores, truth, threshold and metrics."""
+        """Score the dev trials with the selected model; write scores, truth, threshold, calibration and metrics.
+
+        The calibration (:class:`~fva.evaluate.calibration.Calibration`) is fitted on the heard dev trials, the
+        ones the EER threshold is taken on; its Cllr and actDCF in ``metrics.json`` are measured on those same
+        trials, so they show the affine map's fit (an optimistic figure), beside the calibration-free
+        min Cllr and minDCF."""
         out = fold_folder(self.exp, fold)
         model, payload = load_checkpoint(out / CHECKPOINT_FILE)
         metrics = {"fold": fold, "epoch": payload["epoch"], "heard": {}, "unheard": {}}
@@ -340,9 +347,17 @@ class FoldTrainer:
             if lang in self.heard:
                 all_labels.append(y)
                 all_dist.append(dist)
-        threshold = eer_threshold(np.concatenate(all_labels), np.concatenate(all_dist))
+        heard_y, heard_d = np.concatenate(all_labels), np.concatenate(all_dist)
+        calibration = Calibration.fit(heard_y, heard_d)  # logistic distance -> LLR on the heard dev trials
+        threshold = calibration.eer_threshold  # eer_threshold() of the same trials
         metrics["threshold"] = threshold
         payload["threshold"] = threshold
+        payload["calibration"] = calibration.to_dict()  # plain floats: weights_only loading still works
+        llr = calibration.llr(heard_d)
+        metrics["calibration"] = {**calibration.summary(), "cllr": cllr(heard_y, llr),
+                                  "min_cllr": min_cllr(heard_y, heard_d),
+                                  "min_dcf": {p.name: min_dcf(heard_y, heard_d, p) for p in DEFAULT_OPERATING_POINTS},
+                                  "act_dcf": {p.name: act_dcf(heard_y, llr, p) for p in DEFAULT_OPERATING_POINTS}}
         write_payload(out / CHECKPOINT_FILE, payload)
         write_json(out / METRICS_FILE, metrics)
         return metrics

@@ -242,8 +242,8 @@ def test_train_head_with_snorm_records_the_normalised_dev_eer(synth, snormed):
                 stored = np.array([read_scores(fold / f"dev_scores_{lang}.txt")[t.key] for t in trials])
                 voice, face = naive_trial_features(synth, trials)
                 rows = np.arange(len(trials))
-                expected = direct_snorm(linear_embeddings(model, "voice", voice), linear_embeddings(model, "face", face),
-                                        rows, rows, cohort.voice.numpy(), cohort.face.numpy(), TOP_K)
+                ev, ef = linear_embeddings(model, "voice", voice), linear_embeddings(model, "face", face)
+                expected = direct_snorm(ev, ef, rows, rows, cohort.voice.numpy(), cohort.face.numpy(), TOP_K)
                 np.testing.assert_allclose(stored, expected, rtol=1e-4, atol=1e-4)
                 raw = TrialSet.build(trials, feats, "dev").distances(model)
                 assert not np.allclose(stored, raw, atol=1e-3)  # normalised, not the raw cosine distances

@@ -26,8 +26,8 @@ import numpy as np
 
 from fva.errors import FvaError
 
-__all__ = ["SnormConfig", "cohort_moments", "snorm", "PolariseConfig", "RefineConfig", "MediaClusters", "polarise", "match_confidence", "elbow",
-           "cluster_media", "refine", "znorm_fusion"]
+__all__ = ["SnormConfig", "cohort_moments", "snorm", "PolariseConfig", "RefineConfig", "MediaClusters", "polarise",
+           "match_confidence", "elbow", "cluster_media", "refine", "znorm_fusion"]
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import yaml
 
 from fva.errors import FvaError
-from fva.heads.postprocess import PolariseConfig, RefineConfig
+from fva.heads.postprocess import PolariseConfig, RefineConfig, SnormConfig
 from fva.heads.typed import build_dataclass, parse_params
 from fva.yamlio import read_yaml_mapping
 
@@ -78,9 +78,11 @@ class TrainConfig:
 
 @dataclass
 class ScoreConfig:
-    """Post-processing of every trial set's distances (dev and test; any system): chaining-cluster
-    refinement first, then age-gender polarisation (each off unless enabled)."""
+    """Post-processing of every trial set's distances (dev and test; any system), in this order: S-norm
+    against the fold's training-identity cohort (it needs the model's raw distances), chaining-cluster
+    refinement, then age-gender polarisation (each off unless enabled)."""
 
+    snorm: SnormConfig = field(default_factory=SnormConfig)
     refine: RefineConfig = field(default_factory=RefineConfig)
     polarise: PolariseConfig = field(default_factory=PolariseConfig)
 

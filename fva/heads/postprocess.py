@@ -1,8 +1,12 @@
-"""Score post-processing over a trial set: age-gender polarisation, chaining-cluster refinement, z-norm fusion.
+"""Score post-processing over a trial set: S-norm, age-gender polarisation, chaining-cluster refinement, z-norm
+fusion.
 
-All three work on distances (lower = same person), one numpy array (or dict) per trial list, so they apply
+All of them work on distances (lower = same person), one numpy array (or dict) per trial list, so they apply
 to any system's scores:
 
+- :func:`snorm` (symmetric score normalisation, plain or adaptive, as speaker-verification toolkits do it):
+  each trial's distance standardised by its voice's distances to a cohort of faces and by its face's
+  distances to a cohort of voices (:func:`cohort_moments` gives those statistics).
 - :func:`polarise` (FAME 2024, 3rd place): a trial whose voice and face agree in predicted age and gender
   gets a smaller distance, one that disagrees a larger one.
 - :func:`refine` (FAME 2024, 2nd place, "chaining cluster"): gender and identity clusters of the trial
@@ -22,8 +26,76 @@ import numpy as np
 
 from fva.errors import FvaError
 
-__all__ = ["PolariseConfig", "RefineConfig", "MediaClusters", "polarise", "match_confidence", "elbow",
-           "cluster_media", "refine", "znorm_fusion"]
+__all__ = ["SnormConfig", "cohort_moments", "snorm", "PolariseConfig", "RefineConfig", "MediaClusters", "polarise",
+           "match_confidence", "elbow", "cluster_media", "refine", "znorm_fusion"]
+
+
+# --------------------------------------------------------------------------------------------------------
+# S-norm and adaptive S-norm
+# --------------------------------------------------------------------------------------------------------
+
+@dataclass
+class SnormConfig:
+    """Symmetric score normalisation against a cohort of the training identities (never the dev or test ones).
+
+    ``adaptive_top_k``: 0 is plain S-norm (statistics over the whole cohort); k >= 2 is adaptive S-norm (over
+    each medium's k closest cohort entries; a k at least the cohort's size is plain S-norm). ``cohort_size``: 0
+    takes every training identity of the fold; n > 0 a sample of n of them, seeded by ``seed`` and the fold.
+    """
+
+    enabled: bool = False
+    adaptive_top_k: int = 0
+    cohort_size: int = 0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.adaptive_top_k < 0 or self.adaptive_top_k == 1:
+            raise FvaError(f"score.snorm.adaptive_top_k must be 0 (plain S-norm) or at least 2 (a deviation needs "
+                           f"two distances), got {self.adaptive_top_k}")
+        if self.cohort_size < 0 or self.cohort_size == 1:
+            raise FvaError(f"score.snorm.cohort_size must be 0 (every training identity) or at least 2, "
+                           f"got {self.cohort_size}")
+
+
+def cohort_moments(cohort_distances: np.ndarray, top_k: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Per row (one medium's distances to every cohort entry): the mean and the population standard deviation
+    of its distances, over all of them (``top_k`` 0) or over its ``top_k`` smallest (the closest entries).
+
+    >>> cohort_moments(np.array([[0.2, 0.4, 0.9]]), top_k=2)
+    (array([0.3]), array([0.1]))
+    """
+    d = np.asarray(cohort_distances, dtype=np.float64)
+    if d.ndim != 2 or d.shape[1] < 2:
+        raise FvaError(f"score.snorm: needs a cohort of at least 2 entries, got distances of shape {d.shape}")
+    if 0 < top_k < d.shape[1]:
+        d = np.partition(d, top_k - 1, axis=1)[:, :top_k]
+    return d.mean(axis=1), d.std(axis=1)
+
+
+def snorm(distances: np.ndarray, voice_mean: np.ndarray, voice_std: np.ndarray, face_mean: np.ndarray,
+          face_std: np.ndarray) -> np.ndarray:
+    """S-norm of distances: 0.5 ((d - mu_v) / sigma_v + (d - mu_f) / sigma_f) per trial, where mu_v, sigma_v
+    are the :func:`cohort_moments` of the trial's voice against the face cohort and mu_f, sigma_f those of its
+    face against the voice cohort (one value per trial each).
+
+    Working on distances keeps lower = same person: with similarities s = -d (or 1 - d, any s = a - d) the
+    result is exactly minus the usual S-norm of similarities, and the k closest entries of AS-norm are the k
+    most similar ones.
+
+    >>> snorm(np.array([0.5]), np.array([0.7]), np.array([0.1]), np.array([0.6]), np.array([0.2])).round(6)
+    array([-1.25])
+    """
+    arrays = [np.asarray(a, dtype=np.float64) for a in (distances, voice_mean, voice_std, face_mean, face_std)]
+    d = arrays[0]
+    if d.ndim != 1 or any(a.shape != d.shape for a in arrays[1:]):
+        raise FvaError(f"score.snorm: {d.shape} distances but cohort statistics of shapes "
+                       f"{', '.join(str(a.shape) for a in arrays[1:])}; give one of each per trial")
+    d, mu_v, sd_v, mu_f, sd_f = arrays
+    for side, sd in (("voice", sd_v), ("face", sd_f)):
+        if (sd <= 1e-12).any():
+            raise FvaError(f"score.snorm: a {side}'s distances to the cohort are all equal (deviation 0); "
+                           "use a larger cohort or adaptive_top_k")
+    return 0.5 * ((d - mu_v) / sd_v + (d - mu_f) / sd_f)
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """Scoring trial lists with a trained experiment: each fold model's distances (post-processed as the config
-says), averaged over the folds."""
+says; S-norm with the cohort its checkpoint stores), averaged over the folds."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from fva.data.trials import read_trials
 from fva.errors import FvaError
 from fva.heads.experiment import (check_same_weights, experiment_weights, fold_checkpoints, load_checkpoint,
                                   read_experiment)
-from fva.heads.trialset import TrialSet, open_features
+from fva.heads.trialset import Cohort, TrialSet, open_features
 from fva.layout import FULL_SET, find_features_folder
 
 
@@ -35,7 +35,8 @@ def score_trial_list(exp: str | Path, trials_path: str | Path, cache_root: str |
         ts = TrialSet.build(trials, feats, str(trials_path))
     finally:
         feats.close()
-    distances = np.mean([ts.distances(load_checkpoint(p)[0], cfg.score) for p in fold_checkpoints(exp)], axis=0)
+    distances = np.mean([ts.distances(model, cfg.score, Cohort.from_payload(payload))
+                         for model, payload in map(load_checkpoint, fold_checkpoints(exp))], axis=0)
     return {t.key: float(d) for t, d in zip(trials, distances)}
 
 
@@ -95,7 +96,8 @@ def verify_pair(exp: str | Path, face_path: str | Path, voice_path: str | Path, 
         finally:
             feats.close()
     models = [load_checkpoint(p) for p in fold_checkpoints(exp)]
-    distance = float(np.mean([ts.distances(model, cfg.score)[0] for model, _ in models]))
+    distance = float(np.mean([ts.distances(model, cfg.score, Cohort.from_payload(payload))[0]
+                              for model, payload in models]))
     threshold = float(np.mean([payload.get("threshold", np.nan) for _, payload in models]))
     return {"distance": distance, "threshold": threshold, "same_person": bool(distance <= threshold),
             "folds": len(models)}

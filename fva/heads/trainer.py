@@ -36,7 +36,7 @@ from fva.heads.experiment import (CHECKPOINT_FILE, CONFIG_FILE, EXPERIMENT_FORMA
 from fva.heads.features import ConcatRows, epoch_order, make_rows, row_statistics, select_rows
 from fva.heads.parallel import train_folds_in_workers
 from fva.heads.systems.base import Batch, HeadSystem
-from fva.heads.trialset import Modalities, TrialSet, open_features
+from fva.heads.trialset import Modalities, TrialSet, build_cohort, open_features
 from fva.layout import (FULL_SET, check_weight_set, features_folder, find_features_folder, folds_path,
                         manifest_records)
 
@@ -334,10 +334,15 @@ class FoldTrainer:
         min Cllr and minDCF."""
         out = fold_folder(self.exp, fold)
         model, payload = load_checkpoint(out / CHECKPOINT_FILE)
+        cohort = None
+        if self.cfg.score.snorm.enabled:  # S-norm's cohort: the fold's training identities, kept in its checkpoint
+            cohort = build_cohort(model, self.feats, self.records, self.folds.train_identities(fold),
+                                  self.unheard[0] if self.unheard else None, self.cfg.score.snorm, fold)
+            payload["cohort"] = cohort.payload()
         metrics = {"fold": fold, "epoch": payload["epoch"], "heard": {}, "unheard": {}}
         all_labels, all_dist = [], []
         for lang, (ts, labels) in dev.items():
-            dist = ts.distances(model, self.cfg.score)
+            dist = ts.distances(model, self.cfg.score, cohort)
             path = out / f"dev_{lang}.txt"
             write_trials(path, ts.trials)
             write_labels(labels_path(path), labels)

@@ -174,12 +174,26 @@ class FaceVoiceVerifier:
             raise FvaError(f"verify_batch: {len(faces)} faces and {len(voices)} voices; give one of each per pair")
         voice_keys, voice_table = self._encode("voice", voices)
         face_keys, face_table = self._encode("face", faces)
+        return self._verify_tables(voice_keys, voice_table, face_keys, face_table)
+
+    def verify_and_embed(self, face: str | Path, voice: str | Path) -> tuple[Verification, Embedding, Embedding]:
+        """:meth:`verify` with the face's and the voice's :class:`Embedding`, each medium encoded once."""
+        voice_keys, voice_table = self._encode("voice", [voice])
+        face_keys, face_table = self._encode("face", [face])
+        result = self._verify_tables(voice_keys, voice_table, face_keys, face_table)[0]
+        return result, self._embeddings("face", face_keys, face_table)[0], self._embeddings("voice", voice_keys,
+                                                                                             voice_table)[0]
+
+    def _verify_tables(self, voice_keys: list[str], voice_table: "_MemoryTable", face_keys: list[str],
+                       face_table: "_MemoryTable") -> list[Verification]:
         trials = [Trial(f"pair{i}", v, f) for i, (v, f) in enumerate(zip(voice_keys, face_keys))]
+        if not trials:
+            return []
         feats = Modalities(voice_table, face_table)
         # refinement clusters a trial set's own media: each pair is its own set, as verify() scores it
         groups = [[t] for t in trials] if self.cfg.score.refine.enabled else [trials]
         per_fold = np.concatenate([self.folds.distances(TrialSet.build(g, feats, "the pairs"), self.cfg.score)
-                                   for g in groups if g], axis=1) if trials else np.zeros((len(self.folds), 0))
+                                   for g in groups], axis=1)
         return self._verdicts(per_fold)
 
     def _verdicts(self, per_fold: np.ndarray) -> list[Verification]:
@@ -209,7 +223,9 @@ class FaceVoiceVerifier:
         """:class:`Embedding` of each of ``paths`` (one modality), encoded in batches."""
         if modality not in MODALITIES:
             raise FvaError(f"modality {modality!r}: choose voice or face")
-        keys, table = self._encode(modality, paths)
+        return self._embeddings(modality, *self._encode(modality, paths))
+
+    def _embeddings(self, modality: str, keys: list[str], table: "_MemoryTable") -> list[Embedding]:
         by_key = table.rows_by_key()
         features = features_for_keys(table, keys, by_key, f"the {modality} media")
         extras = extras_for_keys(table, keys, by_key)

@@ -142,8 +142,12 @@ class FaceVoiceVerifier:
         train_folder = Path(info["train_features"])
         trained_on = experiment_weights(info)
         weights = weights or {}
+        names = [*cfg.features.voice_encoders, *cfg.features.face_encoders]
+        unused = sorted(set(weights) - set(names))
+        if unused:
+            raise FvaError(f"--weights {unused[0]}: {exp} uses no such encoder (it uses {', '.join(names)})")
         sources, dtypes = {}, {}
-        for name in [*cfg.features.voice_encoders, *cfg.features.face_encoders]:
+        for name in names:
             with open_cache(train_folder / name) as table:
                 sources[name] = weights.get(name, table.attrs.get("weights"))
                 cached, dtypes[name] = table.attrs.get("weights_id"), table.dtype

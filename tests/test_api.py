@@ -1,5 +1,6 @@
-"""The Python API (:class:`fva.api.FaceVoiceVerifier`) and the demo page (`fva serve`) on a small real experiment:
-demo media and demo encoder checkpoints through `fva extract` and `fva train-head` (:func:`fva.testing.tiny_experiment`).
+"""The Python API (:class:`fva.api.FaceVoiceVerifier`) and the demo page (`fva serve`) on a small real
+experiment: demo media and demo encoder checkpoints through `fva extract` and `fva train-head`
+(:func:`fva.testing.tiny_experiment`).
 The API's distances are `fva score`'s for the same pairs, its feature rows `fva extract`'s."""
 
 from __future__ import annotations

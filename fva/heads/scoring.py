@@ -77,10 +77,11 @@ class FoldModels:
 
 
 def calibration_llr(calibration: dict, distances: np.ndarray) -> np.ndarray:
-    """One fold's calibration applied to its distances: the affine map ``llr = scale * distance + offset`` that
-    logistic-regression calibration fits (keys ``scale``, ``offset``). The single reader of a checkpoint's
-    ``calibration``: where the calibration module defines its own mapping, call it here."""
-    return float(calibration["scale"]) * np.asarray(distances, dtype=np.float64) + float(calibration["offset"])
+    """One fold's calibration (its checkpoint's ``calibration`` record) applied to that fold's distances: the
+    map of :class:`fva.evaluate.calibration.Calibration`, the one owner of calibration."""
+    from fva.evaluate.calibration import Calibration
+
+    return Calibration.from_dict(calibration).llr(distances)
 
 
 def verify_pair(exp: str | Path, face_path: str | Path, voice_path: str | Path, device: str = "cpu",

@@ -28,6 +28,7 @@ Examples:
   fva train-head --fold all --cache work/demo/cache --split english-unheard --exp work/demo/exp/noen
   fva score --exp work/demo/exp/noen --trials data/demo/German_test.txt --out scores.txt
   fva verify --exp work/demo/exp/noen face.jpg voice.wav
+  fva serve --exp work/demo/exp/noen --port 8000
   fva submission make --plan work/demo/plan.yaml --out submission.zip --ground-truth data/demo
   fva evaluate --scores scores.txt --labels data/demo/German_test_labels.txt --plot det.png
 """ + TRAIN_EXAMPLES
@@ -455,17 +456,54 @@ def verify(exp: Path, face: Path, voice: Path, weights: tuple[str, ...], device:
     Example:
       fva verify --exp work/demo/exp/full data/demo/faces/id0001/English/.../000000007.jpg voice.wav
     """
+    from fva.api import FaceVoiceVerifier
     from fva.extract.runner import default_device
-    from fva.heads.scoring import verify_pair
 
-    result = verify_pair(exp, face, voice, device or default_device(), _parse_weights(weights))
-    if result["threshold"] != result["threshold"]:  # NaN: an imported model, never scored on dev trials
-        click.echo(f"distance {result['distance']:.4f} ({result['folds']} fold model(s)); {exp} holds no dev EER "
-                   "threshold (imported, not trained here), so no decision")
-        return
-    verdict = "same person" if result["same_person"] else "different people"
-    click.echo(f"distance {result['distance']:.4f} (threshold {result['threshold']:.4f} at the dev EER, "
-               f"{result['folds']} fold model(s)): {verdict}")
+    verifier = FaceVoiceVerifier.from_experiment(exp, device or default_device(), _parse_weights(weights))
+    click.echo(_verdict_line(verifier.verify(face, voice), exp))
+
+
+def _verdict_line(result, exp: Path) -> str:
+    if result.threshold is None:
+        return (f"distance {result.distance:.4f} ({result.folds} fold model(s)); {exp} holds no dev EER threshold "
+                "(imported, not trained here), so no decision")
+    verdict = "same person" if result.same_person else "different people"
+    calibrated = "" if result.p_same is None else f", P(same) {result.p_same:.3f} (LLR {result.llr:.2f})"
+    return (f"distance {result.distance:.4f} (threshold {result.threshold:.4f} at the dev EER, "
+            f"{result.folds} fold model(s)): {verdict}{calibrated}")
+
+
+@cli.command(short_help="A local demo page: upload a face and a voice.")
+@click.option("--exp", type=click.Path(path_type=Path), required=True, help="A trained experiment.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (local only by default).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="0: any free port.")
+@click.option("--max-mb", type=click.FloatRange(min=0, min_open=True), default=20.0, show_default=True,
+              help="Largest upload accepted per file, in MB (larger ones get HTTP 413).")
+@click.option("--weights", "weights", multiple=True, metavar="ENCODER=SOURCE",
+              help="Encoder weights if not where the experiment's caches say (repeatable).")
+@click.option("--device", default=None, help="torch device (default: cuda when available, else cpu).")
+def serve(exp: Path, host: str, port: int, max_mb: float, weights: tuple[str, ...], device: str | None) -> None:
+    """Serve a demo page: upload (or record) a face image and a voice clip, see the decision, the calibrated
+    probability where the experiment has one, the distance against the threshold and each medium's nearest
+    training identities. The experiment is loaded once, at start-up.
+
+    \b
+    Example:
+      fva serve --exp work/demo/exp/english-unheard --port 8000
+    """
+    from fva.api import FaceVoiceVerifier
+    from fva.extract.runner import default_device
+    from fva.serve import make_server
+
+    verifier = FaceVoiceVerifier.from_experiment(exp, device or default_device(), _parse_weights(weights))
+    server = make_server(verifier, host, port, max_mb)
+    click.echo(f"serving {exp} on http://{host}:{server.server_port}/ (Ctrl-C stops)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
 
 
 @cli.group()

@@ -10,6 +10,8 @@ out, without running an encoder.
   was stored, with plain loops.
 * :func:`official_state`, :func:`reference_forward`, :func:`write_official`: a random checkpoint in the
   official FOP layout and its forward pass written with raw tensor ops.
+* :func:`tiny_experiment`: a small real experiment (demo media, demo encoder checkpoints, ``fva extract``,
+  ``fva train-head``) in the README's layout, for the verifier API and the demo page.
 * :func:`run_cli`: the ``fva`` command line in-process.
 """
 
@@ -316,3 +318,47 @@ def run_cli(*args):
     from fva.cli import cli
 
     return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+# ------------------------------------------------------------------------------------- a tiny real experiment
+
+
+def tiny_experiment(base: Path, folds: int = 1) -> SimpleNamespace:
+    """Under ``base``, in the README's layout: the demo dataset ``data/demo`` (4 train and 2 test identities),
+    demo checkpoints of speaker-ecapa and vit-age-gender (``ckpt/``), their train and test caches
+    (``work/demo/cache``, extracted by ``fva extract``) and a head experiment ``work/demo/exp/english-unheard``
+    trained on ``folds`` of its 2 folds (``fva train-head``): about ten seconds on a CPU."""
+    import yaml
+
+    from fva.data.demo import generate_demo
+    from fva.extract.demo_checkpoints import write_demo_speaker_ecapa
+    from fva.extract.encoders.vit_age_gender import demo_config, save_vit_age_gender
+
+    base = Path(base)
+    data, cache, exp = base / "data" / "demo", base / "work" / "demo" / "cache", base / "work" / "demo" / "exp"
+    generate_demo(data, seed=3, train_identities=4, test_identities=2)
+    weights = {"speaker-ecapa": write_demo_speaker_ecapa(base / "ckpt" / "speaker-ecapa", seed=0),
+               "vit-age-gender": save_vit_age_gender(base / "ckpt" / "vit-age-gender", demo_config(), seed=3)}
+    for subset in ("train", "test"):
+        args = ["extract", "--dataset", DATASET, "--root", data, "--cache", cache, "--subset", subset,
+                "--encoders", ",".join(weights), "--workers", 0, "--no-progress"]
+        for name, path in weights.items():
+            args += ["--weights", f"{name}={path}"]
+        _checked(run_cli(*args))
+    config = base / "work" / "demo" / "head.yaml"
+    config.write_text(yaml.safe_dump({
+        "model": {"embedding_dim": 8}, "data": {"num_folds": 2},
+        "features": {"voice_encoders": ["speaker-ecapa"], "face_encoders": ["vit-age-gender"]},
+        "train": {"epochs": 2, "patience": 2, "batch_size": 16}}))
+    fold = "0" if folds == 1 else ",".join(str(f) for f in range(folds))
+    _checked(run_cli("train-head", "--fold", fold, "--config", config, "--cache", cache,
+                     "--split", "english-unheard", "--exp", exp / "english-unheard"))
+    return SimpleNamespace(base=base, data=data, cache=cache, exp=exp / "english-unheard", weights=weights,
+                           face=data / "German_test" / "face" / "German" / "00000.jpg",
+                           voice=data / "German_test" / "voice" / "German" / "00000.wav")
+
+
+def _checked(result):
+    if result.exit_code != 0:
+        raise RuntimeError(f"fva failed (exit {result.exit_code}): {result.output}") from result.exception
+    return result

@@ -1,8 +1,10 @@
 """Scoring trial lists with a trained experiment: each fold model's distances (post-processed as the config
-says; S-norm with the cohort its checkpoint stores), averaged over the folds."""
+says; S-norm with the cohort its checkpoint stores), averaged over the folds (:class:`FoldModels`, shared with
+``fva verify`` and :mod:`fva.api`)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,7 @@ from fva.data.trials import read_trials
 from fva.errors import FvaError
 from fva.heads.experiment import (check_same_weights, experiment_weights, fold_checkpoints, load_checkpoint,
                                   read_experiment)
+from fva.heads.systems.base import HeadSystem
 from fva.heads.trialset import Cohort, TrialSet, open_features
 from fva.layout import FULL_SET, find_features_folder
 
@@ -35,69 +38,63 @@ def score_trial_list(exp: str | Path, trials_path: str | Path, cache_root: str |
         ts = TrialSet.build(trials, feats, str(trials_path))
     finally:
         feats.close()
-    distances = np.mean([ts.distances(model, cfg.score, Cohort.from_payload(payload))
-                         for model, payload in map(load_checkpoint, fold_checkpoints(exp))], axis=0)
+    distances = FoldModels.load(exp).distances(ts, cfg.score).mean(axis=0)
     return {t.key: float(d) for t, d in zip(trials, distances)}
+
+
+@dataclass
+class FoldModels:
+    """An experiment's fold models and their checkpoint payloads: the one place that averages over folds."""
+
+    models: list[HeadSystem]
+    payloads: list[dict]
+
+    @classmethod
+    def load(cls, exp: str | Path) -> "FoldModels":
+        loaded = [load_checkpoint(p) for p in fold_checkpoints(Path(exp))]
+        return cls([model for model, _ in loaded], [payload for _, payload in loaded])
+
+    def __len__(self) -> int:
+        return len(self.models)
+
+    def distances(self, ts: TrialSet, post=None) -> np.ndarray:
+        """(folds, trials): each fold model's distances; their mean over axis 0 is the experiment's score."""
+        return np.stack([ts.distances(model, post, Cohort.from_payload(payload))
+                         for model, payload in zip(self.models, self.payloads)])
+
+    def threshold(self) -> float | None:
+        """The decision threshold: the mean of the folds' dev-EER thresholds; None when a fold has none (an
+        imported model, never scored on dev trials)."""
+        values = [float(p.get("threshold", np.nan)) for p in self.payloads]
+        return None if np.isnan(values).any() else float(np.mean(values))
+
+    def llrs(self, per_fold: np.ndarray) -> np.ndarray | None:
+        """Calibrated log-likelihood ratios of the trials whose per-fold distances are ``per_fold`` (folds,
+        trials): the mean over folds of each fold's calibration (checkpoint key ``calibration``) applied to
+        its own distances; None when a fold has no calibration."""
+        calibrations = [p.get("calibration") for p in self.payloads]
+        if any(c is None for c in calibrations):
+            return None
+        return np.mean([calibration_llr(c, d) for c, d in zip(calibrations, per_fold)], axis=0)
+
+
+def calibration_llr(calibration: dict, distances: np.ndarray) -> np.ndarray:
+    """One fold's calibration (its checkpoint's ``calibration`` record) applied to that fold's distances: the
+    map of :class:`fva.evaluate.calibration.Calibration`, the one owner of calibration."""
+    from fva.evaluate.calibration import Calibration
+
+    return Calibration.from_dict(calibration).llr(distances)
 
 
 def verify_pair(exp: str | Path, face_path: str | Path, voice_path: str | Path, device: str = "cpu",
                 weights: dict[str, str] | None = None) -> dict:
-    """Run the experiment's encoders and heads on one face image (or face track) and one voice clip.
+    """One face image (or face track) and one voice clip through :class:`fva.api.FaceVoiceVerifier`: distance
+    (mean over folds, the one ``fva score`` gives the pair), threshold, decision, calibrated LLR and P(same)
+    (None without a calibration) and the fold count, as a dict."""
+    from dataclasses import asdict
 
-    The pair goes through the extraction path itself (:func:`fva.extract.runner.run_extraction`: the same
-    decoding, preprocessing, batching and cache dtype as the experiment's training caches, into a scratch
-    cache) and then through the scoring path (:class:`TrialSet`: frames averaged, the config's
-    post-processing), so its distance is the one ``fva score`` gives the same pair. The encoders are rebuilt
-    from the weights recorded in the experiment's training caches (``weights`` overrides per encoder).
-    Returns the distance (mean over folds), the threshold at the dev EER point (mean over folds) and the
-    decision.
-    """
-    import tempfile
+    from fva.api import FaceVoiceVerifier
 
-    from fva.data.records import Manifest, MediaRecord
-    from fva.data.trials import Trial
-    from fva.extract.cache import open_cache
-    from fva.extract.encoders.base import get_encoder_class
-    from fva.extract.runner import run_extraction
-    from fva.layout import features_folder
+    return asdict(FaceVoiceVerifier.from_experiment(exp, device=device, weights=weights).verify(face_path, voice_path))
 
-    exp = Path(exp)
-    cfg, info = read_experiment(exp)
-    train_folder = Path(info["train_features"])
-    trained_on = experiment_weights(info)
-    keys = {"voice": "voices/pair", "face": "faces/pair"}  # keys that media_key maps to themselves
-    paths = {keys["voice"]: Path(voice_path), keys["face"]: Path(face_path)}
-    records = [MediaRecord(key=keys[modality], identity=None, language=None, modality=modality,
-                           path=str(paths[keys[modality]].resolve())) for modality in ("voice", "face")]
-    manifest = Manifest("verify", "/", "pair", "full", records)
-    with tempfile.TemporaryDirectory(prefix="fva-verify-") as scratch:
-        for modality, names in (("voice", cfg.features.voice_encoders), ("face", cfg.features.face_encoders)):
-            for name in names:
-                with open_cache(train_folder / name) as table:
-                    source = (weights or {}).get(name, table.attrs.get("weights"))
-                    cached, dtype = table.attrs.get("weights_id"), table.dtype
-                if name not in (weights or {}):  # the cache's weights are the ones to rebuild the encoder from
-                    check_same_weights(trained_on, {name: cached}, str(train_folder / name), str(exp),
-                                       "the cache was extracted again with other weights after training: "
-                                       f"retrain, or pass --weights {name}=<the experiment's weights>")
-                expected = trained_on.get(name) or cached
-                encoder = get_encoder_class(name)(source, device=device)
-                if expected and encoder.weights_id != expected:
-                    raise FvaError(f"{name}: weights {source} ({encoder.weights_id}) are not the ones {exp} was "
-                                   f"trained on ({expected}); pass the same weights")
-                run_extraction(manifest, encoder, Path(scratch), root=Path("/"), workers=0, dtype=dtype,
-                               progress=False)
-                with open_cache(features_folder(scratch, "verify", "pair") / name) as table:
-                    for key, reason in table.failures:
-                        raise FvaError(f"{paths[key]}: {reason}")
-        feats = open_features(cfg, features_folder(scratch, "verify", "pair"))
-        try:
-            ts = TrialSet.build([Trial("pair", keys["voice"], keys["face"])], feats, "the pair")
-        finally:
-            feats.close()
-    models = [load_checkpoint(p) for p in fold_checkpoints(exp)]
-    distance = float(np.mean([ts.distances(model, cfg.score, Cohort.from_payload(payload))[0]
-                              for model, payload in models]))
-    threshold = float(np.mean([payload.get("threshold", np.nan) for _, payload in models]))
-    return {"distance": distance, "threshold": threshold, "same_person": bool(distance <= threshold),
-            "folds": len(models)}
+

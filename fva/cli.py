@@ -19,6 +19,7 @@ from fva.train.cli import COMMANDS as TRAIN_COMMANDS, EXAMPLES as TRAIN_EXAMPLES
 EXAMPLES = """\b
 Examples:
   fva demo-data --out data/demo
+  fva demo-world --out data/world
   fva manifest --dataset mavceleb-v3 --root data/demo --out work/demo/train.jsonl
   fva folds --manifest work/demo/train.jsonl --out work/demo/folds
   fva demo-checkpoints --out data/demo-checkpoints
@@ -29,8 +30,10 @@ Examples:
   fva score --exp work/demo/exp/noen --trials data/demo/German_test.txt --out scores.txt
   fva verify --exp work/demo/exp/noen face.jpg voice.wav
   fva serve --exp work/demo/exp/noen --port 8000
+  fva weights fetch --encoders speaker-ecapa,vggface
   fva submission make --plan work/demo/plan.yaml --out submission.zip --ground-truth data/demo
   fva evaluate --scores scores.txt --labels data/demo/German_test_labels.txt --plot det.png
+  fva recipe table work/fame2026/exp/pretrain-full work/fame2026/exp/finetune-full
 """ + TRAIN_EXAMPLES
 
 
@@ -554,7 +557,7 @@ def cache_validate_cmd(folder: Path, manifest_path: Path | None) -> None:
     _report(folder, validate_cache(folder, Manifest.read(manifest_path) if manifest_path else None))
 
 
-@cli.group()
+@cli.group(short_help="List and fetch the published encoder weights.")
 def weights() -> None:
     """Published encoder weights: list them, fetch them for offline use."""
 
@@ -843,7 +846,7 @@ def submission_pack(scores_dir: Path, out: Path, trials: Path) -> None:
     click.echo(f"{out}: {len(files)} files, valid")
 
 
-@cli.group()
+@cli.group(short_help="A recipe's config, published plan and dev-EER table.")
 def recipe() -> None:
     """Helpers of the recipes (recipes/fame2026/run.sh): their config, the published plan, the dev-EER table."""
 

@@ -11,8 +11,8 @@ from click.testing import CliRunner
 from conftest import assert_user_error
 from fva.cli import cli
 
-COMMANDS = ("demo-data", "manifest", "folds", "demo-checkpoints", "extract", "cache", "train-head", "score",
-            "verify", "evaluate", "submission")
+COMMANDS = ("demo-data", "demo-world", "manifest", "folds", "demo-checkpoints", "extract", "cache", "train-head",
+            "score", "verify", "serve", "evaluate", "submission", "weights", "recipe", "lid", "train-encoder")
 
 
 def run(*args: str):

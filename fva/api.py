@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import threading
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -312,3 +312,13 @@ class FaceVoiceVerifier:
             if key_of[p] not in encoded:
                 raise MediaUnreadable(f"{p}: no frame that every {modality} encoder could use")
         return [key_of[Path(p).resolve()] for p in paths], table
+
+
+def verify_pair(exp: str | Path, face_path: str | Path, voice_path: str | Path, device: str = "cpu",
+                weights: dict[str, str] | None = None) -> dict:
+    """One face image (or face track) and one voice clip through :class:`fva.api.FaceVoiceVerifier`: distance
+    (mean over folds, the one ``fva score`` gives the pair), threshold, decision, calibrated LLR and P(same)
+    (None without a calibration) and the fold count, as a dict."""
+    return asdict(FaceVoiceVerifier.from_experiment(exp, device=device, weights=weights).verify(face_path, voice_path))
+
+

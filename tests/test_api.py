@@ -68,7 +68,8 @@ def calibrated(verifier) -> bool:
 
 
 def test_distances_are_fva_scores_and_verify_pair_wraps_the_api(tiny, verifier, pairs):
-    from fva.heads.scoring import score_trial_list, verify_pair
+    from fva.api import verify_pair
+    from fva.heads.scoring import score_trial_list
 
     trials, faces, voices = pairs
     scored = {**score_trial_list(tiny.exp, tiny.data / "English_test.txt", tiny.cache),

@@ -195,7 +195,8 @@ def test_verify_runs_the_extraction_path_and_gives_the_distance_fva_score_gives(
     from fva.data.mavceleb import media_key
     from fva.data.trials import read_trials
     from fva.extract.encoders.vit_age_gender import demo_config, save_vit_age_gender
-    from fva.heads.scoring import score_trial_list, verify_pair
+    from fva.api import verify_pair
+    from fva.heads.scoring import score_trial_list
 
     root, weights = demo
     weights = {"speaker-ecapa": weights["speaker-ecapa"],

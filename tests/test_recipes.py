@@ -5,7 +5,6 @@ end to end on a tiny synthetic world in the real layouts."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path

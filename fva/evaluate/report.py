@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 
 from fva.data.trials import read_labels, read_trials
 from fva.errors import FvaError

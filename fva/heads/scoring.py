@@ -84,17 +84,3 @@ def calibration_llr(calibration: dict, distances: np.ndarray) -> np.ndarray:
     from fva.evaluate.calibration import Calibration
 
     return Calibration.from_dict(calibration).llr(distances)
-
-
-def verify_pair(exp: str | Path, face_path: str | Path, voice_path: str | Path, device: str = "cpu",
-                weights: dict[str, str] | None = None) -> dict:
-    """One face image (or face track) and one voice clip through :class:`fva.api.FaceVoiceVerifier`: distance
-    (mean over folds, the one ``fva score`` gives the pair), threshold, decision, calibrated LLR and P(same)
-    (None without a calibration) and the fold count, as a dict."""
-    from dataclasses import asdict
-
-    from fva.api import FaceVoiceVerifier
-
-    return asdict(FaceVoiceVerifier.from_experiment(exp, device=device, weights=weights).verify(face_path, voice_path))
-
-

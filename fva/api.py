@@ -47,7 +47,8 @@ class Verification:
     """The verdict on one face-voice pair."""
 
     distance: float  # mean over the fold models, as ``fva score`` gives it; lower = same person
-    threshold: float | None  # mean of the folds' dev-EER thresholds; None for a model never scored on dev trials
+    threshold: float | None  # the verifier's rule: by default the mean of the folds' dev-EER thresholds; None for
+    # a model never scored on dev trials
     same_person: bool | None  # distance <= threshold; None without a threshold
     llr: float | None  # calibrated log-likelihood ratio (same vs different); None without a calibration
     p_same: float | None  # P(same person) at even prior odds, from ``llr``
@@ -123,8 +124,10 @@ class FaceVoiceVerifier:
     """An experiment's encoders and fold heads, loaded once: verify pairs and embed media from files."""
 
     def __init__(self, exp: Path, cfg: HeadConfig, info: dict, encoders: dict[str, Encoder],
-                 dtypes: dict[str, str], folds: FoldModels, batch_size: int = 64) -> None:
+                 dtypes: dict[str, str], folds: FoldModels, batch_size: int = 64, threshold: str = "eer") -> None:
         self.exp, self.cfg, self.info = Path(exp), cfg, info
+        self.threshold_rule = threshold
+        self.threshold = decision_threshold(self.exp, folds, threshold)
         self.encoders, self.dtypes, self.folds, self.batch_size = encoders, dtypes, folds, batch_size
         self.names = {"voice": list(cfg.features.voice_encoders), "face": list(cfg.features.face_encoders)}
         self._prototypes: dict[str, tuple[list[str], np.ndarray]] = {}
@@ -132,10 +135,11 @@ class FaceVoiceVerifier:
 
     @classmethod
     def from_experiment(cls, path: str | Path, device: str = "cpu", weights: dict[str, str] | None = None,
-                        batch_size: int = 64) -> "FaceVoiceVerifier":
+                        batch_size: int = 64, threshold: str = "eer") -> "FaceVoiceVerifier":
         """Load ``path``'s config and fold models and build each encoder once, from the weights its training
         caches record (``weights`` overrides per encoder); weights other than those it was trained on are
-        refused (one FvaError line naming both identities)."""
+        refused (one FvaError line naming both identities). ``threshold`` is the decision rule
+        (:func:`decision_threshold`): ``eer`` (the dev EER point), ``far:0.01`` or ``prior:0.01``."""
         exp = Path(path)
         cfg, info = read_experiment(exp)
         folds = FoldModels.load(exp)
@@ -164,7 +168,7 @@ class FaceVoiceVerifier:
                 raise FvaError(f"{name}: weights {source} ({encoder.weights_id}) are not the ones {exp} was "
                                f"trained on ({expected}); pass the same weights")
             encoders[name] = encoder
-        return cls(exp, cfg, info, encoders, dtypes, folds, batch_size)
+        return cls(exp, cfg, info, encoders, dtypes, folds, batch_size, threshold)
 
     # ------------------------------------------------------------------------------------------ verification
 
@@ -201,7 +205,7 @@ class FaceVoiceVerifier:
         return self._verdicts(per_fold)
 
     def _verdicts(self, per_fold: np.ndarray) -> list[Verification]:
-        distances, threshold = per_fold.mean(axis=0), self.folds.threshold()
+        distances, threshold = per_fold.mean(axis=0), self.threshold
         llrs = self.folds.llrs(per_fold)
         out = []
         for i, d in enumerate(distances):
@@ -314,11 +318,39 @@ class FaceVoiceVerifier:
         return [key_of[Path(p).resolve()] for p in paths], table
 
 
+def decision_threshold(exp: Path, folds: FoldModels, rule: str = "eer") -> float | None:
+    """The distance threshold of a decision rule: ``eer``, the mean of the folds' dev-EER thresholds (None for a
+    model never scored on dev trials); ``far:<rate>``, the distance at which at most that share of the
+    experiment's dev different-person trials is accepted; ``prior:<P(same)>``, the Bayes decision of that prior
+    with equal costs on the experiment's calibration (fitted on all folds' heard dev trials)."""
+    from fva.evaluate.calibration import experiment_calibration, parse_threshold
+
+    kind, value = parse_threshold(rule)
+    if kind == "eer":
+        return folds.threshold()
+    return float(experiment_calibration(exp).threshold_for(kind, value))
+
+
+def describe_threshold(rule: str) -> str:
+    """Words for a decision rule, for messages and the demo page.
+
+    >>> describe_threshold("far:0.01")
+    'at a dev false-accept rate of 0.01'
+    """
+    from fva.evaluate.calibration import parse_threshold
+
+    kind, value = parse_threshold(rule)
+    if kind == "eer":
+        return "at the dev EER"
+    return f"at a dev false-accept rate of {value:g}" if kind == "far" else f"the Bayes decision at P(same) {value:g}"
+
+
 def verify_pair(exp: str | Path, face_path: str | Path, voice_path: str | Path, device: str = "cpu",
-                weights: dict[str, str] | None = None) -> dict:
+                weights: dict[str, str] | None = None, threshold: str = "eer") -> dict:
     """One face image (or face track) and one voice clip through :class:`fva.api.FaceVoiceVerifier`: distance
     (mean over folds, the one ``fva score`` gives the pair), threshold, decision, calibrated LLR and P(same)
     (None without a calibration) and the fold count, as a dict."""
-    return asdict(FaceVoiceVerifier.from_experiment(exp, device=device, weights=weights).verify(face_path, voice_path))
+    verifier = FaceVoiceVerifier.from_experiment(exp, device=device, weights=weights, threshold=threshold)
+    return asdict(verifier.verify(face_path, voice_path))
 
 

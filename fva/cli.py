@@ -366,8 +366,10 @@ def parse_folds(fold: str) -> list[int] | None:
 @click.option("--seeds", "seeds_text", default=None, metavar="0,1,2",
               help="Train every system once per seed into OUT/seed<k>/<system>/; the table shows mean ± std "
                    "(min–max) over seeds. One seed: as the configs' seed replaced.")
+@click.option("--bootstrap", type=click.IntRange(min=0), default=1000, show_default=True,
+              help="Resamples of the pooled dev EER's interval over identities (0: none).")
 def compare(systems: str, config_path: Path | None, cache_root: Path, fold: str, split: str | None, out: Path,
-            force: bool, workers: int, seeds_text: str | None) -> None:
+            force: bool, workers: int, seeds_text: str | None, bootstrap: int) -> None:
     """Train the named head systems over the same folds and print dev EER heard, unheard, their mean and the
     training seconds of each, as a markdown table (also written with JSON to OUT).
 
@@ -382,7 +384,7 @@ def compare(systems: str, config_path: Path | None, cache_root: Path, fold: str,
     seeds = parse_seeds(seeds_text) if seeds_text is not None else None
     rows = compare_systems([n.strip() for n in systems.split(",") if n.strip()], cache_root, out,
                            base=config_path, folds=parse_folds(fold), overrides=overrides, force=force,
-                           workers=workers, log=click.echo, seeds=seeds)
+                           workers=workers, log=click.echo, seeds=seeds, bootstrap=bootstrap)
     click.echo(markdown_table(rows))
     click.echo(f"{out}/compare.json")
 
@@ -449,11 +451,14 @@ def score(exp: Path, trials: Path, cache_root: Path | None, out: Path) -> None:
 @click.option("--weights", "weights", multiple=True, metavar="ENCODER=SOURCE",
               help="Encoder weights if not where the experiment's caches say (repeatable).")
 @click.option("--device", default=None, help="torch device (default: cuda when available, else cpu).")
-def verify(exp: Path, face: Path, voice: Path, weights: tuple[str, ...], device: str | None) -> None:
+@click.option("--threshold", default="eer", show_default=True, metavar="RULE",
+              help="Decision threshold: eer (the dev EER point), far:RATE (e.g. far:0.01, a dev false-accept rate) "
+                   "or prior:P (the Bayes decision of P(same) on the experiment's calibration).")
+def verify(exp: Path, face: Path, voice: Path, weights: tuple[str, ...], device: str | None, threshold: str) -> None:
     """Say whether a face image (or mp4 face track) and a voice clip are the same person.
 
     Runs the experiment's encoders and heads on the pair; the decision uses the distance threshold
-    where the experiment's dev EER was measured.
+    where the experiment's dev EER was measured, or the rule --threshold names.
 
     \b
     Example:
@@ -462,17 +467,20 @@ def verify(exp: Path, face: Path, voice: Path, weights: tuple[str, ...], device:
     from fva.api import FaceVoiceVerifier
     from fva.extract.runner import default_device
 
-    verifier = FaceVoiceVerifier.from_experiment(exp, device or default_device(), _parse_weights(weights))
-    click.echo(_verdict_line(verifier.verify(face, voice), exp))
+    verifier = FaceVoiceVerifier.from_experiment(exp, device or default_device(), _parse_weights(weights),
+                                                 threshold=threshold)
+    click.echo(_verdict_line(verifier.verify(face, voice), exp, threshold))
 
 
-def _verdict_line(result, exp: Path) -> str:
+def _verdict_line(result, exp: Path, rule: str = "eer") -> str:
+    from fva.api import describe_threshold
+
     if result.threshold is None:
         return (f"distance {result.distance:.4f} ({result.folds} fold model(s)); {exp} holds no dev EER threshold "
                 "(imported, not trained here), so no decision")
     verdict = "same person" if result.same_person else "different people"
     calibrated = "" if result.p_same is None else f", P(same) {result.p_same:.3f} (LLR {result.llr:.2f})"
-    return (f"distance {result.distance:.4f} (threshold {result.threshold:.4f} at the dev EER, "
+    return (f"distance {result.distance:.4f} (threshold {result.threshold:.4f} {describe_threshold(rule)}, "
             f"{result.folds} fold model(s)): {verdict}{calibrated}")
 
 
@@ -485,7 +493,11 @@ def _verdict_line(result, exp: Path) -> str:
 @click.option("--weights", "weights", multiple=True, metavar="ENCODER=SOURCE",
               help="Encoder weights if not where the experiment's caches say (repeatable).")
 @click.option("--device", default=None, help="torch device (default: cuda when available, else cpu).")
-def serve(exp: Path, host: str, port: int, max_mb: float, weights: tuple[str, ...], device: str | None) -> None:
+@click.option("--threshold", default="eer", show_default=True, metavar="RULE",
+              help="Decision threshold: eer (the dev EER point), far:RATE (e.g. far:0.01, a dev false-accept rate) "
+                   "or prior:P (the Bayes decision of P(same) on the experiment's calibration).")
+def serve(exp: Path, host: str, port: int, max_mb: float, weights: tuple[str, ...], device: str | None,
+          threshold: str) -> None:
     """Serve a demo page: upload (or record) a face image and a voice clip, see the decision, the calibrated
     probability where the experiment has one, the distance against the threshold and each medium's nearest
     training identities. The experiment is loaded once, at start-up.
@@ -498,7 +510,8 @@ def serve(exp: Path, host: str, port: int, max_mb: float, weights: tuple[str, ..
     from fva.extract.runner import default_device
     from fva.serve import make_server
 
-    verifier = FaceVoiceVerifier.from_experiment(exp, device or default_device(), _parse_weights(weights))
+    verifier = FaceVoiceVerifier.from_experiment(exp, device or default_device(), _parse_weights(weights),
+                                                 threshold=threshold)
     server = make_server(verifier, host, port, max_mb)
     click.echo(f"serving {exp} on http://{host}:{server.server_port}/ (Ctrl-C stops)")
     try:

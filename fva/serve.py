@@ -22,7 +22,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from fva.api import Embedding, FaceVoiceVerifier, MediaUnreadable, Verification
+from fva.api import Embedding, FaceVoiceVerifier, MediaUnreadable, Verification, describe_threshold
 from fva.errors import FvaError
 
 log = logging.getLogger(__name__)
@@ -172,8 +172,8 @@ def result_block(verifier: FaceVoiceVerifier, result: Verification, face: Embedd
     return f"""<section id="result">
 <div class="verdict {css}" id="decision">{_e(verdict)}</div>
 <ul>{calibrated}
-<li>distance <b id="distance">{result.distance:.4f}</b>, threshold {threshold} (at the dev EER; lower = same
-person), mean over {result.folds} fold model(s)</li></ul>
+<li>distance <b id="distance">{result.distance:.4f}</b>, threshold {threshold} ({_e(describe_threshold(verifier.threshold_rule))};
+lower = same person), mean over {result.folds} fold model(s)</li></ul>
 <div class="media">{media}</div>
 <div class="cols">{''.join(tables)}</div>
 </section>"""

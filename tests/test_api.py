@@ -189,8 +189,9 @@ def test_media_that_cannot_be_decoded_is_one_line_naming_the_file(tiny, verifier
 
 def test_a_calibration_in_the_checkpoints_gives_llr_and_p_same(tiny, verifier, pairs, tmp_path):
     """Each fold's calibration maps its own distances; the LLR is their mean over folds, P(same) its logistic."""
-    calibration = pytest.importorskip("fva.evaluate.calibration", reason="the calibration module is not merged")
     import torch
+
+    from fva.evaluate import calibration
 
     from fva.api import FaceVoiceVerifier
     from fva.heads.experiment import write_payload
@@ -220,6 +221,33 @@ def test_a_calibration_in_the_checkpoints_gives_llr_and_p_same(tiny, verifier, p
 
     emb = FaceVoiceVerifier.from_experiment(exp).verify_and_embed(faces[0], voices[0])
     assert f'id="p-same">{result.p_same:.3f}<' in result_block(verifier, *emb, previews={})
+
+
+def test_trained_folds_carry_a_calibration(verifier):
+    assert calibrated(verifier)  # fitted on each fold's dev trials at training time (fva.evaluate.calibration)
+
+
+def test_threshold_rules_are_the_experiments_calibration_thresholds(tiny, verifier, pairs):
+    """--threshold far:RATE / prior:P decide at the experiment calibration's thresholds (its dev trials of all
+    folds); eer stays the folds' mean dev-EER threshold."""
+    from fva.api import FaceVoiceVerifier
+    from fva.evaluate.calibration import experiment_calibration, experiment_dev_trials
+
+    _, faces, voices = pairs
+    cal = experiment_calibration(tiny.exp)
+    labels, distances = experiment_dev_trials(tiny.exp)
+    for rule, kind, value in (("far:0.1", "far", 0.1), ("prior:0.2", "prior", 0.2)):
+        v = FaceVoiceVerifier.from_experiment(tiny.exp, threshold=rule)
+        assert v.threshold == pytest.approx(cal.threshold_for(kind, value))
+        result = v.verify(faces[0], voices[0])
+        assert result.same_person == (result.distance <= v.threshold)
+    far = FaceVoiceVerifier.from_experiment(tiny.exp, threshold="far:0.1").threshold
+    assert np.mean(distances[labels == 0] <= far) <= 0.1  # at most 10 % of the dev different-person trials accepted
+    assert verifier.threshold == pytest.approx(np.mean([p["threshold"] for p in verifier.folds.payloads]))
+    out = run_cli("verify", "--exp", tiny.exp, faces[0], voices[0], "--threshold", "far:0.1")
+    assert out.exit_code == 0 and f"threshold {far:.4f} at a dev false-accept rate of 0.1" in out.output, out.output
+    bad = run_cli("verify", "--exp", tiny.exp, faces[0], voices[0], "--threshold", "far")
+    assert bad.exit_code == 2 and "use eer, far:<false-accept rate>" in bad.output
 
 
 def test_readme_python_api_example_runs(tiny, monkeypatch):

@@ -412,3 +412,32 @@ def test_compare_with_seeds(synth, tmp_path):
     assert rows[0]["seeds"] == [0, 1] and rows[0]["heard"] == pytest.approx(np.mean(heard))
     assert rows[0]["heard_spread"]["std"] == pytest.approx(np.std(heard, ddof=1))
     assert f"| fame2026 | {np.mean(heard):.2f} ± " in result.output and "| seeds |" in result.output
+
+
+def test_compare_reports_the_pooled_dev_eer_with_its_interval_over_identities(synth, tmp_path):
+    """fva compare: each system's heard dev trials of all folds pooled (each scored by the fold model that never
+    saw its identities), their EER as the organisers compute it, and a bootstrap interval over identities."""
+    from fva.data.trials import read_labels
+    from fva.evaluate.eer import compute_eer
+    from fva.evaluate.report import experiment_dev_interval
+    from fva.evaluate.scores import read_scores
+
+    out = tmp_path / "cmp"
+    config = tmp_path / "base.yaml"
+    config.write_text(synth.config.read_text().replace("epochs: 6", "epochs: 2"))
+    result = run("compare", "--systems", "fame2026", "--config", config, "--cache", synth.root, "--fold", "0,1",
+                 "--out", out, "--bootstrap", "200")
+    assert result.exit_code == 0, result.output
+    row = json.loads((out / "compare.json").read_text())[0]
+    exp = out / "fame2026"
+    labels, distances = [], []
+    for fold in ("fold0", "fold1"):
+        for lang in json.loads((exp / "experiment.json").read_text())["heard"]:
+            y, d = read_labels(exp / fold / f"dev_{lang}_labels.txt"), read_scores(exp / fold / f"dev_scores_{lang}.txt")
+            labels += [y[k] for k in y]
+            distances += [d[k] for k in y]
+    pooled = row["pooled_heard"]
+    assert pooled["eer"] == pytest.approx(compute_eer(np.array(labels), np.array(distances)))
+    assert pooled["unit"] == "identities" and pooled["low"] <= pooled["eer"] <= pooled["high"]
+    assert pooled == json.loads(json.dumps(experiment_dev_interval(exp, 200, 0).to_dict()))  # seeded: the same again
+    assert f"{pooled['eer']:.2f} [{pooled['low']:.2f}, {pooled['high']:.2f}]" in result.output

@@ -149,6 +149,24 @@ class Calibration:
         return {k: v for k, v in asdict(self).items() if k != "nontarget"}
 
 
+def parse_threshold(text: str) -> tuple[str, float | None]:
+    """A decision-threshold rule as users write it: ``eer``, ``far:<rate>`` or ``prior:<P_target>``.
+
+    >>> parse_threshold("far:0.01"), parse_threshold("eer")
+    (('far', 0.01), ('eer', None))
+    """
+    kind, _, value = text.strip().partition(":")
+    if kind not in THRESHOLD_KINDS or (kind == "eer") != (value == ""):
+        raise FvaError(f"threshold {text!r}: use eer, far:<false-accept rate> (e.g. far:0.01) or prior:<P(same)> "
+                       "(e.g. prior:0.01)")
+    if kind == "eer":
+        return kind, None
+    try:
+        return kind, float(value)
+    except ValueError:
+        raise FvaError(f"threshold {text!r}: {value!r} is not a number") from None
+
+
 def experiment_dev_trials(exp: str | Path, languages: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Labels and distances of every fold's dev trials of ``languages`` (default: the experiment's heard
     ones), from ``fold<k>/dev_<Lang>_labels.txt`` and ``dev_scores_<Lang>.txt``."""

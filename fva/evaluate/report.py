@@ -32,7 +32,7 @@ from fva.evaluate.metrics import (DEFAULT_OPERATING_POINTS, OperatingPoint, boot
 from fva.evaluate.scores import align, evaluate_labelled, read_scores
 
 __all__ = ["TrialGroups", "trial_groups", "default_trials_path", "experiment_manifest", "evaluate_report",
-           "report_lines"]
+           "report_lines", "experiment_dev_interval"]
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,33 @@ def trial_groups(trials, records: dict | None = None) -> TrialGroups:
     if voice and all(r is not None and r.identity for r in voice.values()):
         return TrialGroups("identities", {k: r.identity for k, r in voice.items()}, gender, language)
     return TrialGroups("voice clips", {t.key: media_key(t.voice) for t in trials}, gender, language)
+
+
+def experiment_dev_interval(exp: str | Path, n_resamples: int = 1000, seed: int = 0):
+    """The EER of an experiment's pooled heard dev trials (every fold's, each scored by the one fold model that
+    never saw its identities) and its bootstrap interval over identities (a
+    :class:`~fva.evaluate.metrics.BootstrapInterval`): the honest spread of a dev EER measured on few people."""
+    from fva.layout import manifest_records
+
+    exp = Path(exp)
+    info = json.loads((exp / "experiment.json").read_text())
+    records = manifest_records(info["train_features"])
+    labels, distances, groups = [], [], []
+    for fold in sorted(exp.glob("fold*"), key=lambda p: (len(p.name), p.name)):
+        for lang in info.get("heard", []):
+            trials_path = fold / f"dev_{lang}.txt"
+            if not trials_path.is_file():
+                continue
+            trials = read_trials(trials_path)
+            keys, y, d = align(read_scores(fold / f"dev_scores_{lang}.txt"), read_labels(fold / f"dev_{lang}_labels.txt"),
+                               name=trials_path)
+            group = trial_groups(trials, records).group
+            labels += list(y)
+            distances += list(d)
+            groups += [group[k] for k in keys]
+    if not labels:
+        raise FvaError(f"{exp}: no dev trials with scores (fold*/dev_<Lang>.txt); train it with 'fva train-head'")
+    return bootstrap_eer(labels, distances, groups, n_resamples=n_resamples, seed=seed)
 
 
 def default_trials_path(labels_path: str | Path) -> Path | None:

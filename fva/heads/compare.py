@@ -151,20 +151,31 @@ def markdown_table(rows: list[dict]) -> str:
             return f"{v:.2f}"
         return f"{v:.2f} ± {sp['std']:.2f} ({sp['min']:.2f}–{sp['max']:.2f})"
 
+    def interval(r):
+        ci = r.get("pooled_heard")
+        return "–" if not ci else f"{ci['eer']:.2f} [{ci['low']:.2f}, {ci['high']:.2f}]"
+
     seeded = any(len(r.get("seeds", ())) > 1 for r in rows)
+    pooled = any(r.get("pooled_heard") for r in rows)
     head = "| system | dev EER heard % | dev EER unheard % | mean % | training s |"
-    lines = [head[:-1] + "| seeds |" if seeded else head, "|---|---|---|---|---|" + ("---|" if seeded else "")]
+    head += " pooled dev EER heard % [95% CI] |" if pooled else ""
+    head += " seeds |" if seeded else ""
+    lines = [head, "|---" * head.count(" |") + "|"]
     lines += [f"| {r['system']} | {cell(r, 'heard')} | {cell(r, 'unheard')} | {cell(r, 'mean')} | {r['seconds']:.1f} |"
+              + (f" {interval(r)} |" if pooled else "")
               + (f" {','.join(map(str, r.get('seeds', ())))} |" if seeded else "") for r in rows]
     return "\n".join(lines)
 
 
 def compare_systems(names: list[str], cache_root: Path, out: Path, base: str | Path | None = None,
                     folds: list[int] | None = None, overrides: dict | None = None, force: bool = False,
-                    workers: int = 1, log=print, seeds: list[int] | None = None) -> list[dict]:
+                    workers: int = 1, log=print, seeds: list[int] | None = None,
+                    bootstrap: int = 1000) -> list[dict]:
     """Train each system over ``folds`` (None: all) into ``out/<name>`` (several ``seeds``:
     ``out/seed<k>/<name>`` each); returns the table's rows and writes ``out/compare.json`` and
-    ``out/compare.md``."""
+    ``out/compare.md``. ``bootstrap`` > 0 adds each system's pooled heard dev EER (all folds' dev trials; the
+    first seed's) with its bootstrap interval over identities (:func:`fva.evaluate.report.experiment_dev_interval`)."""
+    from fva.evaluate.report import experiment_dev_interval
     from fva.heads.experiment import prepare_experiment
     from fva.heads.trainer import train_head
 
@@ -188,8 +199,12 @@ def compare_systems(names: list[str], cache_root: Path, out: Path, base: str | P
             per_seed[seed] = train_head(run_cfg, cache_root, folder / Path(name).stem, folds, force=force,
                                         workers=workers, log=lambda line, n=tag: log(f"[{n}] {line}"))
         seconds = time.perf_counter() - start
-        rows.append(seeds_row(Path(name).stem, per_seed, seconds) if seeded
-                    else summary_row(Path(name).stem, per_seed[None], seconds))
+        row = (seeds_row(Path(name).stem, per_seed, seconds) if seeded
+               else summary_row(Path(name).stem, per_seed[None], seconds))
+        if bootstrap > 0:
+            row["pooled_heard"] = experiment_dev_interval(runs[0][1] / Path(name).stem, bootstrap,
+                                                          cfg.seed).to_dict()
+        rows.append(row)
     out.mkdir(parents=True, exist_ok=True)
     (out / "compare.json").write_text(json.dumps(rows, indent=1) + "\n")
     (out / "compare.md").write_text(markdown_table(rows) + "\n")

@@ -444,16 +444,25 @@ def score(exp: Path, trials: Path, cache_root: Path | None, out: Path) -> None:
     click.echo(f"{out}: {len(result)} trials scored")
 
 
+def _verifier_options(command):
+    """The options of the commands that build a :class:`fva.api.FaceVoiceVerifier` (verify, serve)."""
+    for option in reversed((
+            click.option("--weights", "weights", multiple=True, metavar="ENCODER=SOURCE",
+                         help="Encoder weights if not where the experiment's caches say (repeatable)."),
+            click.option("--device", default=None, help="torch device (default: cuda when available, else cpu)."),
+            click.option("--threshold", default="eer", show_default=True, metavar="RULE",
+                         help="Decision threshold: eer (the dev EER point), far:RATE (e.g. far:0.01, a dev "
+                              "false-accept rate) or prior:P (the Bayes decision of P(same) on the experiment's "
+                              "calibration)."))):
+        command = option(command)
+    return command
+
+
 @cli.command(short_help="Same person? One face and one voice.")
 @click.option("--exp", type=click.Path(path_type=Path), required=True, help="A trained experiment.")
 @click.argument("face", type=click.Path(path_type=Path))
 @click.argument("voice", type=click.Path(path_type=Path))
-@click.option("--weights", "weights", multiple=True, metavar="ENCODER=SOURCE",
-              help="Encoder weights if not where the experiment's caches say (repeatable).")
-@click.option("--device", default=None, help="torch device (default: cuda when available, else cpu).")
-@click.option("--threshold", default="eer", show_default=True, metavar="RULE",
-              help="Decision threshold: eer (the dev EER point), far:RATE (e.g. far:0.01, a dev false-accept rate) "
-                   "or prior:P (the Bayes decision of P(same) on the experiment's calibration).")
+@_verifier_options
 def verify(exp: Path, face: Path, voice: Path, weights: tuple[str, ...], device: str | None, threshold: str) -> None:
     """Say whether a face image (or mp4 face track) and a voice clip are the same person.
 
@@ -490,12 +499,7 @@ def _verdict_line(result, exp: Path, rule: str = "eer") -> str:
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="0: any free port.")
 @click.option("--max-mb", type=click.FloatRange(min=0, min_open=True), default=20.0, show_default=True,
               help="Largest upload accepted per file, in MB (larger ones get HTTP 413).")
-@click.option("--weights", "weights", multiple=True, metavar="ENCODER=SOURCE",
-              help="Encoder weights if not where the experiment's caches say (repeatable).")
-@click.option("--device", default=None, help="torch device (default: cuda when available, else cpu).")
-@click.option("--threshold", default="eer", show_default=True, metavar="RULE",
-              help="Decision threshold: eer (the dev EER point), far:RATE (e.g. far:0.01, a dev false-accept rate) "
-                   "or prior:P (the Bayes decision of P(same) on the experiment's calibration).")
+@_verifier_options
 def serve(exp: Path, host: str, port: int, max_mb: float, weights: tuple[str, ...], device: str | None,
           threshold: str) -> None:
     """Serve a demo page: upload (or record) a face image and a voice clip, see the decision, the calibrated

@@ -160,13 +160,7 @@ def generate_demo(out: Path, *, seed: int = 0, train_identities: int = 72, test_
         test_trials = {lang: _write_test(tmp, seed, lang, test, videos, trials_per_identity)
                        for lang in LANGUAGES}
         _write_readme(tmp, seed, train, test, train_voices, train_faces, test_trials)
-        try:
-            if out.exists():
-                out.rmdir()  # empty, checked above; rename cannot replace a folder on every platform
-            os.rename(tmp, out)
-        except OSError as err:  # someone wrote into ``out`` meanwhile
-            raise FvaError(f"{out} changed while the demo data were written ({err.strerror}); pass an "
-                           "empty or new folder as --out, or remove it") from None
+        _publish(tmp, out, "the demo data were")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -188,6 +182,17 @@ def _check_sizes(seed: int, train: int, test: int, videos: int, utterances: int,
     if trials < 2 or trials % 2:
         raise FvaError(f"trials per identity must be even and at least 2 (got {trials}): half are "
                        "same-person")
+
+
+def _publish(tmp: Path, out: Path, what: str) -> None:
+    """Rename the finished temporary sibling ``tmp`` to ``out`` (new, or an empty folder checked before)."""
+    try:
+        if out.exists():
+            out.rmdir()  # empty, checked above; rename cannot replace a folder on every platform
+        os.rename(tmp, out)
+    except OSError as err:  # someone wrote into ``out`` meanwhile
+        raise FvaError(f"{out} changed while {what} written ({err.strerror}); pass an empty or new folder as "
+                       "--out, or remove it") from None
 
 
 def _make_temp_sibling(out: Path) -> Path:

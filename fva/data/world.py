@@ -132,13 +132,7 @@ def write_world(out: Path, seed: int = 0, *, vox_identities: int = 8, vox_videos
         _write_readme(tmp, seed, vox, cv, mav)
         files = [p for p in tmp.rglob("*") if p.is_file()]
         size = sum(p.stat().st_size for p in files)
-        try:
-            if out.exists():
-                out.rmdir()  # empty, checked above; rename cannot replace a folder on every platform
-            os.rename(tmp, out)
-        except OSError as err:  # someone wrote into ``out`` meanwhile
-            raise FvaError(f"{out} changed while the world was written ({err.strerror}); pass an empty or "
-                           "new folder as --out, or remove it") from None
+        demo._publish(tmp, out, "the world was")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -318,3 +318,29 @@ class h5:
 
     def __exit__(self, *exc) -> None:
         self.table.close()
+
+
+def test_a_weight_set_holding_the_public_speaker_model_has_not_left_its_language_unheard(sets, tmp_path):
+    """Named after a split but extracted with the public speaker model (known by its weights, whatever the
+    folder): the experiment records that its encoders heard the language, and the plan says so."""
+    from fva.extract.weights import SPEAKER_PUBLIC_DIGEST
+
+    root = tmp_path / "cache"
+    shutil.copytree(sets, root)
+    set_weights_id(root / DATASET / "train-english-unheard" / SPEAKER, f"my-copy@{SPEAKER_PUBLIC_DIGEST}")
+    exp = tmp_path / "noen"
+    r = train(root, exp, fast_config(tmp_path), "--split", "english-unheard")
+    assert r.exit_code == 0, r.output
+    assert info(exp)["weight_set"] == "english-unheard" and info(exp)["encoders_unheard"] is None
+    assert plan_conditions({"files": {"English_unheard": str(exp)}})[0].startswith(
+        "English unheard scored with encoders that heard English (weight set english-unheard)")
+
+
+def test_the_public_speaker_digest_is_the_published_models(tmp_path):
+    """The constant fva recognises the public speaker model by is the identity of the real model's weights."""
+    from fva.extract.weights import SPEAKER_PUBLIC_DIGEST, files_digest
+
+    public = Path(__file__).resolve().parents[2] / "shared" / "models" / "spkrec-ecapa-voxceleb"
+    if not public.is_dir():
+        pytest.skip("the public speaker model is not beside the checkout")
+    assert files_digest([public / "embedding_model.ckpt"]) == SPEAKER_PUBLIC_DIGEST

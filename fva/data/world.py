@@ -15,7 +15,6 @@ stack writes the same bytes.
 from __future__ import annotations
 
 import math
-import os
 import shutil
 import time
 from dataclasses import dataclass, replace

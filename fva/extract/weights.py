@@ -32,6 +32,9 @@ from fva.errors import FvaError
 FVA_OFFLINE = "FVA_OFFLINE"
 HF_HUB_OFFLINE = "HF_HUB_OFFLINE"
 SPEAKER_HUB_ID = "speechbrain/spkrec-ecapa-voxceleb"
+# the identity digest (files_digest of embedding_model.ckpt) of the published speaker model: features of it heard
+# every VoxCeleb language, whatever folder the copy sits in
+SPEAKER_PUBLIC_DIGEST = "322a1e26af41083c"
 LID_HUB_ID = "speechbrain/lang-id-voxlingua107-ecapa"
 VIT_HUB_ID = "abhilash88/age-gender-prediction"
 VGGFACE_FILE = "vgg_face_weights.pth"

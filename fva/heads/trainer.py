@@ -385,17 +385,18 @@ def choose_weight_set(cache_root: Path, dataset: str, wanted: str, split: Split)
                       f"{split.unheard}")
 
 
-PUBLIC_VOICE_SOURCES = ("speechbrain/spkrec-ecapa-voxceleb", "spkrec-ecapa-voxceleb")  # heard every language
-
-
 def encoders_unheard(weight_set: str, split: Split, feats) -> str | None:
     """The language the voice encoders of the training features never heard, as far as fva can tell: the
     split's unheard language when the features come from that split's own weight set and no voice encoder is
-    the public speaker model (which heard every VoxCeleb language); else None."""
+    the public speaker model (its hub id or the digest of its weights: it heard every VoxCeleb language);
+    else None."""
+    from fva.extract.weights import SPEAKER_HUB_ID, SPEAKER_PUBLIC_DIGEST
+
     if split.unheard is None or weight_set != split.name:
         return None
-    sources = [wid.split("@")[0] for wid in feats.voice.weights_ids.values()]
-    return None if any(source in PUBLIC_VOICE_SOURCES for source in sources) else split.unheard
+    public = any(wid.partition("@")[0] == SPEAKER_HUB_ID or wid.partition("@")[2] == SPEAKER_PUBLIC_DIGEST
+                 for wid in feats.voice.weights_ids.values())
+    return None if public else split.unheard
 
 
 def make_optimiser(model: HeadSystem, tc) -> torch.optim.Optimizer:

@@ -11,7 +11,8 @@ Every file (a committed part or a final shard) has the same layout::
     failed/reasons  (M,)      ... and why
 
 plus attributes that make it self-describing (encoder, weights_id, dim, dtype, fva_version, ...). A final
-shard is ``shard-00003-of-00008.h5``, a committed part of it ``shard-00003-of-00008.part-000012.h5``.
+shard is ``shard-00003-of-00008.h5``, a committed part of it ``shard-00003-of-00008.part-000012.h5``, and
+while the parts are merged, the shard being filled is ``shard-00003-of-00008.merging.h5``.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from fva.errors import FvaError
 CACHE_FORMAT = 1  # bump on any layout change; readers refuse other formats
 
 DTYPES = ("float16", "float32")
+MERGING_SUFFIX = ".merging.h5"  # <stem> + this: a final shard being filled from its parts (never read)
 NO_FRAME = -1  # the frame of a row that is not a video frame (voices, images without a frame number)
 
 # Attributes the writer sets itself; callers may not pass them in ``attrs``.

@@ -5,8 +5,16 @@
 :mod:`fva.atomic`), fsynced and renamed, so a part either exists whole or not at all. A run killed at any
 point and run again skips the keys already in committed parts (:meth:`ShardWriter.done_keys`), deletes its
 shard's temporary garbage (also the ``*.tmp-<pid>`` names of earlier versions), and
-:meth:`ShardWriter.finalize` streams the parts in order into the shard file (again temp name + rename) and then
-deletes them. Readers only ever look at final shard files, so leftover parts (a kill between that rename and
+:meth:`ShardWriter.finalize` merges the parts in order into the shard file.
+
+Merging needs little more disk than the shard itself: finalize first writes the whole shard but its embeddings
+(keys, frames, extras, failures, attributes; the embeddings' storage allocated, not written, so it takes no
+disk on filesystems with sparse files) under a temporary name and renames it to ``<stem>.merging.h5``; then it
+copies each part's embeddings into that storage with raw writes (the HDF5 structure is never modified again, so
+a kill leaves a readable file), fsyncs and deletes the part, and renames the file to the shard when no part is
+left. The parts still there are always the last ones, so where their rows go follows from their sizes; a
+writer that finds a merging file finishes that merge before anything else (a part copied but not deleted is
+copied again). Readers only ever look at final shard files, so leftover parts (a kill between that rename and
 the deletes) are never read twice; the next writer removes them.
 """
 
@@ -23,7 +31,7 @@ from fva import __version__
 from fva.atomic import atomic_path, fsync_folder
 from fva.errors import FvaError
 from fva.extract import COMMIT_ROWS
-from fva.extract.cache.format import (CACHE_FORMAT, DTYPES, RESUME_MUST_AGREE, WRITER_ATTRS,
+from fva.extract.cache.format import (CACHE_FORMAT, DTYPES, MERGING_SUFFIX, RESUME_MUST_AGREE, WRITER_ATTRS,
                                       _decode_attrs, _encode_attrs, _failures, _now, _open, _read_strs,
                                       _str_dataset, _unreadable, is_temp_of, shard_name)
 
@@ -70,6 +78,7 @@ class ShardWriter:
         self.name = shard_name(self.shard_index, self.num_shards)
         self.path = self.folder / self.name
         self.stem = self.name[:-len(".h5")]
+        self.merging = self.folder / f"{self.stem}{MERGING_SUFFIX}"
         self.dim, self.dtype, self.extras = int(dim), dtype, extras
         self.part_rows = int(part_rows)
         self.fsync = fsync
@@ -82,6 +91,9 @@ class ShardWriter:
         self._clear_buffer()
         self._clean_temp()
         self._done: set[str] = set()
+        if self.merging.is_file() and not self.is_complete():
+            self._check_resume(self.merging)
+            self._finish_merge()  # a finalize killed mid-merge: the shard's rows were all decided
         if self.is_complete():
             self._check_resume(self.path)
             self._remove_parts()  # a kill between finalize's rename and its deletes
@@ -231,8 +243,8 @@ class ShardWriter:
         self._clear_buffer()
 
     def finalize(self) -> Path:
-        """Commit, merge all parts in order into the shard file (temp name + rename), delete the parts.
-        Idempotent: on a complete shard it only removes leftover parts."""
+        """Commit and merge all parts in order into the shard file, deleting each part once its rows are in
+        (see the module docstring). Idempotent: on a complete shard it only removes leftover parts."""
         if self.is_complete():
             self._remove_parts()
             return self.path
@@ -244,45 +256,91 @@ class ShardWriter:
             if self.fsync:
                 fsync_folder(self.folder)
         else:
-            with atomic_path(self.path, fsync=self.fsync) as tmp:
-                self._merge(parts, tmp)
+            with atomic_path(self.merging, fsync=self.fsync) as tmp:
+                self._start_merge(parts, tmp)
+            self._finish_merge()
         self._remove_parts()
         return self.path
 
-    def _merge(self, parts: list[Path], tmp: Path) -> None:
+    def _start_merge(self, parts: list[Path], tmp: Path) -> None:
+        """Write the shard of ``parts`` to ``tmp``: everything but the embeddings, whose storage is allocated
+        (contiguous, never filled) for :meth:`_finish_merge`."""
+        keys, frames, fkeys, freasons = [], [], [], []
+        ext: dict[str, list[np.ndarray]] = {e: [] for e in self.extras}
+        for p in parts:
+            with _open(p) as f:
+                keys.append(_read_strs(f["keys"]))
+                frames.append(f["frames"][()])
+                for e in self.extras:
+                    ext[e].append(f["extras"][e][()])
+                failed = _failures(f)
+                fkeys.append(failed[0])
+                freasons.append(failed[1])
+        n = sum(len(k) for k in keys)
+        dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+        dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+        dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
+        with _open(tmp, "w") as out:
+            out.attrs.update(self._attrs)
+            out.attrs.update({"rows": n, "failed": sum(len(k) for k in fkeys), "created": _now()})
+            _str_dataset(out, "keys", np.concatenate(keys))
+            out.create_dataset("frames", data=np.concatenate(frames).astype(np.int32, copy=False))
+            out.create_dataset("embeddings", shape=(n, self.dim), dtype=self.dtype, dcpl=dcpl)
+            g = out.create_group("extras")
+            for e in self.extras:
+                g.create_dataset(e, data=np.concatenate(ext[e]).astype(np.float32, copy=False))
+            fg = out.create_group("failed")
+            _str_dataset(fg, "keys", np.concatenate(fkeys))
+            _str_dataset(fg, "reasons", np.concatenate(freasons))
+
+    def _finish_merge(self) -> None:
+        """Copy the embeddings of the parts still there into the merging file (they are its last rows, in
+        order), deleting each part once its rows are on disk; then rename the file to the shard."""
+        try:
+            with _open(self.merging) as f:
+                keys = _read_strs(f["keys"])
+                emb = f["embeddings"]
+                n, dtype, offset = emb.shape[0], emb.dtype, emb.id.get_offset()
+        except (OSError, KeyError) as err:
+            raise FvaError(_unreadable(self.merging, err)) from None
+        parts = [p for _, p in self._parts()]
         sizes = []
         for p in parts:
             with _open(p) as f:
-                sizes.append((f["embeddings"].shape[0], f["failed/keys"].shape[0]))
-        n = sum(s[0] for s in sizes)
-        m = sum(s[1] for s in sizes)
-        step = max(1, _COPY_BYTES // (self.dim * np.dtype(self.dtype).itemsize))
-        with _open(tmp, "w") as out:
-            out.attrs.update(self._attrs)
-            out.attrs.update({"rows": n, "failed": m, "created": _now()})
-            keys = out.create_dataset("keys", shape=(n,), dtype=h5py.string_dtype())
-            frames = out.create_dataset("frames", shape=(n,), dtype=np.int32)
-            emb = out.create_dataset("embeddings", shape=(n, self.dim), dtype=self.dtype)
-            g = out.create_group("extras")
-            ext = {e: g.create_dataset(e, shape=(n,), dtype=np.float32) for e in self.extras}
-            fg = out.create_group("failed")
-            fkeys = fg.create_dataset("keys", shape=(m,), dtype=h5py.string_dtype())
-            freasons = fg.create_dataset("reasons", shape=(m,), dtype=h5py.string_dtype())
-            row = fail = 0
-            for p, (pn, pm) in zip(parts, sizes):
+                sizes.append(f["keys"].shape[0])
+        row = n - sum(sizes)
+        if row < 0 or (n and offset is None):
+            raise FvaError(f"{self.merging}: its parts do not match it; delete it and rerun fva extract (the "
+                           "records of parts already merged will be extracted again)")
+        row_bytes = self.dim * dtype.itemsize
+        step = max(1, _COPY_BYTES // row_bytes)
+        fd = os.open(self.merging, os.O_WRONLY)
+        try:
+            for p, pn in zip(parts, sizes):
                 with _open(p) as f:
-                    if pn:
-                        keys[row:row + pn] = _read_strs(f["keys"])
-                        frames[row:row + pn] = f["frames"][()]
-                        for e in self.extras:
-                            ext[e][row:row + pn] = f["extras"][e][()]
-                        src = f["embeddings"]
-                        for a in range(0, pn, step):
-                            b = min(pn, a + step)
-                            emb[row + a:row + b] = src[a:b]
-                    if pm:
-                        fkeys[fail:fail + pm] = _read_strs(f["failed/keys"])
-                        freasons[fail:fail + pm] = _read_strs(f["failed/reasons"])
+                    if pn and not np.array_equal(_read_strs(f["keys"]), keys[row:row + pn]):
+                        raise FvaError(f"{p}: its keys are not the rows {row}-{row + pn} of {self.merging}; "
+                                       "delete both and rerun fva extract")
+                    src = f["embeddings"]
+                    for a in range(0, pn, step):
+                        block = np.ascontiguousarray(src[a:min(pn, a + step)], dtype=dtype)
+                        _pwrite_all(fd, memoryview(block).cast("B"), offset + (row + a) * row_bytes)
+                if self.fsync:
+                    os.fsync(fd)
+                self._merged(p)
                 row += pn
-                fail += pm
+        finally:
+            os.close(fd)
+        os.replace(self.merging, self.path)
+        if self.fsync:
+            fsync_folder(self.folder)
 
+    def _merged(self, part: Path) -> None:
+        """Delete a part whose rows are in the merging file."""
+        part.unlink()
+
+
+def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
+    while data:
+        written = os.pwrite(fd, data, offset)
+        data, offset = data[written:], offset + written

@@ -639,3 +639,172 @@ def test_iter_chunks_memory_stays_bounded(tmp_path):
         assert res["load"] > 600e6, res  # the measurement does see a full load (float32: 820 MB)
     finally:
         shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------- killed during finalize
+
+
+class Killed(BaseException):
+    """A simulated kill: not an Exception, so nothing on the way cleans up as it would on an error."""
+
+
+def shard_content(path: Path) -> tuple[dict, dict]:
+    """Every dataset's values and the attributes (but ``created``) of one shard file."""
+    with h5py.File(path, "r") as f:
+        data = {}
+        f.visititems(lambda name, obj: data.__setitem__(name, obj[()].tolist()) if isinstance(obj, h5py.Dataset)
+                     else None)
+        assert f["embeddings"].chunks is None and f["embeddings"].compression is None
+        attrs = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in f.attrs.items() if k != "created"}
+        return data, attrs
+
+
+def parts_of(ids, folder: Path, part_rows: int = 6) -> ShardWriter:
+    w = ShardWriter(folder, 0, 1, dim=DIM, extras=EXTRAS, attrs=ATTRS, part_rows=part_rows, fsync=False)
+    for i in ids:
+        add_record(w, i, DIM)
+    w.commit()
+    return w
+
+
+@pytest.mark.parametrize("delete", [False, True])
+@pytest.mark.parametrize("k", [0, 1, 4, -1])
+def test_finalize_killed_after_k_parts_merged_resumes_to_the_same_shard(tmp_path, monkeypatch, k, delete):
+    """Killed after k parts were copied into the merging file (the k-th deleted or not): the next writer
+    finishes the merge, and the shard equals an uninterrupted finalize's, byte for byte in every dataset."""
+    ids = list(range(60))
+    ref = parts_of(ids, tmp_path / "ref").finalize()
+    run = tmp_path / "run"
+    w = parts_of(ids, run)
+    parts = sorted(p for p in run.iterdir() if ".part-" in p.name)
+    assert len(parts) >= 8
+    k = k % len(parts)  # -1: the last part
+    calls = []
+    real = ShardWriter._merged
+
+    def merged(self, part):
+        calls.append(part)
+        if len(calls) == k + 1:
+            if delete:
+                real(self, part)
+            raise Killed
+        real(self, part)
+
+    monkeypatch.setattr(ShardWriter, "_merged", merged)
+    with pytest.raises(Killed):
+        w.finalize()
+    monkeypatch.undo()
+    merging = run / "shard-00000-of-00001.merging.h5"
+    assert merging.is_file() and not (run / shard_name(0, 1)).exists()
+    assert len([p for p in run.iterdir() if ".part-" in p.name]) == len(parts) - k - delete
+    with pytest.raises(FvaError, match="no complete cache shard"):
+        open_cache(run)  # the merging file is never read
+
+    w2 = ShardWriter(run, 0, 1, dim=DIM, extras=EXTRAS, attrs=ATTRS, part_rows=6, fsync=False)
+    assert w2.is_complete() and leftovers(run) == [] and not merging.exists()
+    keys, _, _, _, fails = expected(ids)
+    assert w2.done_keys() == set(keys) | {key for key, _ in fails}
+    assert w2.finalize() == run / shard_name(0, 1)
+    assert shard_content(run / shard_name(0, 1)) == shard_content(ref)
+    assert snapshot(run) == snapshot(tmp_path / "ref") and validate_cache(run) == []
+
+
+def test_finalize_killed_while_writing_the_merging_file(tmp_path):
+    """A kill before the merging file is renamed into place leaves its temporary file: removed, finalize
+    starts again from the parts; a failures-only shard of several parts merges too."""
+    ids = list(range(40))
+    ref = parts_of(ids, tmp_path / "ref").finalize()
+    run = tmp_path / "run"
+    parts_of(ids, run)
+    garbage = run / ".shard-00000-of-00001.merging.h5.99999.tmp"
+    garbage.write_bytes(b"half a file")
+    w = ShardWriter(run, 0, 1, dim=DIM, extras=EXTRAS, attrs=ATTRS, part_rows=6, fsync=True)
+    assert not garbage.exists() and not w.is_complete()
+    w.finalize()
+    assert leftovers(run) == [] and shard_content(run / shard_name(0, 1)) == shard_content(ref)
+
+    only_failures = tmp_path / "failures"
+    w = ShardWriter(only_failures, 0, 1, dim=DIM, extras=EXTRAS, attrs=ATTRS, fsync=False)
+    for i in range(3):
+        w.add_failure(f"bad{i}", f"reason {i}")
+        w.commit()
+    w.finalize()
+    assert leftovers(only_failures) == []
+    with open_cache(only_failures) as t:
+        assert len(t) == 0 and t.failures == [(f"bad{i}", f"reason {i}") for i in range(3)]
+
+
+def test_finalize_merges_in_place_of_its_parts(tmp_path, monkeypatch):
+    """While merging, the folder holds little more than the final shard: the merging file takes disk only for
+    the rows already copied, whose parts are gone (st_blocks, sparse storage)."""
+    dim = 256
+    w = ShardWriter(tmp_path, 0, 1, dim=dim, extras=EXTRAS, attrs=ATTRS, part_rows=500, fsync=False)
+    rng = np.random.default_rng(0)
+    for i in range(40):
+        w.add(f"k{i:03d}", np.arange(100, dtype=np.int32), rng.standard_normal((100, dim)),
+              {e: np.zeros(100) for e in EXTRAS})
+    w.commit()
+    used = []
+    real = ShardWriter._merged
+
+    def merged(self, part):
+        real(self, part)
+        used.append(sum(p.stat().st_blocks * 512 for p in tmp_path.iterdir()))
+
+    monkeypatch.setattr(ShardWriter, "_merged", merged)
+    path = w.finalize()
+    final = path.stat().st_blocks * 512
+    assert len(used) == 8 and max(used) < 1.2 * final, (used, final)
+
+
+SIGKILL_FINALIZE_CHILD = RECORD_SRC + '''
+import sys, time
+from pathlib import Path
+from fva.extract.cache import ShardWriter
+folder, total, dim, k = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+w = ShardWriter(folder, 0, 1, dim=dim, extras=("age", "p_female"), attrs={"encoder": "toyface",
+                "modality": "face", "weights_id": "toyface@1f2e3d"}, part_rows=8)
+for i in range(total):
+    add_record(w, i, dim)
+real, calls = ShardWriter._merged, []
+def merged(self, part):
+    real(self, part)
+    calls.append(part)
+    if len(calls) == k:
+        print("merged", flush=True)
+    time.sleep(0.005)
+ShardWriter._merged = merged
+w.finalize()
+print("finished", flush=True)
+'''
+
+
+def test_real_sigkill_during_finalize_then_resume_equals_uninterrupted(tmp_path):
+    total = 600
+    attrs = {"encoder": "toyface", "modality": "face", "weights_id": "toyface@1f2e3d"}
+    ref = tmp_path / "ref"
+    w = ShardWriter(ref, 0, 1, dim=DIM, extras=EXTRAS, attrs=attrs, part_rows=8, fsync=False)
+    for i in range(total):
+        add_record(w, i, DIM)
+    w.finalize()
+
+    run = tmp_path / "run"
+    seed = int(time.time() * 1000) % 100_000
+    rng = np.random.default_rng(seed)
+    k, delay = int(rng.integers(1, 60)), float(rng.uniform(0, 0.05))
+    proc = subprocess.Popen([sys.executable, "-c", SIGKILL_FINALIZE_CHILD, str(run), str(total), str(DIM), str(k)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.stdout.readline().strip() == "merged", proc.stderr.read()
+    time.sleep(delay)
+    proc.send_signal(signal.SIGKILL)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == -signal.SIGKILL, err
+    assert (run / "shard-00000-of-00001.merging.h5").is_file(), f"seed {seed}"
+    assert not (run / shard_name(0, 1)).exists(), f"seed {seed}"
+
+    w = ShardWriter(run, 0, 1, dim=DIM, extras=EXTRAS, attrs=attrs, part_rows=8, fsync=False)
+    assert w.is_complete() and leftovers(run) == [], f"seed {seed}"
+    w.finalize()
+    assert shard_content(run / shard_name(0, 1)) == shard_content(ref / shard_name(0, 1)), f"seed {seed}"
+    assert snapshot(run) == snapshot(ref) and validate_cache(run) == [], f"seed {seed}"

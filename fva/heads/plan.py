@@ -154,7 +154,8 @@ def plan_conditions(plan: dict) -> list[str]:
         for exp, _ in entry_experiments(name, entry, plan.get("cache")):
             unmet += [u for u in unmet_conditions(name, read_experiment(Path(exp))[1]) if u not in unmet]
         if unmet:
-            lines.append(f"{name.replace('_', ' ')} scored with " + "; ".join(unmet))
+            head, _, cond = name.rpartition("_")
+            lines.append(f"{head.replace('/', ' ')} {cond} scored with " + "; ".join(unmet))
     return lines
 
 

@@ -140,23 +140,14 @@ def _write_test(root: Path, seed: int, track: str, lang: str, ids: list[demo._Id
     """One track's list of one language, its media and ground truth. Track ``gender``: every impostor face
     has the voice's gender."""
     ti, li = TRACKS.index(track), TEST_LANGUAGES.index(lang)
-    r = demo._rng(seed, _T_V4_TRIALS, ti, li)
-    half = per_identity // 2
-    pairs: list[tuple[int, int]] = []
-    for i, ident in enumerate(ids):
-        others = [j for j in range(len(ids)) if j != i and (track != "gender" or ids[j].female == ident.female)]
-        shift = int(r.integers(len(others)))
-        pairs.extend((i, i) for _ in range(half))
-        pairs.extend((i, others[(shift + k) % len(others)]) for k in range(half))
-    order = r.permutation(len(pairs))
+    pairs = trial_pairs(seed, track, lang, ids, per_identity)
     keys = _keys(demo._rng(seed, _T_V4_KEYS, 1 + ti * len(TEST_LANGUAGES) + li), len(pairs))
     voice_lang = _VOICE_LANGUAGE[lang]
     contexts = {i: demo._videos(seed, int(ident.name[2:]), 1 + li, videos) for i, ident in enumerate(ids)}
     folder = root / "dev_set" / track
     trials: list[Trial] = []
     labels: dict[str, int] = {}
-    for k, p in enumerate(order):
-        vi, fi = pairs[int(p)]
+    for k, (vi, fi) in enumerate(pairs):
         rv = demo._rng(seed, _T_V4_VOICE, ti, li, k)
         rf = demo._rng(seed, _T_V4_FACE, ti, li, k)
         demo._write_wav(folder / f"{lang}_test" / "voices" / f"{k:05d}.wav",
@@ -171,6 +162,22 @@ def _write_test(root: Path, seed: int, track: str, lang: str, ids: list[demo._Id
     (root / "ground_truth").mkdir(exist_ok=True)
     write_labels(root / "ground_truth" / f"{lang}_test_{track}.txt", labels)
     return len(trials)
+
+
+def trial_pairs(seed: int, track: str, lang: str, ids: list[demo._Identity],
+                per_identity: int) -> list[tuple[int, int]]:
+    """(voice identity, face identity) of each trial of a list, in list order, as indices into ``ids``: per
+    identity ``per_identity // 2`` same-person trials and as many impostors, cycling over the others (track
+    ``gender``: the others of its gender)."""
+    r = demo._rng(seed, _T_V4_TRIALS, TRACKS.index(track), TEST_LANGUAGES.index(lang))
+    half = per_identity // 2
+    pairs: list[tuple[int, int]] = []
+    for i, ident in enumerate(ids):
+        others = [j for j in range(len(ids)) if j != i and (track != "gender" or ids[j].female == ident.female)]
+        shift = int(r.integers(len(others)))
+        pairs.extend((i, i) for _ in range(half))
+        pairs.extend((i, others[(shift + k) % len(others)]) for k in range(half))
+    return [pairs[int(p)] for p in r.permutation(len(pairs))]
 
 
 def _keys(r: np.random.Generator, n: int) -> list[str]:

@@ -19,7 +19,7 @@ from conftest import assert_user_error, touch
 from fva.cli import cli
 from fva.data.datasets import build_manifest
 from fva.data.demo_v4 import generate_demo_v4
-from fva.data.folds import dev_trials, make_folds
+from fva.data.folds import dev_trials
 from fva.data.mavceleb_v4 import track_trials
 from fva.data.records import MediaRecord
 from fva.data.trials import read_trials

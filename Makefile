@@ -16,7 +16,8 @@ LOCK_PLATFORM := x86_64-manylinux_2_28
 UV_VERSION    := 0.13.9
 TOOLS  := .venv-lock
 
-# make submission DATASET=mavceleb-v3 ROOT=/data/mavceleb_v3   (default: the generated demo dataset)
+# make submission DATASET=mavceleb-v3 ROOT=/data/mavceleb_v3   (default: the generated demo dataset;
+# DATASET=demo-v4: the generated FLAG 2027 demo, DATASET=mavceleb-v4 ROOT=...: the FLAG download)
 DATASET ?= demo
 ROOT    ?=
 WORK    ?= work/$(DATASET)
@@ -59,7 +60,7 @@ bench: install
 	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 clean:
-	rm -rf work data/demo data/demo-checkpoints submission.zip .pytest_cache bench/results
+	rm -rf work data/demo data/demo-v4 data/demo-checkpoints submission.zip .pytest_cache bench/results
 
 distclean: clean
 	rm -rf $(VENV) $(TOOLS) *.egg-info

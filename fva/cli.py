@@ -71,24 +71,35 @@ def cli(offline: bool) -> None:
         go_offline()
 
 
-@cli.command("demo-data", short_help="Write the synthetic demo dataset (V3 layout).")
+@cli.command("demo-data", short_help="Write the synthetic demo dataset (V3 or v4 layout).")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder to create (must be empty).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, byte-identical dataset.")
-@click.option("--train-identities", type=int, default=72, show_default=True)
+@click.option("--variant", type=click.Choice(["v3", "v4"]), default="v3", show_default=True,
+              help="v3: MAV-Celeb V3 (English/German, FAME 2026); v4: MAV-Celeb v4 (FLAG 2027: English train "
+                   "with genders, English/Bangla tests per track).")
+@click.option("--train-identities", type=int, default=None, help="Default: 72 (v3), 40 (v4).")
 @click.option("--test-identities", type=int, default=16, show_default=True)
-def demo_data(out: Path, seed: int, train_identities: int, test_identities: int) -> None:
-    """Write a small synthetic MAV-Celeb-V3-shaped dataset (English/German).
+def demo_data(out: Path, seed: int, variant: str, train_identities: int | None, test_identities: int) -> None:
+    """Write a small synthetic MAV-Celeb-shaped dataset: V3 (English/German) or v4 (FLAG 2027).
 
     Each identity's hidden traits shape both its generated voice and its drawn face, so faces and voices
     are associable, also across languages, but not trivially.
 
     \b
-    Example:
+    Examples:
       fva demo-data --out data/demo --seed 0
+      fva demo-data --variant v4 --out data/demo-v4
     """
-    from fva.data.demo import generate_demo
+    if variant == "v4":
+        from fva.data.demo_v4 import generate_demo_v4
 
-    summary = generate_demo(out, seed=seed, train_identities=train_identities, test_identities=test_identities)
+        summary = generate_demo_v4(out, seed=seed, train_identities=train_identities or 40,
+                                   test_identities=test_identities)
+    else:
+        from fva.data.demo import generate_demo
+
+        summary = generate_demo(out, seed=seed, train_identities=train_identities or 72,
+                                test_identities=test_identities)
     for line in summary.lines():
         click.echo(line)
 
@@ -112,7 +123,8 @@ def demo_world(out: Path, seed: int) -> None:
 
 
 @cli.command(short_help="Build a dataset manifest (JSONL records).")
-@click.option("--dataset", required=True, help="mavceleb-v1, mavceleb-v2, mavceleb-v3, voxceleb2 or commonvoice.")
+@click.option("--dataset", required=True,
+              help="mavceleb-v1, mavceleb-v2, mavceleb-v3, mavceleb-v4 (FLAG 2027), voxceleb2 or commonvoice.")
 @click.option("--root", type=click.Path(path_type=Path), required=True, help="The dataset's folder.")
 @click.option("--subset", default=None, help="train/test (MAV-Celeb), dev/test (VoxCeleb2), "
               "validated/train/dev/test (CommonVoice); default: the first.")
@@ -664,7 +676,10 @@ def demo_checkpoints(out: Path, seed: int, encoders: str | None) -> None:
 @click.option("--k", type=int, default=7, show_default=True, help="Number of folds.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--max-trials", type=int, default=2000, show_default=True, help="Dev trials per fold and language.")
-def folds(manifest_path: Path, out: Path, k: int, seed: int, max_trials: int) -> None:
+@click.option("--negatives", type=click.Choice(["any", "same-gender"]), default="any", show_default=True,
+              help="Dev-trial impostors: any held-out identity, or one of the voice's gender (FLAG 2027's "
+                   "gender-controlled track; needs genders in the manifest).")
+def folds(manifest_path: Path, out: Path, k: int, seed: int, max_trials: int, negatives: str) -> None:
     """Cut train identities into k identity-disjoint folds and write each fold's dev trials per language.
 
     Writes OUT/folds.json and OUT/fold<f>/<Lang>_dev.txt with <Lang>_dev_labels.txt beside it
@@ -684,8 +699,9 @@ def folds(manifest_path: Path, out: Path, k: int, seed: int, max_trials: int) ->
     made = make_folds(man.identities(), k=k, seed=seed, dataset=man.dataset)
     out.mkdir(parents=True, exist_ok=True)
     made.save(out / FOLDS_FILE)
-    counts = write_fold_trials(man.records, made, out, max_trials=max_trials)
-    click.echo(f"{out}/folds.json: {made.k} folds over {sum(map(len, made.folds))} identities (seed {seed})")
+    counts = write_fold_trials(man.records, made, out, max_trials=max_trials, negatives=negatives)
+    click.echo(f"{out}/folds.json: {made.k} folds over {sum(map(len, made.folds))} identities (seed {seed}, "
+               f"negatives {negatives})")
     for f, per_lang in counts.items():
         click.echo(f"  fold{f}: {len(made.folds[f])} held-out identities, dev trials "
                    + ", ".join(f"{lang} {n}" for lang, n in per_lang.items()))
@@ -694,9 +710,10 @@ def folds(manifest_path: Path, out: Path, k: int, seed: int, max_trials: int) ->
 @cli.command(short_help="EER as the FAME organisers compute it.")
 @click.option("--scores", type=click.Path(path_type=Path), help="Score file '<key> <distance>'.")
 @click.option("--labels", type=click.Path(path_type=Path), help="Ground truth '<key> <0|1>'.")
-@click.option("--submission", type=click.Path(path_type=Path), help="A submission zip (four files).")
+@click.option("--submission", type=click.Path(path_type=Path),
+              help="A submission zip (FAME 2026: four flat files; FLAG 2027: two track folders).")
 @click.option("--ground-truth", type=click.Path(path_type=Path),
-              help="Folder with <Lang>_test_labels.txt, for --submission.")
+              help="Folder with <Lang>_test_labels.txt (FLAG 2027: <Lang>_test_<track>.txt), for --submission.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path), default=None, metavar="FILE.png",
               help="Also write a figure: DET curves and same/different-person distance histograms.")
@@ -732,6 +749,7 @@ def evaluate(scores: Path | None, labels: Path | None, submission: Path | None, 
       fva evaluate --scores exp/fold0/dev_scores_English.txt --labels exp/fold0/dev_English_labels.txt \\
           --calibration exp --json
       fva evaluate --submission submission.zip --ground-truth data/demo --json
+      fva evaluate --submission submission.zip --ground-truth data/demo-v4/ground_truth
     """
     from fva.evaluate.submission import evaluate_submission
 
@@ -773,13 +791,14 @@ def evaluate(scores: Path | None, labels: Path | None, submission: Path | None, 
 
 @cli.group()
 def submission() -> None:
-    """Plan, make, pack and validate FAME submission zips."""
+    """Plan, make, pack and validate FAME 2026 and FLAG 2027 submission zips (the layout follows the trial
+    folder: <Lang>_test.txt lists, or FLAG's track folders no_gender/ and gender/)."""
 
 
 @submission.command("validate")
 @click.argument("zip_path", type=click.Path(path_type=Path))
 @click.option("--trials", type=click.Path(path_type=Path), required=True,
-              help="Folder with the <Lang>_test.txt trial lists.")
+              help="Folder with the <Lang>_test.txt trial lists (FLAG 2027: with the track folders).")
 def submission_validate(zip_path: Path, trials: Path) -> None:
     """Check a submission zip: file names, line format, finite scores, each trial key exactly once.
 
@@ -788,6 +807,7 @@ def submission_validate(zip_path: Path, trials: Path) -> None:
     \b
     Example:
       fva submission validate submission.zip --trials data/demo
+      fva submission validate submission.zip --trials data/demo-v4/dev_set
     """
     from fva.evaluate.submission import validate_submission
 
@@ -804,7 +824,8 @@ def submission_plan(trials: Path, exp_root: Path, cache_root: Path | None, out: 
     """Write the published default plan: which experiment scores which of the four files.
 
     <first language> heard: the model trained on all data; the other heard file: the model trained without
-    the first language; each unheard file: the model trained without its test language.
+    the first language; each unheard file: the model trained without its test language. FLAG 2027 (a trials
+    folder with track folders): every file of both tracks by the model trained on English, full.
 
     \b
     Example:
@@ -848,19 +869,21 @@ def submission_make(plan_path: Path, out: Path, ground_truth: Path | None) -> No
 @click.option("--trials", type=click.Path(path_type=Path), required=True,
               help="Folder with the <Lang>_test.txt trial lists (the zip is validated against them).")
 def submission_pack(scores_dir: Path, out: Path, trials: Path) -> None:
-    """Zip the four sub_score_<Lang>_<heard|unheard>.txt files of a folder into a checked submission.
+    """Zip the score files of a folder into a checked submission: FAME 2026's four
+    sub_score_<Lang>_<heard|unheard>.txt, or FLAG 2027's <track>/sub_score_v4_<Lang>_<heard|unheard>.txt.
 
     \b
     Example:
       fva submission pack work/scores --out submission.zip --trials data/demo
     """
     from fva.evaluate.scores import read_scores
-    from fva.evaluate.submission import CONDITIONS, submission_languages, write_valid_submission
+    from fva.evaluate.submission import submission_files, write_valid_submission
 
-    files = {(lang, cond): scores_dir / f"sub_score_{lang}_{cond}.txt"
-             for lang in submission_languages(trials) for cond in CONDITIONS}
-    write_valid_submission(out, {k: read_scores(p) for k, p in files.items()}, trials)
-    click.echo(f"{out}: {len(files)} files, valid")
+    subs = submission_files(trials)
+    scores = {((sub.track,) if sub.track else ()) + (sub.language, sub.condition): read_scores(scores_dir / sub.name)
+              for sub in subs}
+    write_valid_submission(out, scores, trials)
+    click.echo(f"{out}: {len(subs)} files, valid")
 
 
 @cli.group(short_help="A recipe's config, published plan and dev-EER table.")

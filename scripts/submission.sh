@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # `make submission`: numbered stages, each reading only what the stage before it wrote.
-#   DATASET=demo (default: generate the demo dataset) or mavceleb-v1|v2|v3 with ROOT=<dataset folder>
+#   DATASET=demo (default: generate the demo dataset) or mavceleb-v1|v2|v3 with ROOT=<dataset folder>;
+#   DATASET=demo-v4 (the generated FLAG 2027 demo) or mavceleb-v4 with ROOT=<the FLAG download>: English-only
+#   training (split full), both tracks' files scored by that model (English heard, Bangla unheard), a
+#   FLAG-shaped zip (no_gender/ and gender/ with sub_score_v4_<Lang>_<heard|unheard>.txt)
 #   WORK=<folder for manifests, folds, caches, experiments>
 #   LISTS=<folder of MAV-Celeb's list files> (default: the root, else its face_voice_association_splits/<v>/)
 #   WEIGHTS="--weights ENCODER=SOURCE ..." local copies of the encoders' weights
@@ -13,12 +16,14 @@ DATASET=${DATASET:-demo}
 ROOT=${ROOT:-}
 WORK=${WORK:-work/$DATASET}
 
-if [ "$DATASET" = demo ]; then
-  FVA_DATASET=mavceleb-v3
-  ROOT=${ROOT:-data/demo}
+DEMO=""
+case "$DATASET" in demo) DEMO=v3 ;; demo-v4) DEMO=v4 ;; esac
+if [ -n "$DEMO" ]; then
+  if [ "$DEMO" = v4 ]; then FVA_DATASET=mavceleb-v4; else FVA_DATASET=mavceleb-v3; fi
+  ROOT=${ROOT:-data/$DATASET}
   if [ ! -d "$ROOT" ]; then
-    echo "== stage 1: demo dataset -> $ROOT"
-    fva demo-data --out "$ROOT"
+    echo "== stage 1: demo dataset ($DEMO layout) -> $ROOT"
+    fva demo-data --variant "$DEMO" --out "$ROOT"
   else
     echo "== stage 1: demo dataset already at $ROOT"
   fi
@@ -38,10 +43,11 @@ fva manifest --dataset "$FVA_DATASET" --root "$ROOT" --subset train --out "$WORK
 fva manifest --dataset "$FVA_DATASET" --root "$ROOT" --subset test --out "$WORK/test.jsonl" "${LISTS_ARG[@]}"
 
 echo "== stage 3: identity folds and dev trials -> $WORK/folds"
-fva folds --manifest "$WORK/train.jsonl" --out "$WORK/folds"
+# NEGATIVES=same-gender: gender-controlled dev trials (FLAG 2027's gender track) for model selection
+fva folds --manifest "$WORK/train.jsonl" --out "$WORK/folds" --negatives "${NEGATIVES:-any}"
 
 CACHE=${CACHE:-$WORK/cache}
-if [ "$DATASET" = demo ]; then
+if [ -n "$DEMO" ]; then
   CKPT=${CKPT:-data/demo-checkpoints}
   if [ ! -f "$CKPT/.complete" ]; then
     echo "== stage 4: demo checkpoints (seeded random weights in each source's real format) -> $CKPT"
@@ -76,21 +82,28 @@ for subset in train test; do
   done
 done
 
-# the trial lists: LISTS, else the root, else MAV-Celeb's splits folder under it
-TRIALS=${LISTS:-$ROOT}
-if ! ls "$TRIALS"/*_test.txt >/dev/null 2>&1 && [ -d "$ROOT/face_voice_association_splits/${FVA_DATASET##*-}" ]; then
-  TRIALS=$ROOT/face_voice_association_splits/${FVA_DATASET##*-}
+if [ "$FVA_DATASET" = mavceleb-v4 ]; then
+  # the folder of the track folders, as the test manifest found it (its header's "lists")
+  TRIALS=${LISTS:-$(head -1 "$WORK/test.jsonl" | sed 's|.*"lists": "\([^"]*\)".*|\1|')}
+  SPLITS=full  # FLAG 2027 trains on English only: one model scores every file
+else
+  # the trial lists: LISTS, else the root, else MAV-Celeb's splits folder under it
+  TRIALS=${LISTS:-$ROOT}
+  if ! ls "$TRIALS"/*_test.txt >/dev/null 2>&1 && [ -d "$ROOT/face_voice_association_splits/${FVA_DATASET##*-}" ]; then
+    TRIALS=$ROOT/face_voice_association_splits/${FVA_DATASET##*-}
+  fi
+  LANGS=$(cd "$TRIALS" && ls ./*_test.txt 2>/dev/null | sed 's|^\./||; s|_test\.txt$||')
+  SPLITS="full $(for l in $LANGS; do echo "$l" | tr '[:upper:]' '[:lower:]'; done | sed 's/$/-unheard/')"
 fi
-LANGS=$(cd "$TRIALS" && ls ./*_test.txt 2>/dev/null | sed 's|^\./||; s|_test\.txt$||')
 # the demo's random-weight encoders need their own head settings (the shipped config demo: fva/configs/demo.yaml)
-if [ "$DATASET" = demo ]; then HEAD_CONFIG=${HEAD_CONFIG:-demo}; else HEAD_CONFIG=${HEAD_CONFIG:-fame2026}; fi
+if [ -n "$DEMO" ]; then HEAD_CONFIG=${HEAD_CONFIG:-demo}; else HEAD_CONFIG=${HEAD_CONFIG:-fame2026}; fi
 if [ "$HEAD_CONFIG" = fame2026 ]; then  # the published system over the encoders there are
   HEAD_CONFIG=$WORK/head.yaml
   printf 'model:\n  system: fame2026\nfeatures:\n  voice_encoders: [%s]\n  face_encoders: [%s]\n' \
     "${VOICE_ENCODERS// /, }" "${FACE_ENCODERS// /, }" > "$HEAD_CONFIG"
 fi
 echo "== stage 6: heads per fold for each training split ($HEAD_CONFIG) -> $WORK/exp"
-for split in full $(for l in $LANGS; do echo "$l" | tr '[:upper:]' '[:lower:]'; done | sed 's/$/-unheard/'); do
+for split in $SPLITS; do
   resume=""
   [ -f "$WORK/exp/$split/experiment.json" ] && resume="--resume"
   # folds in parallel, one lane per core (each with a share of the threads): faster for small heads
@@ -107,5 +120,8 @@ fi
 echo "== stage 8: submission.zip (scored, validated; EERs where ground truth exists)"
 gt=""
 ls "$TRIALS"/*_test_labels.txt >/dev/null 2>&1 && gt="--ground-truth $TRIALS"
+# FLAG 2027: the organisers' <Lang>_test_<track>.txt (GROUND_TRUTH=DIR, default ROOT/ground_truth)
+GT_DIR=${GROUND_TRUTH:-$ROOT/ground_truth}
+[ "$FVA_DATASET" = mavceleb-v4 ] && ls "$GT_DIR"/*_test_*gender.txt >/dev/null 2>&1 && gt="--ground-truth $GT_DIR"
 # shellcheck disable=SC2086
 fva submission make --plan "$PLAN" --out submission.zip $gt

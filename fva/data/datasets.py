@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from fva.data import commonvoice, mavceleb, voxceleb2
+from fva.data import commonvoice, mavceleb, mavceleb_v4, voxceleb2
 from fva.data.languages import canonical_language
 from fva.data.records import Manifest, MediaRecord
 from fva.data.splits import Split, apply_split
@@ -58,6 +58,16 @@ def _mavceleb(name: str) -> DatasetSpec:
                        f"MAV-Celeb {name[-2:].upper()} ({' / '.join(version.languages)})", has_lists=True)
 
 
+def _mavceleb_v4(root: Path, subset: str, opts: LoadOptions) -> Loaded:
+    """FLAG 2027: ``train`` is the English training data the challenge allows, with genders; ``test`` every
+    track's lists."""
+    if subset == "train":
+        records, notes, _ = mavceleb_v4.train_records(root)
+        return Loaded(records, notes)
+    records, test_dir = mavceleb_v4.test_records(root, opts.lists)
+    return Loaded(records, [], test_dir)
+
+
 def _voxceleb2(root: Path, subset: str, opts: LoadOptions) -> Loaded:
     base, flat = voxceleb2.subset_folder(root, subset)
     notes = []
@@ -77,6 +87,9 @@ def _commonvoice(root: Path, subset: str, opts: LoadOptions) -> Loaded:
 
 DATASETS: Registry[DatasetSpec] = Registry("dataset", sort=False)
 for _spec in (*(_mavceleb(n) for n in mavceleb.VERSIONS),
+              DatasetSpec(mavceleb_v4.NAME, ("train", "test"), ("train",), _mavceleb_v4, True,
+                          "MAV-Celeb v4, FLAG 2027 (English train with genders; English / Bengali test, tracks "
+                          "no_gender and gender)", has_lists=True),
               DatasetSpec("voxceleb2", ("dev", "test"), ("dev",), _voxceleb2, False,
                           "VoxCeleb2 (m4a voices, mp4 face tracks; languages from a label file)"),
               DatasetSpec("commonvoice", ("validated", "train", "dev", "test"), ("validated", "train", "dev", "test"),

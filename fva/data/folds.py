@@ -20,6 +20,7 @@ from fva.data.trials import Trial, labels_path, write_labels, write_trials
 from fva.errors import FvaError
 
 DEFAULT_FOLDS = 7
+NEGATIVES = ("any", "same-gender")  # dev-trial impostors: any other held-out identity, or one of the same gender
 _KEY_ALPHABET = np.array(list(string.ascii_lowercase + string.digits))
 
 
@@ -81,13 +82,34 @@ def make_folds(identities: list[str], k: int = DEFAULT_FOLDS, seed: int = 0, dat
     return Folds(folds=folds, seed=seed, dataset=dataset)
 
 
+def identity_genders(records: list[MediaRecord], identities: list[str]) -> dict[str, str]:
+    """Gender of each of ``identities`` from its records; one without a gender, or with two, is an error."""
+    wanted = set(identities)
+    seen: dict[str, set[str]] = {i: set() for i in wanted}
+    for r in records:
+        if r.identity in wanted and r.gender:
+            seen[r.identity].add(r.gender)
+    for identity in sorted(wanted):
+        if len(seen[identity]) != 1:
+            what = "no gender" if not seen[identity] else f"genders {sorted(seen[identity])}"
+            raise FvaError(f"identity {identity} has {what} in the manifest; same-gender negatives need one gender "
+                           "per identity (MAV-Celeb v4: the meta file beside the data), or use --negatives any")
+    return {i: next(iter(g)) for i, g in seen.items()}
+
+
 def dev_trials(records: list[MediaRecord], identities: list[str], language: str, seed: int | list[int],
-               max_trials: int = 2000, pairs_per_voice: int = 3) -> tuple[list[Trial], dict[str, int]]:
+               max_trials: int = 2000, pairs_per_voice: int = 3,
+               negatives: str = "any") -> tuple[list[Trial], dict[str, int]]:
     """Balanced dev trials of ``language`` among ``identities``: per voice clip, ``pairs_per_voice``
     same-person trials and as many different-person trials (at most ``max_trials`` in all). Several pairs
     per clip make the EER used for model selection far less noisy on small folds. Faces come from the
-    same language when the identity has some, else from any language."""
+    same language when the identity has some, else from any language. ``negatives="same-gender"`` (FLAG
+    2027's gender-controlled track): every impostor has the voice's gender; a clip whose gender no other
+    held-out identity shares gets no trials."""
+    if negatives not in NEGATIVES:
+        raise FvaError(f"unknown negatives {negatives!r}; use one of {', '.join(NEGATIVES)}")
     held = set(identities)
+    gender = identity_genders(records, sorted(held)) if negatives == "same-gender" else None
     voices = sorted((r for r in records if r.modality == "voice" and r.identity in held
                      and r.language == language), key=lambda r: r.key)
     faces: dict[str, list[MediaRecord]] = {}
@@ -101,6 +123,8 @@ def dev_trials(records: list[MediaRecord], identities: list[str], language: str,
         return [], {}
     rng = np.random.default_rng(seed)
     voices = [v for v in voices if v.identity in faces_any]
+    if gender is not None:  # impostors of the voice's gender: keep only clips that have some
+        voices = [v for v in voices if any(gender[x] == gender[v.identity] for x in with_faces if x != v.identity)]
     per_voice = 2 * pairs_per_voice
     if len(voices) * per_voice > max_trials:
         voices = [voices[i] for i in sorted(rng.choice(len(voices), max(1, max_trials // per_voice), replace=False))]
@@ -108,7 +132,8 @@ def dev_trials(records: list[MediaRecord], identities: list[str], language: str,
     trials: list[Trial] = []
     labels: dict[str, int] = {}
     for voice in voices:
-        others = [x for x in with_faces if x != voice.identity]
+        others = [x for x in with_faces if x != voice.identity
+                  and (gender is None or gender[x] == gender[voice.identity])]
         same_pool = faces.get(voice.identity) or faces_any[voice.identity]
         same = rng.choice(len(same_pool), pairs_per_voice, replace=len(same_pool) < pairs_per_voice)
         for j in range(pairs_per_voice):
@@ -133,7 +158,7 @@ def _unique_keys(rng: np.random.Generator, n: int) -> list[str]:
 
 
 def write_fold_trials(records: list[MediaRecord], folds: Folds, out: str | Path,
-                      max_trials: int = 2000) -> dict[int, dict[str, int]]:
+                      max_trials: int = 2000, negatives: str = "any") -> dict[int, dict[str, int]]:
     """Write ``fold<f>/<Lang>_dev.txt`` and ``<Lang>_dev_labels.txt`` for every fold and language.
 
     Returns the trial counts per fold and language.
@@ -147,7 +172,8 @@ def write_fold_trials(records: list[MediaRecord], folds: Folds, out: str | Path,
         counts[f] = {}
         for li, language in enumerate(languages):
             trials, labels = dev_trials(records, folds.held_out(f), language,
-                                        seed=[folds.seed, f, li], max_trials=max_trials)
+                                        seed=[folds.seed, f, li], max_trials=max_trials,
+                                        negatives=negatives)
             path = fold_dir / f"{language}_dev.txt"
             write_trials(path, trials)
             write_labels(labels_path(path), labels)

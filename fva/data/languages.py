@@ -16,13 +16,14 @@ CODES: dict[str, str] = {
     "he": "Hebrew", "no": "Norwegian", "nb": "Norwegian", "cy": "Welsh", "ga": "Irish", "ml": "Malayalam",
 }
 _NAMES = {name.lower(): name for name in CODES.values()}
+_NAMES["bangla"] = "Bengali"  # MAV-Celeb v4's lists and scorer spell it so
 
 
 def canonical_language(value: str) -> str:
     """Canonical name of a language given as a name, an ISO code, a locale or a VoxLingua label.
 
-    >>> [canonical_language(v) for v in ("de", "german", "en-US", "ur: Urdu", "Swahili")]
-    ['German', 'German', 'English', 'Urdu', 'Swahili']
+    >>> [canonical_language(v) for v in ("de", "german", "en-US", "ur: Urdu", "Swahili", "Bangla")]
+    ['German', 'German', 'English', 'Urdu', 'Swahili', 'Bengali']
     """
     text = value.strip()
     if not text:

@@ -20,16 +20,26 @@ from the entry's own ``cache``, else the plan's, else the experiment's own cache
 The default mapping is the published one: <first language> heard by the model trained on all data, every
 other file by the model trained without a language — without the test language for the unheard files,
 without the first language for the other heard file.
+
+FLAG 2027 (MAV-Celeb v4; the trials folder holds the track folders ``no_gender/`` and ``gender/``): the plan's
+files are named ``<track>/<TestLang>_<heard|unheard>`` after the zip's ``<track>/sub_score_v4_...`` files, and
+the default maps every one of them to the model trained on the allowed data, ``full``: training is English
+only, so English is heard and Bengali (``Bangla``) unheard by that same model, in both tracks. The track's
+trial list is scored with its media paths qualified by the track folder, as the v4 test manifest keys them.
 """
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import yaml
 
+from fva.data import mavceleb_v4
+from fva.data.trials import write_trials
 from fva.errors import FvaError
-from fva.evaluate.submission import CONDITIONS, submission_languages, write_valid_submission
+from fva.evaluate.submission import (FLAG_2027, SubmissionFile, detect_layout, submission_files,
+                                     submission_languages, write_valid_submission)
 from fva.heads.postprocess import znorm_fusion
 from fva.heads.scoring import score_trial_list
 from fva.yamlio import read_yaml_mapping
@@ -47,10 +57,22 @@ def default_files(languages: list[str], exp_root: str | Path, first: str = "Engl
     return files
 
 
+def plan_name(sub: SubmissionFile) -> str:
+    """A plan's name for a submission file: ``<TestLang>_<cond>``, FLAG 2027 ``<track>/<TestLang>_<cond>``."""
+    name = f"{sub.language}_{sub.condition}"
+    return f"{sub.track}/{name}" if sub.track else name
+
+
+def flag_default_files(trials: str | Path, exp_root: str | Path) -> dict[str, str]:
+    """FLAG 2027's mapping: every file of every track scored by the model trained on English, ``full``."""
+    return {plan_name(sub): str(Path(exp_root) / "full") for sub in submission_files(trials, FLAG_2027)}
+
+
 def write_default_plan(path: str | Path, trials: str | Path, exp_root: str | Path, cache: str | Path | None) -> dict:
     """The published mapping for the test languages of ``trials``, written as a plan file."""
-    plan = {"trials": str(trials), **({"cache": str(cache)} if cache else {}),
-            "files": default_files(submission_languages(trials), exp_root)}
+    files = (flag_default_files(trials, exp_root) if detect_layout(trials) == FLAG_2027
+             else default_files(submission_languages(trials), exp_root))
+    plan = {"trials": str(trials), **({"cache": str(cache)} if cache else {}), "files": files}
     Path(path).write_text(yaml.safe_dump(plan, sort_keys=False))
     return plan
 
@@ -102,9 +124,13 @@ def unmet_conditions(name: str, info: dict) -> list[str]:
     """What keeps an experiment (its ``experiment.json``) from the published condition of the plan file ``name``
     (``<TestLang>_<heard|unheard>``): an unheard file scored by heads or encoders that heard its language, and
     the published system's parts it lacks (voice age-gender features, VoxCeleb2 pretraining)."""
-    lang, cond = name.rsplit("_", 1)
+    track, _, file = name.rpartition("/")
+    lang, cond = file.rsplit("_", 1)
     out = []
-    if cond == "unheard":
+    if track:  # FLAG 2027: heads trained on English only, with the public encoders; no language to keep unheard
+        if cond == "unheard" and lang in info.get("heard", []):
+            out.append(f"heads trained on {lang}")
+    elif cond == "unheard":
         if lang in info.get("heard", []):
             out.append(f"heads trained on {lang}")
         if info.get("encoders_unheard") != lang:
@@ -128,20 +154,29 @@ def plan_conditions(plan: dict) -> list[str]:
         for exp, _ in entry_experiments(name, entry, plan.get("cache")):
             unmet += [u for u in unmet_conditions(name, read_experiment(Path(exp))[1]) if u not in unmet]
         if unmet:
-            lines.append(f"{name.replace('_', ' ')} scored with " + "; ".join(unmet))
+            head, _, cond = name.rpartition("_")
+            lines.append(f"{head.replace('/', ' ')} {cond} scored with " + "; ".join(unmet))
     return lines
 
 
 def make_submission(plan: dict, out: str | Path) -> Path:
     """Score every file of the plan, write the zip and validate it against the trial lists."""
     trials_dir = Path(plan["trials"])
-    expected = [f"{lang}_{cond}" for lang in submission_languages(trials_dir) for cond in CONDITIONS]
+    subs = submission_files(trials_dir)
+    expected = [plan_name(sub) for sub in subs]
     files = plan["files"]
     missing = [name for name in expected if name not in files]
     if missing:
         raise FvaError(f"plan: no experiment for {missing[0]}; give one for each of {', '.join(expected)}")
     scores = {}
-    for name in expected:
-        lang, cond = name.rsplit("_", 1)
-        scores[(lang, cond)] = score_entry(name, files[name], trials_dir / f"{lang}_test.txt", plan.get("cache"))
+    with tempfile.TemporaryDirectory(prefix="fva-plan-") as tmp:
+        for sub, name in zip(subs, expected):
+            if sub.track:  # FLAG 2027: the track-qualified paths the test manifest keys media by
+                path = Path(tmp) / sub.track / sub.trials.name
+                path.parent.mkdir(exist_ok=True)
+                write_trials(path, mavceleb_v4.track_trials(trials_dir, sub.track, sub.language))
+                scores[(sub.track, sub.language, sub.condition)] = score_entry(name, files[name], path,
+                                                                               plan.get("cache"))
+            else:
+                scores[(sub.language, sub.condition)] = score_entry(name, files[name], sub.trials, plan.get("cache"))
     return write_valid_submission(out, scores, trials_dir)

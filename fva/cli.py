@@ -789,7 +789,7 @@ def evaluate(scores: Path | None, labels: Path | None, submission: Path | None, 
         click.echo(f"plot: {plot_path}", err=as_json)
 
 
-@cli.group()
+@cli.group(short_help="Plan, make, pack and validate FAME and FLAG submissions.")
 def submission() -> None:
     """Plan, make, pack and validate FAME 2026 and FLAG 2027 submission zips (the layout follows the trial
     folder: <Lang>_test.txt lists, or FLAG's track folders no_gender/ and gender/)."""

@@ -13,7 +13,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -57,18 +57,21 @@ def shard_from_env(num_shards: int | None, shard_index: int | None) -> tuple[int
     return num_shards, shard_index
 
 
-def shard_records(records: list[MediaRecord], num_shards: int, shard_index: int) -> list[MediaRecord]:
-    """This worker's records: every ``num_shards``-th one, starting at ``shard_index``."""
+def shard_records(records: Sequence[MediaRecord], num_shards: int, shard_index: int) -> Sequence[MediaRecord]:
+    """This worker's records: every ``num_shards``-th one, starting at ``shard_index`` (a view of a
+    :class:`~fva.data.records.RecordTable`)."""
     return records[shard_index::num_shards]
 
 
 class DecodedRecords(Dataset):
     """Map-style dataset: record ``i`` -> ``(i, [(frame, model input), ...], failure reason or None)``.
 
-    Runs in data-loader workers: decoding and the encoder's preprocessing happen off the main process.
+    Runs in data-loader workers: decoding and the encoder's preprocessing happen off the main process. Given a
+    :class:`~fva.data.records.RecordTable`, a worker builds only the records it decodes, from arrays it shares
+    with the main process unchanged (no Python object per record to refcount, so no page is copied).
     """
 
-    def __init__(self, records: list[MediaRecord], root: Path, preprocess: Callable, min_samples: int) -> None:
+    def __init__(self, records: Sequence[MediaRecord], root: Path, preprocess: Callable, min_samples: int) -> None:
         self.records, self.root, self.preprocess, self.min_samples = records, root, preprocess, min_samples
 
     def __len__(self) -> int:
@@ -95,7 +98,7 @@ def _first(batch):  # DataLoader with batch_size=None passes items through; keep
     return batch
 
 
-def extract_records(encoder: Encoder, records: list[MediaRecord], root: Path, writer: ShardWriter, *,
+def extract_records(encoder: Encoder, records: Sequence[MediaRecord], root: Path, writer: ShardWriter, *,
                     batch_size: int = 64, workers: int = 2, strict: bool = False,
                     progress: bool = True) -> tuple[int, int, int]:
     """Encode ``records`` into ``writer``; returns (records extracted, rows written, records failed)."""
@@ -133,7 +136,7 @@ def extract_records(encoder: Encoder, records: list[MediaRecord], root: Path, wr
     return extracted, rows, failed
 
 
-def _encode_window(encoder: Encoder, records: list[MediaRecord], window: list[tuple[int, list]],
+def _encode_window(encoder: Encoder, records: Sequence[MediaRecord], window: list[tuple[int, list]],
                    writer: ShardWriter, batch_size: int) -> tuple[int, int]:
     """Encode every item of a window of decoded records (clips sorted by length, so batches pad little),
     then add each record's rows whole."""
@@ -171,7 +174,7 @@ def run_extraction(manifest: Manifest, encoder: Encoder, cache_root: Path, *, ro
     root = Path(root or manifest.root)
     if not root.is_dir():
         raise FvaError(f"dataset root {root} not found; pass --root the folder the manifest's paths are under")
-    records = [r for r in manifest.records if r.modality == encoder.modality]
+    records = manifest.table.where_modality(encoder.modality)
     if limit is not None:
         records = records[:limit]
     mine = shard_records(records, num_shards, shard_index)
@@ -188,7 +191,7 @@ def run_extraction(manifest: Manifest, encoder: Encoder, cache_root: Path, *, ro
         summary.skipped = len(mine)
     else:
         done = writer.done_keys()
-        pending = [r for r in mine if r.key not in done]
+        pending = mine.without_keys(done)
         summary.skipped = len(mine) - len(pending)
         try:
             summary.extracted, summary.rows, summary.failed = extract_records(

@@ -3,9 +3,10 @@
 Output dim = the config's ``hidden_size`` (1024 for WavLM-Large, 768 for WavLM-Base / Base+). Two encoders:
 
 * ``wavlm``: the last hidden layer (``last_hidden_state``), averaged over the clip's frames;
-* ``wavlm-layers``: a weighted sum of every hidden state transformers returns (``hidden_states``: the
-  feature projection's output and each transformer layer's, ``num_hidden_layers + 1`` of them), averaged over
-  frames; equal weights by default (``layer_weights`` given in Python: any ``num_hidden_layers + 1`` numbers,
+* ``wavlm-layers``: a weighted sum of every hidden state transformers returns (``output_hidden_states``: the
+  first layer's input and each transformer layer's output, ``num_hidden_layers + 1`` of them; for a
+  stable-layer-norm model such as WavLM-Large the last is before the encoder's final layer norm, which
+  ``last_hidden_state`` has), averaged over frames; equal weights by default (``layer_weights`` given in Python: any ``num_hidden_layers + 1`` numbers,
   used as given; register them under a name of their own with :func:`register_layer_weights` so that their
   features get their own cache).
 
@@ -118,7 +119,7 @@ class WavLM(Encoder):
 
     def _pooled(self, values: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         mask = torch.arange(values.shape[1], device=values.device)[None, :] < lengths[:, None]
-        out = self.model(values, attention_mask=mask.long() if self.batched else None,
+        out = self.model(values, attention_mask=mask if self.batched else None,
                          output_hidden_states=self.pooling == "layers")
         if self.pooling == "layers":
             w = torch.tensor(self.layer_weights, device=values.device, dtype=torch.float32)

@@ -355,3 +355,71 @@ def test_sources_identities_and_fetch_patterns(dinov2_folder, monkeypatch):
     local = get_encoder_class("dinov2-patch-mean")(str(dinov2_folder))
     assert local.weights_id == W.pretrained_identity(str(dinov2_folder), dinov2_folder) == enc.weights_id.replace(
         W.DINOV2_HUB_ID, "dinov2-tiny")
+
+
+# ------------------------------------------------------------------ the 4th entry's system over these encoders
+def copy_encoder_cache(folder: Path, source: str, target: str) -> None:
+    """``folder/source`` copied as the cache of encoder ``target`` (its shards say so)."""
+    import shutil
+
+    import h5py
+
+    shutil.copytree(folder / source, folder / target)
+    for path in sorted((folder / target).glob("shard-*.h5")):
+        with h5py.File(path, "r+") as fh:
+            fh.attrs["encoder"] = target
+            fh.attrs["weights_id"] = f"{target}@synthetic"
+
+
+def test_gated_fusion_opl_config_sets_only_its_system():
+    import yaml
+
+    from fva.heads.config import system_configs
+
+    raw = yaml.safe_load(system_configs()["gated-fusion-opl"].read_text())
+    assert set(raw) == {"features", "model", "train"}  # no seed, data or score settings: the base config's stay
+    assert raw["features"] == {"voice_encoders": ["wavlm"], "face_encoders": ["dinov2-mean"]}
+    assert set(raw["train"]) == {"lr", "weight_decay", "batch_size"}
+    assert raw["model"]["system"] == "fop" and raw["model"]["params"]["adapter_hidden"] == 512
+    for name in raw["features"]["voice_encoders"] + raw["features"]["face_encoders"]:
+        get_encoder_class(name)  # registered encoders
+
+
+def test_gated_fusion_opl_trains_and_scores_through_compare(synth, tmp_path):
+    """``fva compare --systems gated-fusion-opl`` on the synthetic cache: the config's features (wavlm,
+    dinov2-mean: here copies of the synthetic speaker and face caches) feed FOP with MLP adapters."""
+    import yaml
+
+    from fva.evaluate.scores import read_scores
+    from fva.heads.experiment import load_checkpoint, read_experiment
+    from fva.heads.systems.fop import FOP
+    from fva.testing import run_cli
+
+    for subset in ("train", "test"):
+        folder = synth.train.parent / synth.train.name.replace("train", subset)
+        copy_encoder_cache(folder, "speaker-ecapa", "wavlm")
+        copy_encoder_cache(folder, "vggface", "dinov2-mean")
+    base = yaml.safe_load(synth.config.read_text())
+    base["train"].update(epochs=3, patience=3)
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
+    torch.set_num_threads(1)
+    try:
+        result = run_cli("compare", "--systems", "gated-fusion-opl", "--config", tmp_path / "base.yaml", "--cache",
+                         synth.root, "--fold", "0", "--out", tmp_path / "out")
+    finally:
+        torch.set_num_threads(THREADS)
+    assert result.exit_code == 0, result.output
+    exp = tmp_path / "out" / "gated-fusion-opl"
+    cfg, _ = read_experiment(exp)
+    assert cfg.features.voice_encoders == ["wavlm"] and cfg.features.face_encoders == ["dinov2-mean"]
+    assert cfg.data.num_folds == base["data"]["num_folds"] and cfg.train.batch_size == 512  # base + system
+    model, _ = load_checkpoint(exp / "fold0" / "checkpoint.pt")
+    assert isinstance(model, FOP) and len(model.voice_branch.fc1) == 7 and set(model.fusion_layer.linears) == {
+        "face", "voice"}
+    scores = read_scores(exp / "fold0" / "dev_scores_English.txt")
+    assert scores and all(np.isfinite(list(scores.values())))
+    rows = json.loads((tmp_path / "out" / "compare.json").read_text())
+    assert rows[0]["system"] == "gated-fusion-opl" and 0 <= rows[0]["heard"] <= 100
+
+
+THREADS = torch.get_num_threads()

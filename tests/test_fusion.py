@@ -190,3 +190,25 @@ def test_plan_fusion_entries_are_checked(tmp_path, trials_dir, monkeypatch):
     plan = plan_module.read_plan(path)
     assert plan_module.entry_experiments("English_heard", plan["files"]["English_heard"], None) == [
         (str(a), None), (str(seeds / "seed0"), None), (str(seeds / "seed1"), None)]
+
+
+def test_real_seeds_share_dev_trials_and_fit(synth, tmp_path):
+    """``fva train-head --seeds`` on the synthetic cache: its seeds share the cache's folds and so their dev
+    trials; logistic weights fit over them, and a plan entry naming the folder expands to the seeds."""
+    import torch
+
+    from fva.testing import run_cli
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        result = run_cli("train-head", "--fold", "0", "--seeds", "0,1", "--config", synth.config, "--cache",
+                         synth.root, "--exp", tmp_path / "exp")
+    finally:
+        torch.set_num_threads(threads)
+    assert result.exit_code == 0, result.output
+    exps = plan_module.entry_experiments("English_heard", str(tmp_path / "exp"), None)
+    assert [Path(e).name for e, _ in exps] == ["seed0", "seed1"]
+    z, y = plan_module.dev_fusion_trials([e for e, _ in exps])
+    assert z.shape == (len(y), 2) and set(y.tolist()) == {0, 1}
+    assert np.isfinite(fit_fusion_weights(z, y)).all()

@@ -266,7 +266,8 @@ def test_clip_image_is_get_image_features_and_pooled(clip_folder, tmp_path):
 
     tower = projected.model
     tower.save_pretrained(tmp_path / "tower")
-    (tmp_path / "tower" / "preprocessor_config.json").write_bytes((clip_folder / "preprocessor_config.json").read_bytes())
+    settings = "preprocessor_config.json"
+    (tmp_path / "tower" / settings).write_bytes((clip_folder / settings).read_bytes())
     assert isinstance(tower, CLIPVisionModelWithProjection)
     np.testing.assert_allclose(encode(get_encoder_class("clip-image")(str(tmp_path / "tower")), items),
                                features.numpy(), rtol=1e-4, atol=1e-5)
@@ -275,7 +276,8 @@ def test_clip_image_is_get_image_features_and_pooled(clip_folder, tmp_path):
 # ------------------------------------------------------------------------------------------- shared behaviour
 def test_preprocessors_pickle(wavlm, dinov2_folder, clip_folder):
     """They run in data-loader worker processes."""
-    for enc in (wavlm, get_encoder_class("dinov2")(str(dinov2_folder)), get_encoder_class("clip-image")(str(clip_folder))):
+    for enc in (wavlm, get_encoder_class("dinov2")(str(dinov2_folder)),
+                get_encoder_class("clip-image")(str(clip_folder))):
         item = clips()[1] if enc.modality == "voice" else images()[0]
         np.testing.assert_array_equal(pickle.loads(pickle.dumps(enc.preprocess))(item), enc.preprocess(item))
 
@@ -423,3 +425,51 @@ def test_gated_fusion_opl_trains_and_scores_through_compare(synth, tmp_path):
 
 
 THREADS = torch.get_num_threads()
+
+
+def test_offline_without_a_copy_names_the_source(monkeypatch, tmp_path):
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for name, source in (("dinov2-patch-mean", "dinov2"), ("wavlm-layers", "wavlm"), ("clip-image", "clip-image")):
+        with pytest.raises(FvaError) as err:
+            get_encoder_class(name)()
+        assert_one_line_error(err, f"{source}: {W.get_source(source).ref} is not in the Hugging Face cache",
+                              f"'fva weights fetch --encoders {source}'", "--weights DIR")
+
+
+def test_fop_adapter_options_forward_by_hand():
+    """The gated-fusion-opl options of FOP, by hand: LayerNorm, MLP adapter, L2-normalise, Linear, tanh; the
+    gate reads the normalised branch outputs; defaults keep FOP's (official) module names."""
+    import torch.nn.functional as F
+
+    from fva.heads.config import ModelConfig
+    from fva.heads.systems.fop import FOP
+
+    params = dict(dim=8, gate_dim=4, adapter_hidden=16, activation="gelu", input_layer_norm=True,
+                  modality_linear=True, gate_dropout=0.3)
+    torch.manual_seed(0)
+    model = FOP(10, 12, 5, ModelConfig(system="fop", params=params)).eval()
+    v, f = torch.randn(6, 10), torch.randn(6, 12)
+    with torch.no_grad():
+        def branch(b, x):
+            h = F.layer_norm(x, x.shape[1:], b.layer_norm.weight, b.layer_norm.bias)
+            lin1, bn1, _, _, lin2, bn2, _ = b.fc1
+            h = F.gelu(bn1(lin1(h)))
+            return F.normalize(F.gelu(bn2(lin2(h))), dim=1)
+
+        bv, bf = branch(model.voice_branch, v), branch(model.face_branch, f)
+        ev, ef = model.embed("voice", v), model.embed("face", f)
+        lin = model.fusion_layer.linears
+        torch.testing.assert_close(ev, lin["voice"](bv))
+        torch.testing.assert_close(ef, lin["face"](bf))
+        gate = torch.sigmoid(model.fusion_layer.attention(torch.cat([bf, bv], 1)))
+        fused, _ = model(v, f)
+        expected = gate * torch.tanh(lin["face"](bf)) + (1 - gate) * torch.tanh(lin["voice"](bv))
+        torch.testing.assert_close(fused, expected)
+        torch.testing.assert_close(model.pair_distances(ev, ef), (torch.tanh(ef) - torch.tanh(ev)).norm(dim=1))
+    plain = FOP(10, 12, 5, ModelConfig(system="fop")).state_dict()
+    assert not any(k.startswith("fusion_layer.linears") or ".layer_norm." in k for k in plain)
+    assert "fusion_layer.attention.1.weight" in plain  # the official gate layout

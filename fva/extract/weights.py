@@ -331,14 +331,15 @@ def deepface_file() -> Path:
     return got
 
 
-def hub_snapshot(repo_id: str, name: str = "vit-age-gender") -> Path:
-    """``snapshot_download(repo_id)`` into the Hugging Face cache (a published source's ``patterns`` only);
-    offline: the cached copy only."""
+def hub_snapshot(repo_id: str, name: str = "vit-age-gender", patterns: tuple[str, ...] = ()) -> Path:
+    """``snapshot_download(repo_id)`` into the Hugging Face cache (only the files matching ``patterns``, or a
+    published source's own ``patterns``; empty: all); offline: the cached copy only."""
     from huggingface_hub import snapshot_download
 
     offline = is_offline()
     known = source_of(repo_id)
-    patterns = list(known.patterns) if known is not None and known.patterns else None
+    patterns = patterns or (known.patterns if known is not None else ())
+    patterns = list(patterns) if patterns else None
     try:
         return Path(snapshot_download(repo_id, local_files_only=offline, allow_patterns=patterns))
     except Exception as err:  # noqa: BLE001  (any failed look-up or download is one line)

@@ -18,13 +18,14 @@ from typing import Iterator
 import torch
 
 from fva.errors import FvaError
-from fva.extract.weights import BIN, SAFETENSORS, hub_snapshot, pretrained_weight_files
+from fva.extract.weights import BIN, HUB_PATTERNS, SAFETENSORS, hub_snapshot, pretrained_weight_files, source_of
 
 CONFIG, PREPROCESSOR = "config.json", "preprocessor_config.json"
 
 
 def resolve_folder(weights: str, name: str, hub_id: str) -> Path:
-    """A local save_pretrained folder, or a hub id fetched by ``snapshot_download`` (the cached copy offline)."""
+    """A local save_pretrained folder, or a hub id fetched by ``snapshot_download`` (configs, settings and
+    PyTorch weights only; the cached copy offline)."""
     path = Path(weights).expanduser()
     if path.is_dir():
         return path
@@ -33,7 +34,8 @@ def resolve_folder(weights: str, name: str, hub_id: str) -> Path:
         raise FvaError(f"{path}: not a folder; pass --weights {name}=DIR with {what}")
     if not re.fullmatch(r"[\w-]+/[\w.-]+", weights):  # hub ids are owner/name
         raise FvaError(f"{weights}: no such folder; pass --weights {name}=DIR with {what} such as {hub_id}")
-    return hub_snapshot(weights, name)
+    known = source_of(weights)  # a variant (dinov2-mean, ...) is fetched as its source (dinov2)
+    return hub_snapshot(weights, known.name if known else name, HUB_PATTERNS)
 
 
 def read_config_dict(folder: Path, model_types: tuple[str, ...], hub_id: str) -> dict:

@@ -6,9 +6,9 @@ Output dim = the config's ``hidden_size`` (1024 for WavLM-Large, 768 for WavLM-B
 * ``wavlm-layers``: a weighted sum of every hidden state transformers returns (``output_hidden_states``: the
   first layer's input and each transformer layer's output, ``num_hidden_layers + 1`` of them; for a
   stable-layer-norm model such as WavLM-Large the last is before the encoder's final layer norm, which
-  ``last_hidden_state`` has), averaged over frames; equal weights by default (``layer_weights`` given in Python: any ``num_hidden_layers + 1`` numbers,
-  used as given; register them under a name of their own with :func:`register_layer_weights` so that their
-  features get their own cache).
+  ``last_hidden_state`` has), averaged over frames; equal weights by default (``layer_weights`` given in
+  Python: any ``num_hidden_layers + 1`` numbers, used as given; register them under a name of their own with
+  :func:`register_layer_weights` so that their features get their own cache).
 
 The model is transformers' ``WavLMModel`` loaded from a ``save_pretrained`` folder (config.json with
 ``model_type`` "wavlm", ``model.safetensors`` or ``pytorch_model.bin``); the input is what the folder's
@@ -24,6 +24,7 @@ clips run one at a time.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar
@@ -119,8 +120,10 @@ class WavLM(Encoder):
 
     def _pooled(self, values: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         mask = torch.arange(values.shape[1], device=values.device)[None, :] < lengths[:, None]
-        out = self.model(values, attention_mask=mask if self.batched else None,
-                         output_hidden_states=self.pooling == "layers")
+        with warnings.catch_warnings():  # transformers' WavLM attention mixes a bool and a float mask (torch warns)
+            warnings.filterwarnings("ignore", message="Support for mismatched key_padding_mask")
+            out = self.model(values, attention_mask=mask if self.batched else None,
+                             output_hidden_states=self.pooling == "layers")
         if self.pooling == "layers":
             w = torch.tensor(self.layer_weights, device=values.device, dtype=torch.float32)
             hidden = torch.einsum("l,lntd->ntd", w, torch.stack(out.hidden_states).float())

@@ -473,3 +473,54 @@ def test_fop_adapter_options_forward_by_hand():
     plain = FOP(10, 12, 5, ModelConfig(system="fop")).state_dict()
     assert not any(k.startswith("fusion_layer.linears") or ".layer_norm." in k for k in plain)
     assert "fusion_layer.attention.1.weight" in plain  # the official gate layout
+
+
+# ------------------------------------------------------------------------------------------- through fva extract
+SPEECH = Path(__file__).resolve().parents[2] / "shared" / "samples" / "speech"
+
+
+def test_fva_extract_with_the_new_encoders(wavlm_folder, wavlm, dinov2_folder, tmp_path):
+    """``fva extract`` (data-loader workers, length-sorted batches, the cache) writes what the encoders give
+    one clip or image at a time, with their weights identity."""
+    from PIL import Image
+
+    from fva.data.records import Manifest, MediaRecord
+    from fva.extract.cache import open_cache
+    from fva.testing import run_cli
+
+    media = tmp_path / "media"
+    media.mkdir()
+    rng = np.random.default_rng(3)
+    records = []
+    wavs = sorted(SPEECH.glob("*.wav"))[:4]
+    if not wavs:  # no shared speech here: short synthetic clips, written as wav
+        import soundfile as sf
+
+        for i, n in enumerate((8000, 20000, 12345)):
+            sf.write(media / f"v{i}.wav", (0.1 * rng.standard_normal(n)).astype(np.float32), 16000)
+        wavs = sorted(media.glob("v*.wav"))
+    for p in wavs:
+        if p.parent != media:
+            (media / p.name).write_bytes(p.read_bytes())
+        records.append(MediaRecord(key=p.stem, identity="id1", language="English", modality="voice", path=p.name))
+    for i, (h, w) in enumerate(SIZES):
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(media / f"f{i}.png")
+        records.append(MediaRecord(key=f"f{i}", identity="id1", language="English", modality="face", path=f"f{i}.png"))
+    manifest = tmp_path / "m.jsonl"
+    Manifest("toy", str(media), "train", "full", records).write(manifest)
+    result = run_cli("extract", "--manifest", manifest, "--cache", tmp_path / "cache", "--encoders", "wavlm,dinov2",
+                     "--weights", f"wavlm={wavlm_folder}", "--weights", f"dinov2={dinov2_folder}", "--dtype", "float32",
+                     "--batch-size", "3", "--workers", "1", "--no-progress")
+    assert result.exit_code == 0, result.output
+    from fva.extract.media import load_audio, load_image
+
+    dinov2 = get_encoder_class("dinov2")(str(dinov2_folder))
+    for enc, items in ((wavlm, [r for r in records if r.modality == "voice"]),
+                       (dinov2, [r for r in records if r.modality == "face"])):
+        with open_cache(tmp_path / "cache" / "toy" / "train-full" / enc.name) as cache:
+            emb = cache.load()
+            got = dict(zip(cache.keys, emb))
+            assert cache.attrs["weights_id"] == enc.weights_id and cache.attrs["dim"] == enc.dim
+        for r in items:
+            x = load_audio(media / r.path) if enc.modality == "voice" else load_image(media / r.path)
+            np.testing.assert_allclose(got[r.key], encode(enc, [x])[0], rtol=1e-4, atol=1e-5)

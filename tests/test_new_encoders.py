@@ -524,3 +524,15 @@ def test_fva_extract_with_the_new_encoders(wavlm_folder, wavlm, dinov2_folder, t
         for r in items:
             x = load_audio(media / r.path) if enc.modality == "voice" else load_image(media / r.path)
             np.testing.assert_allclose(got[r.key], encode(enc, [x])[0], rtol=1e-4, atol=1e-5)
+
+
+def test_extra_checkpoint_keys_alone_are_accepted(dinov2_folder, tmp_path):
+    """A checkpoint with every weight of the model and more (e.g. a training head) loads the model's weights."""
+    from safetensors.torch import load_file, save_file
+
+    folder = copy_folder(dinov2_folder, tmp_path / "extra")
+    state = load_file(str(folder / W.SAFETENSORS))
+    save_file({**state, "head.weight": torch.zeros(2, 2)}, str(folder / W.SAFETENSORS), metadata={"format": "pt"})
+    items = images()[:2]
+    np.testing.assert_allclose(encode(get_encoder_class("dinov2")(str(folder)), items),
+                               encode(get_encoder_class("dinov2")(str(dinov2_folder)), items), rtol=1e-6, atol=1e-6)

@@ -86,8 +86,9 @@ def _names(keys, limit: int = 5) -> str:
 
 def load_pretrained(model_cls, folder: Path, config, hub_id: str, ignored: tuple[str, ...] = ()) -> torch.nn.Module:
     """``model_cls.from_pretrained(folder, config=config)`` in float32 on the CPU, in eval mode; every weight of
-    the model must come from the checkpoint with its shape (checkpoint keys starting with ``ignored`` may be
-    left over, e.g. CLIP's text tower), else one line naming the keys."""
+    the model must come from the checkpoint with its shape, else one line naming the missing keys and the
+    checkpoint's unused ones (those starting with ``ignored``, e.g. CLIP's text tower, left out). Unused keys
+    alone are accepted."""
     files = pretrained_weight_files(folder, hub_id)
     try:
         with quiet_transformers():
@@ -104,7 +105,7 @@ def load_pretrained(model_cls, folder: Path, config, hub_id: str, ignored: tuple
         raise FvaError(f"{where}: weights of other shapes than {CONFIG} describes: {_names(mismatched, 3)}")
     missing = list(info.get("missing_keys", ()))
     unexpected = [k for k in info.get("unexpected_keys", ()) if not k.startswith(ignored)]
-    if missing or unexpected:
+    if missing:  # extra checkpoint keys alone are harmless: every weight of the model came from the file
         raise FvaError(f"{where}: checkpoint does not match {model_cls.__name__}: missing {_names(missing) or 'none'}; "
                        f"unexpected {_names(unexpected) or 'none'}")
     return model.eval()

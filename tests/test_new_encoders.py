@@ -433,6 +433,7 @@ def test_offline_without_a_copy_names_the_source(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("FVA_OFFLINE", "0")
     for name, source in (("dinov2-patch-mean", "dinov2"), ("wavlm-layers", "wavlm"), ("clip-image", "clip-image")):
         with pytest.raises(FvaError) as err:
             get_encoder_class(name)()
@@ -536,3 +537,23 @@ def test_extra_checkpoint_keys_alone_are_accepted(dinov2_folder, tmp_path):
     items = images()[:2]
     np.testing.assert_allclose(encode(get_encoder_class("dinov2")(str(folder)), items),
                                encode(get_encoder_class("dinov2")(str(dinov2_folder)), items), rtol=1e-6, atol=1e-6)
+
+
+def test_weights_list_shows_the_new_sources(monkeypatch, tmp_path):
+    from huggingface_hub import constants
+
+    from fva.testing import run_cli
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("FVA_MODELS", str(tmp_path / "models"))
+    monkeypatch.setenv("DEEPFACE_HOME", str(tmp_path / "deepface"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # restored after the test: --offline sets them in this process
+    monkeypatch.setenv("FVA_OFFLINE", "0")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    result = run_cli("--offline", "weights", "list", "--json")
+    assert result.exit_code == 0, result.output
+    rows = {row["name"]: row for row in json.loads(result.output)}
+    for name, hub in (("wavlm", W.WAVLM_HUB_ID), ("dinov2", W.DINOV2_HUB_ID), ("clip-image", W.CLIP_HUB_ID)):
+        assert rows[name]["source"] == f"huggingface_hub {hub}" and rows[name]["published"]
+        assert not rows[name]["present"] and rows[name]["weights_id"] is None

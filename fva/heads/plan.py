@@ -41,14 +41,13 @@ without the first language for the other heard file.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import yaml
 
 from fva.errors import FvaError
 from fva.evaluate.submission import CONDITIONS, submission_languages, write_valid_submission
-from fva.heads.postprocess import weighted_znorm_fusion, znorm_fusion
+from fva.heads.postprocess import znorm_fusion
 from fva.heads.scoring import score_trial_list
 from fva.yamlio import read_yaml_mapping
 
@@ -125,6 +124,8 @@ def is_fusion(entry, exps: list) -> bool:
 
 def seed_experiments(exp: str | Path) -> list[Path]:
     """The ``seed<k>`` experiments of a ``fva train-head --seeds`` folder, by seed; [] for any other folder."""
+    import re
+
     from fva.heads.experiment import INFO_FILE
 
     folder = Path(exp)
@@ -222,6 +223,8 @@ def score_entry(name: str, entry, trials_path: Path, cache: str | None) -> dict[
     exps = entry_experiments(name, entry, cache)
     if not is_fusion(entry, exps):
         return score_trial_list(exps[0][0], trials_path, exps[0][1])
+    from fva.heads.postprocess import weighted_znorm_fusion
+
     names = [exp for exp, _ in exps]
     try:
         weights = fusion_weights(name, entry, names)

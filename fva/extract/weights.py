@@ -7,7 +7,9 @@ Every published source is fetched with its own library's download function, into
   (default ``~/.cache/fva/models``; the files link into the Hugging Face cache);
 * ``vggface``: deepface's ``download_weights_if_necessary`` with deepface's own URLs, into
   ``$DEEPFACE_HOME/.deepface/weights/vgg_face_weights.pth``;
-* ``vit-age-gender``: ``huggingface_hub.snapshot_download`` into the Hugging Face cache (``$HF_HUB_CACHE``);
+* ``vit-age-gender``, ``wavlm``, ``dinov2``, ``clip-image``: ``huggingface_hub.snapshot_download`` into the Hugging
+  Face cache (``$HF_HUB_CACHE``); the three large later-entry encoders only their PyTorch files and settings
+  (``HUB_PATTERNS``), and only when named (``fva weights fetch --encoders wavlm``), not by default;
 * ``voice-age-gender-ecapa`` is not published: fva trains it (``fva train-encoder age-gender``).
 
 Offline (``HF_HUB_OFFLINE=1``, ``FVA_OFFLINE=1``, or ``fva --offline`` which sets both) only local copies load;
@@ -37,6 +39,11 @@ SPEAKER_HUB_ID = "speechbrain/spkrec-ecapa-voxceleb"
 SPEAKER_PUBLIC_DIGEST = "322a1e26af41083c"
 LID_HUB_ID = "speechbrain/lang-id-voxlingua107-ecapa"
 VIT_HUB_ID = "abhilash88/age-gender-prediction"
+WAVLM_HUB_ID = "microsoft/wavlm-large"
+DINOV2_HUB_ID = "facebook/dinov2-giant"
+CLIP_HUB_ID = "openai/clip-vit-large-patch14"
+# what snapshot_download brings of the large repositories: configs, settings and PyTorch weights (no TF/Flax/ONNX)
+HUB_PATTERNS = ("*.json", "*.txt", "*.safetensors", "pytorch_model*.bin")
 VGGFACE_FILE = "vgg_face_weights.pth"
 SAFETENSORS, BIN = "model.safetensors", "pytorch_model.bin"
 TRAIN_AGE_GENDER = "fva train-encoder age-gender"
@@ -48,11 +55,14 @@ AGE_GENDER_ID_FILES = ("embedding_model.ckpt", "age_head.ckpt", "gender_head.ckp
 @dataclass(frozen=True)
 class Source:
     """Where a published model comes from: ``library`` ("speechbrain", "deepface", "huggingface_hub", or ""
-    when not published) and ``ref`` (its hub id or deepface file name)."""
+    when not published) and ``ref`` (its hub id or deepface file name); ``by_default``: fetched by ``fva weights
+    fetch`` without ``--encoders``; ``patterns``: the files of a hub snapshot to fetch (empty: all)."""
 
     name: str
     library: str
     ref: str
+    by_default: bool = True
+    patterns: tuple[str, ...] = ()
 
     @property
     def published(self) -> bool:
@@ -70,6 +80,9 @@ SOURCES: dict[str, Source] = {s.name: s for s in (
     Source("vggface", "deepface", VGGFACE_FILE),
     Source("vit-age-gender", "huggingface_hub", VIT_HUB_ID),
     Source("lid", "speechbrain", LID_HUB_ID),
+    Source("wavlm", "huggingface_hub", WAVLM_HUB_ID, by_default=False, patterns=HUB_PATTERNS),
+    Source("dinov2", "huggingface_hub", DINOV2_HUB_ID, by_default=False, patterns=HUB_PATTERNS),
+    Source("clip-image", "huggingface_hub", CLIP_HUB_ID, by_default=False, patterns=HUB_PATTERNS),
 )}
 
 
@@ -181,8 +194,9 @@ def deepface_identity(path: Path) -> str:
     return f"deepface-{path.name}@{files_digest([path])}"
 
 
-def pretrained_weight_files(folder: Path) -> list[Path]:
-    """A save_pretrained folder's weight files: model.safetensors, sharded safetensors, or pytorch_model.bin."""
+def pretrained_weight_files(folder: Path, hub_id: str = VIT_HUB_ID) -> list[Path]:
+    """A save_pretrained folder's weight files: model.safetensors, sharded safetensors, or pytorch_model.bin
+    (``hub_id`` names the expected model in the error)."""
     if (folder / SAFETENSORS).is_file():
         return [folder / SAFETENSORS]
     for name in (SAFETENSORS + ".index.json", BIN + ".index.json"):
@@ -199,13 +213,17 @@ def pretrained_weight_files(folder: Path) -> list[Path]:
     if (folder / BIN).is_file():
         return [folder / BIN]
     raise FvaError(f"{folder}: no {SAFETENSORS} or {BIN}; --weights must be a save_pretrained folder of "
-                   f"{VIT_HUB_ID}")
+                   f"{hub_id}")
 
 
-def vit_identity(weights: str, folder: Path) -> str:
-    """Over the folder's weight files, config.json and preprocessor_config.json."""
+def pretrained_identity(weights: str, folder: Path) -> str:
+    """The identity of a save_pretrained folder (every Hugging Face source's): ``<hub id or folder name>@<digest>``
+    over its weight files, config.json and preprocessor_config.json."""
     extra = [p for p in (folder / "config.json", folder / "preprocessor_config.json") if p.is_file()]
     return f"{_label(weights)}@{files_digest(pretrained_weight_files(folder) + extra)}"
+
+
+vit_identity = pretrained_identity  # the ViT's name for it
 
 
 def age_gender_identity(folder: Path) -> str:
@@ -264,7 +282,7 @@ def status(name: str) -> WeightsStatus:
         folder = cached_snapshot(source.ref)
         if folder is not None:
             try:
-                return WeightsStatus(source, folder, vit_identity(source.ref, folder), str(folder))
+                return WeightsStatus(source, folder, pretrained_identity(source.ref, folder), str(folder))
             except FvaError:  # an incomplete folder: not a usable copy
                 pass
         return WeightsStatus(source, None, None, str(hf_cache()))
@@ -313,13 +331,17 @@ def deepface_file() -> Path:
     return got
 
 
-def hub_snapshot(repo_id: str, name: str = "vit-age-gender") -> Path:
-    """``snapshot_download(repo_id)`` into the Hugging Face cache; offline: the cached copy only."""
+def hub_snapshot(repo_id: str, name: str = "vit-age-gender", patterns: tuple[str, ...] = ()) -> Path:
+    """``snapshot_download(repo_id)`` into the Hugging Face cache (only the files matching ``patterns``, or a
+    published source's own ``patterns``; empty: all); offline: the cached copy only."""
     from huggingface_hub import snapshot_download
 
     offline = is_offline()
+    known = source_of(repo_id)
+    patterns = patterns or (known.patterns if known is not None else ())
+    patterns = list(patterns) if patterns else None
     try:
-        return Path(snapshot_download(repo_id, local_files_only=offline))
+        return Path(snapshot_download(repo_id, local_files_only=offline, allow_patterns=patterns))
     except Exception as err:  # noqa: BLE001  (any failed look-up or download is one line)
         if offline:
             raise offline_error(name, repo_id, f"the Hugging Face cache ({hf_cache()})", "--weights DIR") from None
@@ -376,5 +398,6 @@ def fetch(name: str) -> WeightsStatus:
     return got
 
 
-def published_names(include_lid: bool = True) -> list[str]:
-    return [n for n, s in SOURCES.items() if s.published and (include_lid or n != "lid")]
+def published_names(include_lid: bool = True, every: bool = False) -> list[str]:
+    """The published sources ``fva weights fetch`` gets without ``--encoders`` (``every``: all published)."""
+    return [n for n, s in SOURCES.items() if s.published and (every or s.by_default) and (include_lid or n != "lid")]

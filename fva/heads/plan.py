@@ -13,7 +13,24 @@ A plan is a small YAML file::
         - {exp: work/other/exp/german-unheard, cache: work/other/cache}   # an entry with its own cache
 
 An entry that lists several experiments gives the mean of their scores, each z-normalised over the trial list
-(:func:`fva.heads.postprocess.znorm_fusion`); a single experiment's scores are used as they are. An experiment
+(:func:`fva.heads.postprocess.znorm_fusion`); a single experiment's scores are used as they are. Fusion
+(:func:`fusion_weights`)::
+
+      English_heard: work/exp/full-seeds          # trained with --seeds: its seed<k>/ experiments, z-norm mean
+      German_heard:                               # a weighted sum of the z-normalised scores
+        fuse: [work/exp/a, work/exp/b-seeds, {exp: work/other/exp/c, cache: work/other/cache}]
+        weights: logistic                         # or a list of numbers, one per experiment after expansion
+
+* an experiment folder written by ``fva train-head --seeds`` (``seed<k>/`` experiments, no experiment of its
+  own) stands for its seeds, in seed order, wherever it is named (:func:`expand_seeds`);
+* ``weights: logistic`` fits the weights when the submission is made (nothing is stored): scikit-learn's
+  logistic regression of same/different over the experiments' dev distances, every fold's
+  ``fold<k>/dev_scores_<Lang>.txt`` with ``dev_<Lang>_labels.txt``, each dev list z-normalised on its own as
+  the test lists are (:func:`dev_fusion_trials`, :func:`fva.heads.postprocess.fit_fusion_weights`). That
+  needs the same dev trials in every experiment (the same folds file and seed): other dev trials are refused.
+  Fixed weights (e.g. ones fitted earlier with :func:`fusion_weights`) are a list in the plan instead.
+
+An experiment
 is scored with the test features of the weight set it was trained on (features of other weights are refused),
 from the entry's own ``cache``, else the plan's, else the experiment's own cache root.
 
@@ -88,12 +105,13 @@ def read_plan(path: str | Path) -> dict:
 
 
 ENTRY_KEYS = {"exp", "cache"}
+FUSION_KEYS = {"fuse", "weights"}
 
 
 def entry_experiments(name: str, entry, cache: str | None) -> list[tuple[str, str | None]]:
-    """``(experiment, cache)`` of each experiment a plan's file names: a folder, ``{exp, cache}``, or a
-    non-empty list of those."""
-    items = entry if isinstance(entry, list) else [entry]
+    """``(experiment, cache)`` of each experiment a plan's file names: a folder, ``{exp, cache}``, a non-empty
+    list of those, or ``{fuse: LIST, weights: ...}``; seed folders expanded (:func:`expand_seeds`)."""
+    items = fusion_items(name, entry)
     out = []
     for item in items:
         if isinstance(item, (str, Path)):
@@ -106,18 +124,137 @@ def entry_experiments(name: str, entry, cache: str | None) -> list[tuple[str, st
     if not out:
         raise FvaError(f"plan: {name} must be an experiment folder, {{exp: FOLDER, cache: FOLDER}} or a non-empty "
                        f"list of them, got {entry!r}")
+    return expand_seeds(out)
+
+
+# ---------------------------------------------------------------------------------------------------- fusion
+def fusion_items(name: str, entry) -> list:
+    """The experiments an entry lists: those of ``{fuse: LIST, weights: ...}``, else the entry itself."""
+    if isinstance(entry, dict) and "fuse" in entry:
+        unknown = sorted(set(entry) - FUSION_KEYS)
+        if unknown:
+            raise FvaError(f"plan: {name}: unknown key '{unknown[0]}'; a fusion has fuse (experiments) and weights")
+        fuse = entry["fuse"]
+        return fuse if isinstance(fuse, list) else [fuse]
+    return entry if isinstance(entry, list) else [entry]
+
+
+def is_fusion(entry, exps: list) -> bool:
+    """Whether an entry fuses scores: a list, a ``fuse`` mapping, or an experiment that stands for its seeds."""
+    return isinstance(entry, list) or (isinstance(entry, dict) and "fuse" in entry) or len(exps) > 1
+
+
+def seed_experiments(exp: str | Path) -> list[Path]:
+    """The ``seed<k>`` experiments of a ``fva train-head --seeds`` folder, by seed; [] for any other folder."""
+    import re
+
+    from fva.heads.experiment import INFO_FILE
+
+    folder = Path(exp)
+    if (folder / INFO_FILE).is_file() or not folder.is_dir():
+        return []
+    found = [p for p in folder.glob("seed*") if re.fullmatch(r"seed\d+", p.name) and (p / INFO_FILE).is_file()]
+    return sorted(found, key=lambda p: int(p.name[4:]))
+
+
+def expand_seeds(exps: list[tuple[str, str | None]]) -> list[tuple[str, str | None]]:
+    """Each ``(experiment, cache)`` with a seeds folder replaced by its seeds' experiments (the same cache)."""
+    out = []
+    for exp, cache in exps:
+        seeds = seed_experiments(exp)
+        out += [(str(s), cache) for s in seeds] if seeds else [(exp, cache)]
     return out
 
 
+def fusion_weights(name: str, entry, exps: list[str]) -> list[float] | None:
+    """The weights of an entry's fusion: None for the plain z-norm mean, the plan's list, or (``logistic``)
+    weights fitted on the experiments' shared dev trials."""
+    spec = entry.get("weights") if isinstance(entry, dict) and "fuse" in entry else None
+    if spec is None:
+        return None
+    if spec == "logistic":
+        from fva.heads.postprocess import fit_fusion_weights
+
+        return [float(w) for w in fit_fusion_weights(*dev_fusion_trials(exps))]
+    if not isinstance(spec, list) or not all(isinstance(w, (int, float)) and not isinstance(w, bool) for w in spec):
+        raise FvaError(f"plan: {name}: weights must be 'logistic' or a list of numbers, got {spec!r}")
+    if len(spec) != len(exps):
+        raise FvaError(f"plan: {name}: {len(spec)} weights for {len(exps)} experiments (seed folders count each "
+                       "seed); give one weight per experiment")
+    return [float(w) for w in spec]
+
+
+def _dev_lists(exp: Path) -> dict[tuple[str, str], Path]:
+    """(fold folder name, language) -> the fold folder, for each scored dev list of an experiment."""
+    out = {}
+    for fold in sorted(exp.glob("fold*"), key=lambda p: (len(p.name), p.name)):
+        for scores in sorted(fold.glob("dev_scores_*.txt")):
+            lang = scores.name[len("dev_scores_"):-4]
+            if (fold / f"dev_{lang}_labels.txt").is_file():
+                out[(fold.name, lang)] = fold
+    return out
+
+
+def dev_fusion_trials(exps: list[str]):
+    """``(z, labels)`` over every fold's and language's dev trials: (n_trials, n_experiments) distances, each
+    dev list z-normalised on its own per experiment, and 1/0 same-person labels. The experiments must hold the
+    same dev lists with the same trials (the same folds and seed); else one line naming the first difference."""
+    import numpy as np
+
+    from fva.data.trials import read_labels
+    from fva.evaluate.scores import read_scores
+    from fva.heads.postprocess import znorm_matrix
+
+    if len(exps) < 2:
+        raise FvaError("fusion weights: name at least two experiments")
+    paths = [Path(e) for e in exps]
+    lists = [_dev_lists(p) for p in paths]
+    if not lists[0]:
+        raise FvaError(f"{paths[0]}: no dev scores (fold<k>/dev_scores_<Lang>.txt with dev_<Lang>_labels.txt) to "
+                       "fit fusion weights on; an experiment trained with 'fva train-head' has them")
+    refuse = ("; logistic fusion needs the same dev trials in every experiment (train them on the same folds "
+              "with the same seed)")
+    for path, found in zip(paths[1:], lists[1:]):
+        differ = sorted(set(found) ^ set(lists[0]))
+        if differ:
+            fold, lang = differ[0]
+            raise FvaError(f"{path}: dev list {fold}/dev_scores_{lang}.txt is in only one of it and {paths[0]}"
+                           + refuse)
+        for fold, lang in lists[0]:
+            for file in (f"dev_{lang}.txt", f"dev_{lang}_labels.txt"):
+                a, b = paths[0] / fold / file, path / fold / file
+                if not b.is_file() or not a.is_file() or a.read_bytes() != b.read_bytes():
+                    raise FvaError(f"{b}: other dev trials than {a}" + refuse)
+    zs, ys = [], []
+    for fold, lang in lists[0]:
+        labels = read_labels(paths[0] / fold / f"dev_{lang}_labels.txt")
+        scores = [read_scores(p / fold / f"dev_scores_{lang}.txt") for p in paths]
+        for p, sc in zip(paths, scores):
+            if set(sc) != set(labels):
+                raise FvaError(f"{p / fold / f'dev_scores_{lang}.txt'}: does not score exactly the trials of "
+                               f"dev_{lang}_labels.txt; train the experiment again")
+        keys, z = znorm_matrix([{k: sc[k] for k in labels} for sc in scores], [str(p) for p in paths])
+        zs.append(z)
+        ys.append(np.array([labels[k] for k in keys]))
+    return np.concatenate(zs), np.concatenate(ys)
+
+
 def score_entry(name: str, entry, trials_path: Path, cache: str | None) -> dict[str, float]:
-    """key -> distance for one file of a plan: one experiment's scores, or the z-norm fusion of a list's."""
+    """key -> distance for one file of a plan: one experiment's scores, or the fusion of several (the z-norm
+    mean, or the weighted sum of :func:`fusion_weights`)."""
     exps = entry_experiments(name, entry, cache)
-    if not isinstance(entry, list):
+    if not is_fusion(entry, exps):
         return score_trial_list(exps[0][0], trials_path, exps[0][1])
+    from fva.heads.postprocess import weighted_znorm_fusion
+
+    names = [exp for exp, _ in exps]
     try:
-        return znorm_fusion([score_trial_list(exp, trials_path, c) for exp, c in exps], [exp for exp, _ in exps])
+        weights = fusion_weights(name, entry, names)
+        scores = [score_trial_list(exp, trials_path, c) for exp, c in exps]
+        return znorm_fusion(scores, names) if weights is None else weighted_znorm_fusion(scores, weights, names)
     except FvaError as err:
-        raise FvaError(f"plan: {name}: {err}") from None
+        text = str(err)
+        raise FvaError(text if text.startswith("plan: ") else f"plan: {name}: {text}") from None
 
 
 def unmet_conditions(name: str, info: dict) -> list[str]:

@@ -12,7 +12,9 @@ to any system's scores:
 - :func:`refine` (FAME 2024, 2nd place, "chaining cluster"): gender and identity clusters of the trial
   set's own media pull likely same-person trials towards the lowest distance and push cross-gender trials
   to the highest.
-- :func:`znorm_fusion`: the mean of several experiments' z-normalised scores of one trial list.
+- :func:`znorm_fusion`: the mean of several experiments' z-normalised scores of one trial list;
+  :func:`weighted_znorm_fusion` their weighted sum, with weights from :func:`fit_fusion_weights` (logistic
+  regression on dev trials).
 
 The config dataclasses hold scalars only (the head config's parser coerces by the default's type).
 """
@@ -27,7 +29,8 @@ import numpy as np
 from fva.errors import FvaError
 
 __all__ = ["SnormConfig", "cohort_moments", "snorm", "PolariseConfig", "RefineConfig", "MediaClusters", "polarise",
-           "match_confidence", "elbow", "cluster_media", "refine", "znorm_fusion"]
+           "match_confidence", "elbow", "cluster_media", "refine", "znorm_fusion", "znorm_matrix",
+           "weighted_znorm_fusion", "fit_fusion_weights"]
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -374,15 +377,12 @@ def refine(distances: np.ndarray, voice_emb: np.ndarray, face_emb: np.ndarray, v
 # Fusion
 # --------------------------------------------------------------------------------------------------------
 
-def znorm_fusion(score_dicts: list[dict[str, float]], names: list[str] | None = None) -> dict[str, float]:
-    """Mean over sources of each source's scores z-normalised over the trial list (mean 0, std 1, population).
+def znorm_matrix(score_dicts: list[dict[str, float]], names: list[str] | None = None) -> tuple[list[str], np.ndarray]:
+    """The trial keys (the first source's order) and an (n_trials, n_sources) array of each source's scores
+    z-normalised over the trial list (mean 0, std 1, population).
 
     Every source must score exactly the same trials; ``names`` (e.g. experiment folders) label the sources in
-    error messages. The result keeps the first source's key order.
-
-    >>> znorm_fusion([{"a": 0., "b": 2.}, {"a": 10., "b": 30.}])
-    {'a': -1.0, 'b': 1.0}
-    """
+    error messages."""
     if not score_dicts:
         raise FvaError("score fusion: no sources given; name at least one experiment")
     names = list(names) if names is not None else [f"source {i}" for i in range(1, len(score_dicts) + 1)]
@@ -401,8 +401,8 @@ def znorm_fusion(score_dicts: list[dict[str, float]], names: list[str] | None = 
         if extra is not None:
             raise FvaError(f"score fusion: {names[0]} has no score for trial {extra!r}; "
                            "fused sources must score the same trials")
-    fused = np.zeros(len(keys))
-    for name, scores in zip(names, score_dicts):
+    z = np.zeros((len(keys), len(score_dicts)))
+    for j, (name, scores) in enumerate(zip(names, score_dicts)):
         x = np.array([scores[k] for k in keys], dtype=np.float64)
         if not np.isfinite(x).all():
             raise FvaError(f"score fusion: {name} has NaN or infinite scores")
@@ -410,6 +410,46 @@ def znorm_fusion(score_dicts: list[dict[str, float]], names: list[str] | None = 
         if std <= 1e-12 * max(1.0, float(np.abs(x).max())):
             raise FvaError(f"score fusion: {name} gives every trial the same score ({x[0]:g}); "
                            "it cannot be z-normalised")
-        fused += (x - x.mean()) / std
-    fused /= len(score_dicts)
-    return {k: float(v) for k, v in zip(keys, fused)}
+        z[:, j] = (x - x.mean()) / std
+    return keys, z
+
+
+def znorm_fusion(score_dicts: list[dict[str, float]], names: list[str] | None = None) -> dict[str, float]:
+    """Mean over sources of each source's scores z-normalised over the trial list (:func:`znorm_matrix`).
+    The result keeps the first source's key order.
+
+    >>> znorm_fusion([{"a": 0., "b": 2.}, {"a": 10., "b": 30.}])
+    {'a': -1.0, 'b': 1.0}
+    """
+    keys, z = znorm_matrix(score_dicts, names)
+    return {k: float(v) for k, v in zip(keys, z.mean(axis=1))}
+
+
+def weighted_znorm_fusion(score_dicts: list[dict[str, float]], weights, names: list[str] | None = None
+                          ) -> dict[str, float]:
+    """``sum_i weights[i] * z_i``: the weighted sum of the sources' z-normalised scores (:func:`znorm_matrix`).
+
+    >>> weighted_znorm_fusion([{"a": 0., "b": 2.}, {"a": 10., "b": 30.}], [0.5, 2.0])
+    {'a': -2.5, 'b': 2.5}
+    """
+    w = np.asarray(weights, dtype=np.float64)
+    if w.shape != (len(score_dicts),) or not np.isfinite(w).all():
+        raise FvaError(f"score fusion: {len(score_dicts)} sources need {len(score_dicts)} finite weights, got "
+                       f"{list(np.atleast_1d(weights))}")
+    keys, z = znorm_matrix(score_dicts, names)
+    return {k: float(v) for k, v in zip(keys, z @ w)}
+
+
+def fit_fusion_weights(z: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Fusion weights of z-normalised distances ``z`` (n_trials, n_sources) fitted by logistic regression on
+    ``labels`` (1 same person, 0 not): minus the coefficients of scikit-learn's ``LogisticRegression()`` (its
+    defaults: L2, C = 1, lbfgs) fitted to P(same | z), so that the fused score ``z @ weights`` is a distance
+    (lower = same) and a useful source's weight is positive; the intercept moves no EER and is dropped."""
+    from sklearn.linear_model import LogisticRegression
+
+    z, y = np.asarray(z, np.float64), np.asarray(labels)
+    if z.ndim != 2 or len(z) != len(y) or not len(y):
+        raise FvaError(f"fusion weights: {z.shape} scores for {len(y)} labels")
+    if len(set(y.tolist())) != 2:
+        raise FvaError("fusion weights: the dev trials need both same-person and different-person trials")
+    return -LogisticRegression().fit(z, y).coef_[0]

@@ -8,7 +8,13 @@ voice-face pair of the same identity::
     fused = gate * tanh(face) + (1 - gate) * tanh(voice)
     loss  = CE(Linear(128 -> classes)(fused), y) + alpha * OPL(fused, y)
 
-Score: Euclidean distance between tanh(face) and tanh(voice), as the official test code. Module names follow
+Score: Euclidean distance between tanh(face) and tanh(voice), as the official test code.
+
+Options beyond the published FOP (off by default; the ``gated-fusion-opl`` config, FAME 2026's 4th entry, turns
+them on): an MLP adapter per modality (``adapter_hidden``: Linear -> BatchNorm -> activation -> Dropout ->
+Linear -> BatchNorm -> activation), a LayerNorm over each input row (``input_layer_norm``), a Linear per
+modality between the branch and tanh (``modality_linear``: fusion and score see ``tanh(W x)``), dropout in
+the gate's MLP (``gate_dropout``). Module names follow
 the official model so that its checkpoints load as they are (:mod:`fva.heads.systems.fop_checkpoint`,
 :mod:`fva.heads.fop_import`).
 """
@@ -75,18 +81,32 @@ class ForwardBlock(nn.Module):
         return self.block(x)
 
 
+ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}
+
+
 class Branch(nn.Module):
     """One modality: ``fc1`` = Linear -> BatchNorm1d -> ReLU -> Dropout, then L2-normalise. Before it, fva's
     optional input standardisation ``norm`` (``model.input_norm``; not in official checkpoints, whose
-    import keeps it the identity)."""
+    import keeps it the identity). ``adapter_hidden`` > 0: ``fc1`` is the MLP adapter Linear(in -> hidden) ->
+    BatchNorm -> act -> Dropout -> Linear(hidden -> dim) -> BatchNorm -> act; ``layer_norm``: a LayerNorm over
+    each input row after ``norm``."""
 
-    def __init__(self, d_in: int, dim: int, dropout: float, input_norm: bool = False) -> None:
+    def __init__(self, d_in: int, dim: int, dropout: float, input_norm: bool = False, adapter_hidden: int = 0,
+                 activation: str = "relu", layer_norm: bool = False) -> None:
         super().__init__()
+        if activation not in ACTIVATIONS:
+            raise FvaError(f"model.params: activation {activation!r}; choose from {', '.join(ACTIVATIONS)}")
+        act = ACTIVATIONS[activation]
         self.norm = Standardize(d_in, input_norm)
-        self.fc1 = nn.Sequential(nn.Linear(d_in, dim), nn.BatchNorm1d(dim), nn.ReLU(), nn.Dropout(dropout))
+        self.layer_norm = nn.LayerNorm(d_in) if layer_norm else nn.Identity()
+        if adapter_hidden > 0:
+            self.fc1 = nn.Sequential(nn.Linear(d_in, adapter_hidden), nn.BatchNorm1d(adapter_hidden), act(),
+                                     nn.Dropout(dropout), nn.Linear(adapter_hidden, dim), nn.BatchNorm1d(dim), act())
+        else:
+            self.fc1 = nn.Sequential(nn.Linear(d_in, dim), nn.BatchNorm1d(dim), act(), nn.Dropout(dropout))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.fc1(self.norm(x)), dim=1)
+        return F.normalize(self.fc1(self.layer_norm(self.norm(x))), dim=1)
 
 
 def with_own_norms(state: dict, model: nn.Module) -> dict:
@@ -97,18 +117,26 @@ def with_own_norms(state: dict, model: nn.Module) -> dict:
 
 class GatedFusion(nn.Module):
     """gate = sigmoid(attention(concat(face, voice))); fused = gate * tanh(face) + (1 - gate) * tanh(voice).
-    FOP's attention is an MLP (``ForwardBlock(2 dim, hidden)`` then ``Linear(hidden, dim)``)."""
+    FOP's attention is an MLP (``ForwardBlock(2 dim, hidden)`` then ``Linear(hidden, dim)``; ``dropout`` > 0
+    puts a Dropout between them). ``modality_linear``: tanh(W_face face) and tanh(W_voice voice) instead
+    (:meth:`project`), the gate still reading the inputs."""
 
-    def __init__(self, dim: int, hidden: int) -> None:
+    def __init__(self, dim: int, hidden: int, dropout: float = 0.0, modality_linear: bool = False) -> None:
         super().__init__()
-        self.attention = nn.Sequential(ForwardBlock(2 * dim, hidden), nn.Linear(hidden, dim))
+        drop = [nn.Dropout(dropout)] if dropout > 0 else []
+        self.attention = nn.Sequential(ForwardBlock(2 * dim, hidden), *drop, nn.Linear(hidden, dim))
+        self.linears = nn.ModuleDict({m: nn.Linear(dim, dim) for m in ("face", "voice")} if modality_linear else {})
+
+    def project(self, modality: str, x: torch.Tensor) -> torch.Tensor:
+        """What tanh is applied to: ``x``, or its modality's Linear of it."""
+        return self.linears[modality](x) if modality in self.linears else x
 
     def gate(self, face: torch.Tensor, voice: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.attention(torch.cat([face, voice], dim=1)))
 
     def forward(self, face: torch.Tensor, voice: torch.Tensor) -> torch.Tensor:
         gate = self.gate(face, voice)
-        return gate * torch.tanh(face) + (1.0 - gate) * torch.tanh(voice)
+        return gate * torch.tanh(self.project("face", face)) + (1.0 - gate) * torch.tanh(self.project("voice", voice))
 
 
 class ConvGatedFusion(GatedFusion):
@@ -121,6 +149,7 @@ class ConvGatedFusion(GatedFusion):
         if kernel < 1 or kernel % 2 == 0:
             raise FvaError(f"model.params (dual-fop): kernel must be a positive odd number, got {kernel}")
         self.attention = nn.Conv1d(2, 1, kernel, padding=kernel // 2)
+        self.linears = nn.ModuleDict()
 
     def gate(self, face: torch.Tensor, voice: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.attention(torch.stack([face, voice], dim=1)).squeeze(1))
@@ -146,6 +175,12 @@ class FOPParams:
     dropout: float = 0.5  # after each branch's ReLU
     alpha: float = 1.0  # weight of the orthogonal projection loss (the official training uses 1)
     gamma: float = 0.7  # weight of the different-identity |cosine| in the OPL
+    # beyond the published FOP (the gated-fusion-opl config); the defaults are FOP's
+    adapter_hidden: int = 0  # > 0: each branch is a 2-layer MLP adapter with this hidden size
+    activation: str = "relu"  # of the branches: relu or gelu
+    input_layer_norm: bool = False  # LayerNorm over each input row before the branch
+    modality_linear: bool = False  # a Linear per modality before tanh (fusion and score)
+    gate_dropout: float = 0.0  # dropout inside the gate's MLP
 
 
 class FOPParts(HeadSystem):
@@ -157,8 +192,11 @@ class FOPParts(HeadSystem):
 
     def build(self, voice_dim: int, face_dim: int, n_classes: int, fusion: nn.Module) -> None:
         p = self.params
-        self.voice_branch = Branch(voice_dim, p.dim, p.dropout, self.cfg.input_norm)
-        self.face_branch = Branch(face_dim, p.dim, p.dropout, self.cfg.input_norm)
+        extra = {}
+        if isinstance(p, FOPParams):
+            extra = dict(adapter_hidden=p.adapter_hidden, activation=p.activation, layer_norm=p.input_layer_norm)
+        self.voice_branch = Branch(voice_dim, p.dim, p.dropout, self.cfg.input_norm, **extra)
+        self.face_branch = Branch(face_dim, p.dim, p.dropout, self.cfg.input_norm, **extra)
         self.fusion_layer = fusion
         self.logits_layer = nn.Linear(p.dim, n_classes)
 
@@ -180,7 +218,8 @@ class FOP(FOPParts):
 
     def __init__(self, voice_dim: int, face_dim: int, n_classes: int, cfg) -> None:
         super().__init__(voice_dim, face_dim, n_classes, cfg)
-        self.build(voice_dim, face_dim, n_classes, GatedFusion(self.params.dim, self.params.gate_dim))
+        p = self.params
+        self.build(voice_dim, face_dim, n_classes, GatedFusion(p.dim, p.gate_dim, p.gate_dropout, p.modality_linear))
         init_linear(self)
 
     def forward(self, voice: torch.Tensor, face: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -195,8 +234,10 @@ class FOP(FOPParts):
             fused, batch.voice_labels, self.params.gamma)
 
     def embed(self, modality: str, x: torch.Tensor) -> torch.Tensor:
-        """The L2-normalised branch output (tanh comes in :meth:`pair_distances`)."""
-        return {"voice": self.voice_branch, "face": self.face_branch}[modality](x)
+        """The L2-normalised branch output, through its modality's Linear with ``modality_linear`` (tanh comes in
+        :meth:`pair_distances`)."""
+        branch = {"voice": self.voice_branch, "face": self.face_branch}[modality]
+        return self.fusion_layer.project(modality, branch(x))
 
     def pair_distances(self, voice: torch.Tensor, face: torch.Tensor) -> torch.Tensor:
         return tanh_distances(voice, face)

@@ -619,7 +619,8 @@ def weights_list(as_json: bool) -> None:
 
 @weights.command("fetch")
 @click.option("--encoders", default=None,
-              help="Comma-separated sources to fetch (encoder names, or lid); default: those of the default system (the FAME 2026 encoders and the LID model).")
+              help="Comma-separated sources to fetch (encoder names, or lid); default: those of the default "
+                   "system (the FAME 2026 encoders and the LID model).")
 @click.option("--lid/--no-lid", "lid", default=None,
               help="Also fetch the VoxLingua107 LID model (default: yes without --encoders, no with it).")
 def weights_fetch(encoders: str | None, lid: bool | None) -> None:

@@ -186,29 +186,28 @@ def extract_records(encoder: Encoder, records: list[MediaRecord], root: Path, wr
                     batch_size: int = 64, workers: int = 2, strict: bool = False, progress: bool = True,
                     precision: str = "fp32") -> tuple[int, int, int]:
     """Encode ``records`` into ``writer``; returns (records extracted, rows written, records failed)."""
-    return extract_records_many([encoder], [records], root, [writer], batch_size=batch_size, workers=workers,
+    return extract_records_many([encoder], records, root, [writer], batch_size=batch_size, workers=workers,
                                 strict=strict, progress=progress, precision=precision)[0]
 
 
-def extract_records_many(encoders: Sequence[Encoder], pending: Sequence[list[MediaRecord]], root: Path,
-                         writers: Sequence[ShardWriter], *, batch_size: int = 64, workers: int = 2,
-                         strict: bool = False, progress: bool = True,
+def extract_records_many(encoders: Sequence[Encoder], records: list[MediaRecord], root: Path,
+                         writers: Sequence[ShardWriter], pending: Sequence[set[str]] | None = None, *,
+                         batch_size: int = 64, workers: int = 2, strict: bool = False, progress: bool = True,
                          precision: str = "fp32") -> list[tuple[int, int, int]]:
-    """Encode each encoder's ``pending`` records into its writer, decoding every record (of the union, in
-    order) once; per encoder (records extracted, rows written, records failed)."""
+    """Encode ``records`` (each encoder only the keys of its ``pending`` set; None: all) into each encoder's
+    writer, decoding every record once for all of them; per encoder (records extracted, rows written, records
+    failed). An encoder sees its records in the order of ``records``, so its batches are those of a run alone."""
     from tqdm import tqdm
 
     if len({e.modality for e in encoders}) > 1:
         raise ValueError(f"encoders of one modality at a time, got {[e.name for e in encoders]}")
     for encoder in encoders:
         check_precision(precision, encoder.device)
-    needed: dict[str, list[int]] = {}
-    for e, records in enumerate(pending):
-        for record in records:
-            needed.setdefault(record.key, []).append(e)
-    by_key = {r.key: r for records in pending for r in records}
-    union = [by_key[k] for k in needed]  # first-seen order: each encoder's records keep their own order
-    wanted = [tuple(needed[r.key]) for r in union]
+    everything = range(len(encoders))
+    wanted_all = [tuple(everything if pending is None else (e for e in everything if r.key in pending[e]))
+                  for r in records]
+    union = [r for r, w in zip(records, wanted_all) if w]
+    wanted = [w for w in wanted_all if w]
     dataset = DecodedForEncoders(union, root, [e.preprocess for e in encoders],
                                  [getattr(e, "min_samples", 0) for e in encoders], wanted)
     loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=workers, collate_fn=_first,
@@ -303,7 +302,9 @@ def run_extraction_many(manifest: Manifest, encoders: Sequence[Encoder], cache_r
     mine = shard_records(records, num_shards, shard_index)
     weight_set = weight_set or manifest.split
     kept = write_manifest(cache_root, manifest, weight_set)
-    summaries, writers, pending = [], [], []
+    summaries: list[ExtractSummary] = []
+    writers: list[ShardWriter] = []
+    pending: list[set[str]] = []
     for encoder in encoders:
         folder = encoder_folder(cache_root, manifest, encoder.name, weight_set)
         attrs = {"encoder": encoder.name, "modality": encoder.modality, "weights": encoder.weights,
@@ -313,12 +314,12 @@ def run_extraction_many(manifest: Manifest, encoders: Sequence[Encoder], cache_r
         writer = ShardWriter(folder, shard_index, num_shards, dim=encoder.dim, dtype=dtype, extras=encoder.extras,
                              attrs=attrs, part_rows=commit_rows)
         summary = ExtractSummary(encoder.name, folder)
-        todo: list[MediaRecord] = []
+        todo: set[str] = set()
         if writer.is_complete():
             summary.skipped = len(mine)
         else:
             done = writer.done_keys()
-            todo = [r for r in mine if r.key not in done]
+            todo = {r.key for r in mine if r.key not in done}
             summary.skipped = len(mine) - len(todo)
         summaries.append(summary)
         writers.append(writer)
@@ -326,8 +327,8 @@ def run_extraction_many(manifest: Manifest, encoders: Sequence[Encoder], cache_r
     active = [e for e, w in enumerate(writers) if not w.is_complete()]
     if active:
         try:
-            counts = extract_records_many([encoders[e] for e in active], [pending[e] for e in active], root,
-                                          [writers[e] for e in active], batch_size=batch_size, workers=workers,
+            counts = extract_records_many([encoders[e] for e in active], mine, root, [writers[e] for e in active],
+                                          [pending[e] for e in active], batch_size=batch_size, workers=workers,
                                           strict=strict, progress=progress, precision=precision)
         except BaseException:
             for e in active:

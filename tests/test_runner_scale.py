@@ -316,3 +316,18 @@ def test_bf16_on_the_cpu_is_close_to_fp32_and_fp16_is_refused(tmp_path, voices):
     lines = [line for line in other.output.splitlines() if line.strip()]
     assert other.exit_code == 2 and len(lines) == 1, other.output
     assert "precision='fp32'" in lines[0] and "precision='bf16'" in lines[0]
+
+
+def test_one_encoder_dataset_still_gives_items_or_a_reason(voices):
+    """DecodedRecords (the one-preprocess view fva lid uses) over the shared decoder."""
+    from fva.extract.encoders.ecapa import AudioPreprocess
+    from fva.extract.runner import DecodedRecords
+
+    manifest, _ = voices
+    root = Path(manifest.root)
+    dataset = DecodedRecords(manifest.records, root, AudioPreprocess(), 1000)
+    i, items, reason = dataset[0]
+    assert i == 0 and reason is None and [f for f, _ in items] == [-1]
+    np.testing.assert_array_equal(items[0][1], sf.read(root / "clip0.wav", dtype="float32")[0])
+    assert dataset[3][1:] == ([], "too short: 160 samples at 16 kHz, the encoder needs at least 1000")
+    assert dataset[8][1:] == ([], "empty file")

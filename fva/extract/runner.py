@@ -136,7 +136,7 @@ class DecodedRecords(Dataset):
 
     def __getitem__(self, i: int):
         i, outcomes = self.many[i]
-        items, reason = outcomes[0]
+        _, items, reason = outcomes[0]
         return i, items, reason
 
 

@@ -128,8 +128,8 @@ class DecodedRecords(Dataset):
     Runs in data-loader workers: decoding and the encoder's preprocessing happen off the main process.
     """
 
-    def __init__(self, records: list[MediaRecord], root: Path, preprocess: Callable, min_samples: int) -> None:
-        self.many = DecodedForEncoders(records, root, [preprocess], [min_samples], None)
+    def __init__(self, records: Sequence[MediaRecord], root: Path, preprocess: Callable, min_samples: int) -> None:
+        self.many = DecodedForEncoders(records, root, [preprocess], [min_samples])
 
     def __len__(self) -> int:
         return len(self.many)
@@ -141,22 +141,28 @@ class DecodedRecords(Dataset):
 
 
 class DecodedForEncoders(Dataset):
-    """Map-style dataset: record ``i`` decoded once -> ``(i, [(encoder index, items, reason), ...])`` for the
-    encoders that still need it, ``items`` being ``[(frame, that encoder's model input), ...]`` and ``reason``
-    the failure (None when it decoded). Runs in data-loader workers, preprocessing included."""
+    """Map-style dataset over the records ``records[index[i]]``: item ``i`` decoded once -> ``(i, [(encoder,
+    items, reason), ...])`` for the encoders ``wanted[i]`` marks, ``items`` being ``[(frame, that encoder's model
+    input), ...]`` and ``reason`` the failure (None when it decoded). Runs in data-loader workers, preprocessing
+    included; it holds only numpy arrays beside ``records``, so forked workers copy no per-record objects."""
 
-    def __init__(self, records: list[MediaRecord], root: Path, preprocesses: Sequence[Callable],
-                 min_samples: Sequence[int], wanted: list[tuple[int, ...]] | None) -> None:
+    def __init__(self, records: Sequence[MediaRecord], root: Path, preprocesses: Sequence[Callable],
+                 min_samples: Sequence[int], index: np.ndarray | None = None,
+                 wanted: np.ndarray | None = None) -> None:
         self.records, self.root = records, root
         self.preprocesses, self.min_samples = list(preprocesses), list(min_samples)
-        self.wanted = wanted  # per record the encoder indices that need it (None: every encoder)
+        self.index = np.arange(len(records)) if index is None else index  # positions in records
+        self.wanted = np.ones((len(self.index), len(self.preprocesses)), bool) if wanted is None else wanted
 
     def __len__(self) -> int:
-        return len(self.records)
+        return len(self.index)
+
+    def record(self, i: int) -> MediaRecord:
+        return self.records[int(self.index[i])]
 
     def __getitem__(self, i: int):
-        record = self.records[i]
-        wanted = tuple(range(len(self.preprocesses))) if self.wanted is None else self.wanted[i]
+        record = self.record(i)
+        wanted = np.flatnonzero(self.wanted[i]).tolist()
         try:
             decoded = (load_audio(self.root / record.path) if record.modality == "voice"
                        else load_face(self.root / record.path, record.frame))
@@ -182,7 +188,7 @@ def _first(batch):  # DataLoader with batch_size=None passes items through; keep
     return batch
 
 
-def extract_records(encoder: Encoder, records: list[MediaRecord], root: Path, writer: ShardWriter, *,
+def extract_records(encoder: Encoder, records: Sequence[MediaRecord], root: Path, writer: ShardWriter, *,
                     batch_size: int = 64, workers: int = 2, strict: bool = False, progress: bool = True,
                     precision: str = "fp32") -> tuple[int, int, int]:
     """Encode ``records`` into ``writer``; returns (records extracted, rows written, records failed)."""
@@ -190,7 +196,7 @@ def extract_records(encoder: Encoder, records: list[MediaRecord], root: Path, wr
                                 strict=strict, progress=progress, precision=precision)[0]
 
 
-def extract_records_many(encoders: Sequence[Encoder], records: list[MediaRecord], root: Path,
+def extract_records_many(encoders: Sequence[Encoder], records: Sequence[MediaRecord], root: Path,
                          writers: Sequence[ShardWriter], pending: Sequence[set[str]] | None = None, *,
                          batch_size: int = 64, workers: int = 2, strict: bool = False, progress: bool = True,
                          precision: str = "fp32") -> list[tuple[int, int, int]]:
@@ -203,37 +209,40 @@ def extract_records_many(encoders: Sequence[Encoder], records: list[MediaRecord]
         raise ValueError(f"encoders of one modality at a time, got {[e.name for e in encoders]}")
     for encoder in encoders:
         check_precision(precision, encoder.device)
-    everything = range(len(encoders))
-    wanted_all = [tuple(everything if pending is None else (e for e in everything if r.key in pending[e]))
-                  for r in records]
-    union = [r for r, w in zip(records, wanted_all) if w]
-    wanted = [w for w in wanted_all if w]
-    dataset = DecodedForEncoders(union, root, [e.preprocess for e in encoders],
-                                 [getattr(e, "min_samples", 0) for e in encoders], wanted)
+    index = wanted = None
+    if pending is not None:
+        mask = np.zeros((len(records), len(encoders)), bool)
+        for j, record in enumerate(records):
+            mask[j] = [record.key in keys for keys in pending]
+        index = np.flatnonzero(mask.any(axis=1))
+        wanted = mask[index]
+    dataset = DecodedForEncoders(records, root, [e.preprocess for e in encoders],
+                                 [getattr(e, "min_samples", 0) for e in encoders], index, wanted)
     loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=workers, collate_fn=_first,
                         prefetch_factor=4 if workers else None, persistent_workers=False)
     counts = [[0, 0, 0] for _ in encoders]  # extracted, rows, failed
-    windows: list[list[tuple[int, list]]] = [[] for _ in encoders]
+    windows: list[list[tuple[str, list]]] = [[] for _ in encoders]  # per encoder: (key, items) to encode
     desc = ",".join(e.name for e in encoders)
-    bar = tqdm(total=len(union), desc=desc, unit="item", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=len(dataset), desc=desc, unit="item", disable=not progress, dynamic_ncols=True)
 
     def flush(e: int) -> None:
-        n, r = _encode_window(encoders[e], union, windows[e], writers[e], batch_size, precision)
+        n, r = _encode_window(encoders[e], windows[e], writers[e], batch_size, precision)
         counts[e][0] += n
         counts[e][1] += r
         windows[e] = []
 
     try:
         for i, outcomes in loader:
+            record = dataset.record(i)
             for e, items, reason in outcomes:
                 if reason is not None:
                     if strict:
-                        raise FvaError(f"{root / union[i].path}: {reason} (--strict stops at the first failed "
+                        raise FvaError(f"{root / record.path}: {reason} (--strict stops at the first failed "
                                        "file; drop --strict to record failures and go on)")
-                    writers[e].add_failure(union[i].key, reason)
+                    writers[e].add_failure(record.key, reason)
                     counts[e][2] += 1
                     continue
-                windows[e].append((i, items))
+                windows[e].append((record.key, items))
                 if sum(len(it) for _, it in windows[e]) >= batch_size * WINDOW_BATCHES:
                     flush(e)
             bar.update(1)
@@ -245,8 +254,8 @@ def extract_records_many(encoders: Sequence[Encoder], records: list[MediaRecord]
     return [tuple(c) for c in counts]
 
 
-def _encode_window(encoder: Encoder, records: list[MediaRecord], window: list[tuple[int, list]],
-                   writer: ShardWriter, batch_size: int, precision: str = "fp32") -> tuple[int, int]:
+def _encode_window(encoder: Encoder, window: list[tuple[str, list]], writer: ShardWriter, batch_size: int,
+                   precision: str = "fp32") -> tuple[int, int]:
     """Encode every item of a window of decoded records (clips sorted by length, so batches pad little),
     then add each record's rows whole."""
     flat = [(w, j, x) for w, (_, items) in enumerate(window) for j, (_, x) in enumerate(items)]
@@ -263,12 +272,12 @@ def _encode_window(encoder: Encoder, records: list[MediaRecord], window: list[tu
         for n, (w, j, _) in enumerate(chunk):
             outputs[w, j] = emb[n], {k: v[n] for k, v in extras.items()}
     rows = 0
-    for w, (i, items) in enumerate(window):
+    for w, (key, items) in enumerate(window):
         frames = np.array([frame for frame, _ in items], dtype=np.int32)
         emb = np.stack([outputs[w, j][0] for j in range(len(items))])
         extras = {k: np.array([outputs[w, j][1][k] for j in range(len(items))], dtype=np.float32)
                   for k in encoder.extras}
-        writer.add(records[i].key, frames, emb, extras)
+        writer.add(key, frames, emb, extras)
         rows += len(items)
     return len(window), rows
 

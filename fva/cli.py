@@ -210,9 +210,15 @@ def _parse_weights(values: tuple[str, ...]) -> dict[str, str]:
               help="Comma-separated encoder names.")
 @click.option("--weights", "weights", multiple=True, metavar="ENCODER=SOURCE",
               help="Weights per encoder: a hub id or a local folder/file (repeatable).")
-@click.option("--device", default=None, help="torch device (default: cuda when available, else cpu).")
+@click.option("--device", default=None,
+              help="torch device (default: cuda:LOCAL_RANK under torchrun, else cuda when available, else cpu).")
 @click.option("--batch-size", type=int, default=64, show_default=True)
-@click.option("--workers", type=int, default=2, show_default=True, help="Background decoding processes.")
+@click.option("--workers", type=int, default=None,
+              help="Background decoding processes (default: the usable CPUs less one, divided by torchrun's "
+                   "LOCAL_WORLD_SIZE, at most 8).")
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
+              help="Encoder arithmetic: bf16/fp16 run under torch.autocast (fp16 on CUDA only); rows are stored "
+                   "as --dtype either way.")
 @click.option("--num-shards", type=int, default=None, help="Workers splitting the manifest (default: WORLD_SIZE or 1).")
 @click.option("--shard-index", type=int, default=None, help="This worker's index (default: RANK or 0).")
 @click.option("--limit", type=int, default=None, help="Only the first N records per encoder (a quick look).")
@@ -225,13 +231,15 @@ def _parse_weights(values: tuple[str, ...]) -> dict[str, str]:
 def extract(manifest_path: Path | None, dataset: str | None, root: Path | None, subset: str | None, split: str,
             weight_set: str | None, language_labels: Path | None, lists: Path | None, cache_root: Path, encoders: str,
             weights: tuple[str, ...],
-            device: str | None, batch_size: int, workers: int, num_shards: int | None, shard_index: int | None,
-            limit: int | None, dtype: str, strict: bool, commit_rows: int, progress: bool) -> None:
+            device: str | None, batch_size: int, workers: int | None, precision: str, num_shards: int | None,
+            shard_index: int | None, limit: int | None, dtype: str, strict: bool, commit_rows: int,
+            progress: bool) -> None:
     """Run frozen encoders over a dataset in batches into resumable, sharded HDF5 caches.
 
     Killed and run again with the same command, it resumes where it stopped. Media that cannot be
     decoded are recorded with their reason and skipped (--strict stops instead). Features of several weight
     sets (the public encoders: full; encoders trained without a language: that split) sit side by side.
+    The encoders of one modality run together, in memory together: each medium is decoded once for all.
 
     \b
     Examples:
@@ -243,7 +251,8 @@ def extract(manifest_path: Path | None, dataset: str | None, root: Path | None, 
     """
     from fva.data.datasets import load_manifest
     from fva.extract.encoders.base import get_encoder_class
-    from fva.extract.runner import default_device, iter_encoders, run_extraction, shard_from_env
+    from fva.extract.runner import (check_precision, default_device, default_workers, encoders_by_modality,
+                                    iter_encoders, run_extraction_many, shard_from_env)
     from fva.layout import check_weight_set
 
     weight_map = _parse_weights(weights)
@@ -256,13 +265,17 @@ def extract(manifest_path: Path | None, dataset: str | None, root: Path | None, 
     for note in notes:
         click.echo(f"note: {note}", err=True)
     num_shards, shard_index = shard_from_env(num_shards, shard_index)
-    device = device or default_device()
-    for encoder in iter_encoders(names, weight_map, device):
-        summary = run_extraction(man, encoder, cache_root, root=root, num_shards=num_shards,
-                                 shard_index=shard_index, batch_size=batch_size, workers=workers, limit=limit,
-                                 dtype=dtype, strict=strict, progress=progress, commit_rows=commit_rows,
-                                 weight_set=weight_set)
-        click.echo(summary.line())
+    device = default_device(device)
+    check_precision(precision, device)
+    workers = default_workers() if workers is None else workers
+    for group in encoders_by_modality(names):
+        built = list(iter_encoders(group, weight_map, device))
+        for summary in run_extraction_many(man, built, cache_root, root=root, num_shards=num_shards,
+                                           shard_index=shard_index, batch_size=batch_size, workers=workers,
+                                           limit=limit, dtype=dtype, strict=strict, progress=progress,
+                                           commit_rows=commit_rows, weight_set=weight_set, precision=precision):
+            click.echo(summary.line())
+        del built
 
 
 @cli.command("train-head", short_help="Train projection heads per fold.")

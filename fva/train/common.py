@@ -98,10 +98,9 @@ def run_options(opts: TrainOptions, steps: int | None, find_unused: bool = False
     import torch
     from speechbrain.utils.distributed import ddp_init_group
 
-    device = opts.device
-    if device is None:
-        local = int(os.environ.get("LOCAL_RANK", 0))
-        device = f"cuda:{local}" if torch.cuda.is_available() else "cpu"
+    from fva.extract.runner import default_device  # one rule for a process's device (cuda:LOCAL_RANK ...)
+
+    device = default_device(opts.device)
     run_opts = {"device": device, "distributed_backend": "nccl" if device.startswith("cuda") else "gloo",
                 "noprogressbar": not opts.progress, "ckpt_interval_minutes": opts.ckpt_minutes,
                 "optimizer_step_limit": steps, "find_unused_parameters": find_unused}

@@ -45,7 +45,7 @@ PER_FILE_ATTRS = ("shard_index", "rows", "failed", "created")
 # Attributes that must agree between the shards of one cache (and between a writer and the files it resumes).
 MUST_AGREE = ("cache_format", "encoder", "modality", "dim", "dtype", "extras", "weights_id")
 # Further attributes a resuming writer must agree on with the files already there, when both state them.
-RESUME_MUST_AGREE = MUST_AGREE + ("dataset", "subset", "split", "weight_set")
+RESUME_MUST_AGREE = MUST_AGREE + ("dataset", "subset", "split", "weight_set", "precision")
 # Attributes compared across shards by validate_cache (reported, not fatal).
 VALIDATE_AGREE = MUST_AGREE + ("weights", "dataset", "subset", "split", "weight_set", "num_shards")
 

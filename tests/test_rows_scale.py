@@ -219,9 +219,9 @@ class ArrayTable:
 
         self.tables = [T()]
 
-    def rows(self, indices):
+    def rows(self, indices, dtype="float32"):
         self.reads += 1
-        return self.data[np.asarray(indices)].astype(np.float32)
+        return self.data[np.asarray(indices)].astype(dtype)
 
 
 def test_streaming_block_buffer_equals_in_memory_rows():

@@ -79,12 +79,17 @@ class FeatureTable:
     def __len__(self) -> int:
         return len(self.key_codes)
 
-    def rows(self, indices: np.ndarray) -> np.ndarray:
-        """float32 (len(indices), dim): the concatenated features of these rows, read from disk."""
+    def rows(self, indices: np.ndarray, dtype: str = "float32") -> np.ndarray:
+        """(len(indices), dim) of ``dtype``: the concatenated features of these rows, read from disk."""
         indices = np.asarray(indices, dtype=np.int64)
         if self.preloaded is not None:
-            return self.preloaded[indices]
-        return np.concatenate([t.rows(col[indices]) for t, col in zip(self.tables, self.columns)], axis=1)
+            return self.preloaded[indices].astype(dtype, copy=False)
+        out = np.empty((len(indices), self.dim), dtype=dtype)
+        start = 0
+        for table, col, dim in zip(self.tables, self.columns, self.dims):
+            out[:, start:start + dim] = table.rows(col[indices], dtype)
+            start += dim
+        return out
 
     def load(self, indices: np.ndarray | None = None, dtype: str = "float16") -> np.ndarray:
         """The rows (all, or ``indices``) in memory as one array of ``dtype``."""
@@ -229,13 +234,14 @@ class StreamingRows:
             return self.table.rows(self.selected.rows[positions]), labels
         if self._buffer is None:
             self._buffer = np.empty((self.capacity * br, self.table.dim), dtype=self._dtype)
+        if not len(new):
+            return self._buffer[slots * br + positions % br].astype(np.float32), labels
         out = np.empty((len(positions), self.table.dim), dtype=np.float32)
-        have = slots >= 0  # gathered before new blocks replace old ones
-        out[have] = self._buffer[slots[have] * br + positions[have] % br]
-        if len(new):
-            self._read(new)
-            rest = ~have
-            out[rest] = self._buffer[self._slot[blocks[rest]] * br + positions[rest] % br]
+        have = slots >= 0  # gathered before new blocks replace old ones (gather, then convert: a casting
+        out[have] = self._buffer[slots[have] * br + positions[have] % br].astype(np.float32)  # scatter is slow)
+        self._read(new)
+        rest = ~have
+        out[rest] = self._buffer[self._slot[blocks[rest]] * br + positions[rest] % br].astype(np.float32)
         return out, labels
 
     def _read(self, blocks: np.ndarray) -> None:
@@ -249,7 +255,7 @@ class StreamingRows:
         positions = (blocks[:, None] * br + np.arange(br)).reshape(-1)
         dest = (slots[:, None] * br + np.arange(br)).reshape(-1)
         valid = positions < n
-        self._buffer[dest[valid]] = self.table.rows(self.selected.rows[positions[valid]])
+        self._buffer[dest[valid]] = self.table.rows(self.selected.rows[positions[valid]], self._dtype)
         self.blocks_read += len(blocks)
 
 

@@ -194,14 +194,14 @@ class CacheTable:
 
     # -- embeddings
 
-    def rows(self, indices: np.ndarray) -> np.ndarray:
-        """Embeddings of the given rows (any order, repeats allowed) as float32 (len(indices), dim); reads
+    def rows(self, indices: np.ndarray, dtype: str = "float32") -> np.ndarray:
+        """Embeddings of the given rows (any order, repeats allowed) as ``dtype`` (len(indices), dim); reads
         only those rows, in contiguous runs."""
         idx = np.asarray(indices)
         if idx.ndim != 1 or not (np.issubdtype(idx.dtype, np.integer) or idx.size == 0):
             raise ValueError(f"indices must be a 1-D integer array, got {idx.dtype} {idx.shape}")
         idx = idx.astype(np.int64, copy=False)
-        out = np.empty((idx.shape[0], self.dim), dtype=np.float32)
+        out = np.empty((idx.shape[0], self.dim), dtype=dtype)
         if idx.size == 0:
             return out
         if idx.min() < 0 or idx.max() >= len(self):
@@ -226,7 +226,7 @@ class CacheTable:
                 hi = lo_run + int(np.searchsorted(local[lo_run:hi_run], local[lo] + max_run, side="left"))
                 a, b = int(local[lo]), int(local[hi - 1]) + 1
                 # gather, convert, then scatter float32 rows (a casting scatter is several times slower)
-                out[dest[lo:hi]] = ds[a:b][local[lo:hi] - a].astype(np.float32, copy=False)
+                out[dest[lo:hi]] = ds[a:b][local[lo:hi] - a].astype(out.dtype, copy=False)
                 lo = hi
 
     def load(self) -> np.ndarray:

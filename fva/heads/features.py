@@ -4,10 +4,15 @@ A :class:`FeatureTable` concatenates, row by row, the caches of several encoders
 speaker ECAPA 6144 + voice age-gender 1536) joined on (key, frame); dimensions come from the caches.
 Identities and languages come from the manifest kept beside the caches (:mod:`fva.layout`).
 
-Training reads rows in a block-shuffled order (:func:`epoch_order`): contiguous blocks of rows in a seeded
-random order, shuffled within a buffer of a few blocks. :class:`InMemoryRows` indexes a loaded array with it;
-:class:`StreamingRows` reads the same rows from disk, one batch at a time, so peak memory does not grow with
-the cache. Both give identical batches for the same seed.
+Training reads rows in a block-shuffled order (:func:`epoch_order`): small blocks of consecutive rows in a
+seeded random order, shuffled within windows of many blocks. Caches are written in identity order, so a block
+holds one identity; with thousands of blocks per window a batch sees about as many identities as a uniform
+permutation's. :class:`InMemoryRows` indexes a loaded array with it; :class:`StreamingRows` reads whole blocks
+from disk into a read-ahead buffer of one window, so peak memory does not grow with the cache. Both give
+identical batches for the same seed.
+
+Joins and selections are vectorised over integer key codes (:func:`~fva.extract.cache.reader.key_codes`):
+opening a VoxCeleb2-sized cache (9 M face rows) costs seconds, not a Python loop per row.
 """
 
 from __future__ import annotations
@@ -20,7 +25,13 @@ import numpy as np
 
 from fva.data.records import MediaRecord
 from fva.errors import FvaError
-from fva.extract.cache import CacheTable, group_rows_by_key, open_cache
+from fva.extract.cache import CacheTable, open_cache
+from fva.extract.cache.reader import decode_keys, group_rows_by_code, join_rows, key_codes
+
+BLOCK_ROWS = 8  # rows read together; a block is (almost always) one identity in an identity-sorted cache
+BUFFER_BLOCKS = 4096  # blocks shuffled together: many more than a batch's rows, so a batch meets ~as many
+# identities as uniform sampling (measured: bench/bench_stage2_scale.py); the streaming read-ahead buffer
+# holds BLOCK_ROWS x BUFFER_BLOCKS rows
 
 
 class FeatureTable:
@@ -39,16 +50,19 @@ class FeatureTable:
         if len(modalities) != 1:
             raise FvaError(f"{self.folder}: encoders {', '.join(encoders)} mix modalities {sorted(modalities)}")
         self.modality = modalities.pop()
+        codes, vocabulary = key_codes(base.key_bytes)
         columns = [np.arange(len(base))]
         for table in self.tables[1:]:
-            index = table.index()
-            columns.append(np.array([index.get((k, int(f)), -1) for k, f in zip(base.keys, base.frames)],
-                                    dtype=np.int64))
+            other, _ = key_codes(table.key_bytes, vocabulary)
+            columns.append(join_rows(codes, base.frames, other, table.frames, table.folder))
         keep = np.all(np.stack(columns) >= 0, axis=0)
         self.incomplete = int((~keep).sum())  # rows missing from some encoder's cache (failed there)
-        self.keys = base.keys[keep]
+        self.key_codes = codes[keep]  # per row: its key's index in ``vocabulary``
+        self.vocabulary = vocabulary  # sorted distinct keys of the first encoder's cache, as UTF-8 bytes
         self.frames = base.frames[keep]
         self.columns = [c[keep] for c in columns]
+        self._keys: np.ndarray | None = None
+        self._names: list[str] | None = None
         self.dims = [t.dim for t in self.tables]
         self.dim = int(sum(self.dims))
         self.extras = {name: t.extras[name][col] for t, col in zip(self.tables, self.columns) for name in t.extras}
@@ -63,14 +77,19 @@ class FeatureTable:
         return self.preloaded is not None
 
     def __len__(self) -> int:
-        return len(self.keys)
+        return len(self.key_codes)
 
-    def rows(self, indices: np.ndarray) -> np.ndarray:
-        """float32 (len(indices), dim): the concatenated features of these rows, read from disk."""
+    def rows(self, indices: np.ndarray, dtype: str = "float32") -> np.ndarray:
+        """(len(indices), dim) of ``dtype``: the concatenated features of these rows, read from disk."""
         indices = np.asarray(indices, dtype=np.int64)
         if self.preloaded is not None:
-            return self.preloaded[indices]
-        return np.concatenate([t.rows(col[indices]) for t, col in zip(self.tables, self.columns)], axis=1)
+            return self.preloaded[indices].astype(dtype, copy=False)
+        out = np.empty((len(indices), self.dim), dtype=dtype)
+        start = 0
+        for table, col, dim in zip(self.tables, self.columns, self.dims):
+            out[:, start:start + dim] = table.rows(col[indices], dtype)
+            start += dim
+        return out
 
     def load(self, indices: np.ndarray | None = None, dtype: str = "float16") -> np.ndarray:
         """The rows (all, or ``indices``) in memory as one array of ``dtype``."""
@@ -86,8 +105,22 @@ class FeatureTable:
             start += dim
         return out
 
+    @property
+    def keys(self) -> np.ndarray:
+        """Row keys as ``str`` (object array), built on first use."""
+        if self._keys is None:
+            self._keys = np.array(self.key_names(), dtype=object)[self.key_codes]
+        return self._keys
+
+    def key_names(self) -> list[str]:
+        """The vocabulary's keys as ``str``: ``key_names()[key_codes[i]]`` is row i's key."""
+        if self._names is None:
+            self._names = decode_keys(self.vocabulary)
+        return self._names
+
     def rows_by_key(self) -> dict[str, np.ndarray]:
-        return group_rows_by_key(self.keys)
+        """key -> its row indices (in row order), keys in the order they first appear."""
+        return group_rows_by_code(self.key_codes, self.key_names())
 
     def nbytes(self, rows: int | None = None, itemsize: int = 2) -> int:
         return (len(self) if rows is None else rows) * self.dim * itemsize
@@ -109,22 +142,23 @@ def select_rows(table: FeatureTable, records: dict[str, MediaRecord], identities
                 unheard: str | None, classes: dict[str, int]) -> Labelled:
     """Rows whose identity is in ``identities``, without the ``unheard`` language: with an unheard language,
     rows of unknown language are left out too (they could be in it), as the language splits do."""
-    rows, labels = [], []
-    for i, key in enumerate(table.keys):
+    label_of_key = np.full(len(table.vocabulary), -1, dtype=np.int64)  # per distinct key, not per row
+    for j, key in enumerate(table.key_names()):
         record = records.get(key)
         if record is None or record.identity not in identities:
             continue
         if unheard is not None and (record.language is None or record.language == unheard):
             continue
-        rows.append(i)
-        labels.append(classes[record.identity])
-    return Labelled(np.asarray(rows, dtype=np.int64), np.asarray(labels, dtype=np.int64))
+        label_of_key[j] = classes[record.identity]
+    labels = label_of_key[table.key_codes]
+    rows = np.flatnonzero(labels >= 0).astype(np.int64)
+    return Labelled(rows, labels[rows])
 
 
-def epoch_order(n: int, seed: int | list[int], epoch: int, block_rows: int = 4096, buffer_blocks: int = 8,
-                rows: int = 0) -> np.ndarray:
+def epoch_order(n: int, seed: int | list[int], epoch: int, block_rows: int = BLOCK_ROWS,
+                buffer_blocks: int = BUFFER_BLOCKS, rows: int = 0) -> np.ndarray:
     """Positions 0..n-1 for one epoch, block-shuffled: blocks of ``block_rows`` consecutive positions in a
-    seeded order, shuffled within groups of ``buffer_blocks`` blocks; ``rows`` > 0 keeps the first blocks
+    seeded order, shuffled within windows of ``buffer_blocks`` blocks; ``rows`` > 0 keeps the first blocks
     covering that many rows (a seeded sample of the data per epoch).
 
     >>> sorted(epoch_order(10, seed=0, epoch=0, block_rows=3, buffer_blocks=2).tolist()) == list(range(10))
@@ -136,11 +170,14 @@ def epoch_order(n: int, seed: int | list[int], epoch: int, block_rows: int = 409
     if rows:  # enough blocks to cover ``rows`` (the last block of the data may be short)
         sizes = np.minimum(block_rows, n - blocks * block_rows)
         blocks = blocks[: int(np.searchsorted(np.cumsum(sizes), min(rows, n))) + 1]
+    positions = (blocks[:, None] * block_rows + np.arange(block_rows)).reshape(-1)
+    valid = positions < n  # only the data's last block is short
+    ends = np.cumsum(valid.reshape(len(blocks), block_rows).sum(axis=1)) if len(blocks) else np.zeros(0, int)
+    positions = positions[valid]
     parts = []
-    for g in range(0, len(blocks), buffer_blocks):
-        group = np.concatenate([np.arange(b * block_rows, min(n, (b + 1) * block_rows))
-                                for b in blocks[g:g + buffer_blocks]])
-        parts.append(rng.permutation(group))
+    for g in range(0, len(blocks), buffer_blocks):  # the same draws, in the same order, as one block at a time
+        lo = int(ends[g - 1]) if g else 0
+        parts.append(rng.permutation(positions[lo:int(ends[min(g + buffer_blocks, len(blocks)) - 1])]))
     order = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
     return order[:rows] if rows else order
 
@@ -161,10 +198,23 @@ class InMemoryRows:
 
 
 class StreamingRows:
-    """Training rows read from disk per batch: memory stays at a batch whatever the cache's size."""
+    """Training rows read from disk in whole blocks of ``block_rows`` positions (as :func:`epoch_order` makes
+    them) into a read-ahead buffer of ``buffer_blocks`` blocks, oldest replaced first: one read per block,
+    memory flat at the buffer whatever the cache's size. Any positions work (a batch needing more blocks than
+    the buffer holds is read directly); the values are the cache's either way."""
 
-    def __init__(self, table: FeatureTable, selected: Labelled) -> None:
+    def __init__(self, table: FeatureTable, selected: Labelled, block_rows: int = BLOCK_ROWS,
+                 buffer_blocks: int = BUFFER_BLOCKS) -> None:
         self.table, self.selected = table, selected
+        self.block_rows, self.capacity = int(block_rows), int(buffer_blocks)
+        n_blocks = math.ceil(len(selected.rows) / self.block_rows)
+        self._slot = np.full(n_blocks, -1, dtype=np.int64)  # block -> buffer slot
+        self._owner = np.full(self.capacity, -1, dtype=np.int64)  # slot -> block
+        self._next = 0  # the oldest slot, replaced next
+        exact = all(t.dtype == "float16" for t in table.tables)  # float16 keeps a float16 cache's values
+        self._dtype = np.float16 if exact else np.float32
+        self._buffer: np.ndarray | None = None
+        self.blocks_read = 0
 
     @property
     def labels(self) -> np.ndarray:
@@ -174,17 +224,50 @@ class StreamingRows:
         return len(self.selected.labels)
 
     def batch(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return self.table.rows(self.selected.rows[positions]), self.selected.labels[positions]
+        positions = np.asarray(positions, dtype=np.int64)
+        labels = self.selected.labels[positions]
+        br = self.block_rows
+        blocks = positions // br
+        slots = self._slot[blocks]
+        new = np.unique(blocks[slots < 0])
+        if len(new) > self.capacity:
+            return self.table.rows(self.selected.rows[positions]), labels
+        if self._buffer is None:
+            self._buffer = np.empty((self.capacity * br, self.table.dim), dtype=self._dtype)
+        if not len(new):
+            return self._buffer[slots * br + positions % br].astype(np.float32), labels
+        out = np.empty((len(positions), self.table.dim), dtype=np.float32)
+        have = slots >= 0  # gathered before new blocks replace old ones (gather, then convert: a casting
+        out[have] = self._buffer[slots[have] * br + positions[have] % br].astype(np.float32)  # scatter is slow)
+        self._read(new)
+        rest = ~have
+        out[rest] = self._buffer[self._slot[blocks[rest]] * br + positions[rest] % br].astype(np.float32)
+        return out, labels
+
+    def _read(self, blocks: np.ndarray) -> None:
+        """Read whole ``blocks`` (ascending) into the oldest slots, in one sorted pass over the cache."""
+        br, n = self.block_rows, len(self.selected.rows)
+        slots = (self._next + np.arange(len(blocks))) % self.capacity
+        self._next = int((self._next + len(blocks)) % self.capacity)
+        evicted = self._owner[slots]
+        self._slot[evicted[evicted >= 0]] = -1
+        self._owner[slots], self._slot[blocks] = blocks, slots
+        positions = (blocks[:, None] * br + np.arange(br)).reshape(-1)
+        dest = (slots[:, None] * br + np.arange(br)).reshape(-1)
+        valid = positions < n
+        self._buffer[dest[valid]] = self.table.rows(self.selected.rows[positions[valid]], self._dtype)
+        self.blocks_read += len(blocks)
 
 
-def make_rows(table: FeatureTable, selected: Labelled, limit_gb: float) -> InMemoryRows | StreamingRows:
+def make_rows(table: FeatureTable, selected: Labelled, limit_gb: float, block_rows: int = BLOCK_ROWS,
+              buffer_blocks: int = BUFFER_BLOCKS) -> InMemoryRows | StreamingRows:
     """In memory when the selected rows fit in ``limit_gb`` (as float32 when that fits too, else float16),
-    else streaming."""
+    else streaming (``block_rows`` x ``buffer_blocks`` rows buffered: as :func:`epoch_order`'s)."""
     if table.nbytes(len(selected.rows), itemsize=4) <= limit_gb * 2**30:
         return InMemoryRows(table, selected, dtype="float32")
     if table.nbytes(len(selected.rows)) <= limit_gb * 2**30:
         return InMemoryRows(table, selected)
-    return StreamingRows(table, selected)
+    return StreamingRows(table, selected, block_rows, buffer_blocks)
 
 
 class ConcatRows:

@@ -106,8 +106,10 @@ class FoldTrainer:
         ids = sorted({r.identity for r in self.pre_records.values() if r.identity})
         classes = {identity: i for i, identity in enumerate(ids)}
         limit = self.cfg.train.in_memory_limit_gb
+        tc = self.cfg.train
         rows = [make_rows(getattr(self.pre, m), select_rows(getattr(self.pre, m), self.pre_records, set(ids),
-                                                            unheard, classes), limit) for m in ("voice", "face")]
+                                                            unheard, classes), limit, tc.block_rows, tc.buffer_blocks)
+                for m in ("voice", "face")]
         return rows[0], rows[1], ids
 
     def pretrain(self) -> dict:
@@ -243,8 +245,8 @@ class FoldTrainer:
         face_sel = select_rows(self.feats.face, self.records, set(train_ids), unheard, classes)
         if len(voice_sel.rows) == 0 or len(face_sel.rows) == 0:
             raise FvaError(f"fold {fold}: no training rows for the {cfg.data.split} split in {self.folder}")
-        voice_rows = make_rows(self.feats.voice, voice_sel, tc.in_memory_limit_gb)
-        face_rows = make_rows(self.feats.face, face_sel, tc.in_memory_limit_gb)
+        voice_rows = make_rows(self.feats.voice, voice_sel, tc.in_memory_limit_gb, tc.block_rows, tc.buffer_blocks)
+        face_rows = make_rows(self.feats.face, face_sel, tc.in_memory_limit_gb, tc.block_rows, tc.buffer_blocks)
         if self.pre is not None and cfg.data.joint:  # VoxCeleb2 identities as extra classes, same batches
             pre_voice, pre_face, pre_ids = self.pre_rows()
             voice_rows = ConcatRows([voice_rows, pre_voice], [0, len(train_ids)])

@@ -12,8 +12,68 @@ import numpy as np
 
 from fva.errors import FvaError
 from fva.extract.cache.format import (MUST_AGREE, PER_FILE_ATTRS, _READ_BYTES, _failures, _missing, _open,
-                                      _read_f32, _read_strs, _unreadable, check_folder, check_shard,
+                                      _read_f32, _unreadable, check_folder, check_shard,
                                       disagreement)
+
+
+def key_bytes(keys) -> np.ndarray:
+    """Keys as fixed-width UTF-8 bytes (numpy ``S``), the form the vectorised lookups sort and compare.
+
+    >>> key_bytes(["b", "é"])
+    array([b'b', b'\\xc3\\xa9'], dtype='|S2')
+    """
+    keys = np.asarray(keys)
+    if keys.dtype.kind == "S":
+        return keys
+    if keys.size == 0:
+        return np.empty(0, dtype="S1")
+    return np.array([str(k).encode("utf-8") for k in keys.reshape(-1).tolist()], dtype="S")
+
+
+def decode_keys(keys: np.ndarray) -> list[str]:
+    """Fixed-width UTF-8 key bytes back to ``str``."""
+    return [k.decode("utf-8") for k in keys.tolist()]
+
+
+def key_codes(keys, vocabulary: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(codes, vocabulary)``: each key's index (int64) in ``vocabulary``, the sorted distinct keys as bytes;
+    with a given sorted ``vocabulary``, keys not in it get -1. Runs of equal keys (a face track's frames) are
+    looked up once, so the sort is over distinct runs, not rows.
+
+    >>> codes, vocab = key_codes(["b", "b", "a", "c", "a"])
+    >>> codes.tolist(), vocab.tolist()
+    ([1, 1, 0, 2, 0], [b'a', b'b', b'c'])
+    >>> key_codes(["c", "z"], vocab)[0].tolist()
+    [2, -1]
+    """
+    keys = key_bytes(keys)
+    n = len(keys)
+    if n == 0:
+        return np.empty(0, np.int64), (np.empty(0, "S1") if vocabulary is None else vocabulary)
+    heads = np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1]]))
+    head_keys = keys[heads]
+    if vocabulary is None:
+        vocabulary, head_codes = np.unique(head_keys, return_inverse=True)
+    elif len(vocabulary) == 0:
+        head_codes = np.full(len(heads), -1)
+    else:
+        pos = np.minimum(np.searchsorted(vocabulary, head_keys), len(vocabulary) - 1)
+        head_codes = np.where(vocabulary[pos] == head_keys, pos, -1)
+    codes = np.repeat(head_codes.reshape(-1).astype(np.int64), np.diff(np.append(heads, n)))
+    return codes, vocabulary
+
+
+def group_rows_by_code(codes: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
+    """``names[code]`` -> the indices of its rows (int64, in row order), in the order codes first appear
+    (codes < 0 are left out)."""
+    codes = np.asarray(codes, dtype=np.int64)
+    order = np.argsort(codes, kind="stable")
+    order = order[codes[order] >= 0]
+    if order.size == 0:
+        return {}
+    present, first, counts = np.unique(codes[order], return_index=True, return_counts=True)
+    groups = np.split(order, np.cumsum(counts)[:-1])
+    return {names[int(present[g])]: groups[g] for g in np.argsort(order[first], kind="stable").tolist()}
 
 
 def group_rows_by_key(keys) -> dict[str, np.ndarray]:
@@ -24,15 +84,34 @@ def group_rows_by_key(keys) -> dict[str, np.ndarray]:
     >>> group_rows_by_key([])
     {}
     """
-    keys = np.asarray(keys, dtype=object)
-    if keys.size == 0:
-        return {}
-    uniq, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
-    inverse = inverse.reshape(-1)
-    order = np.argsort(inverse, kind="stable").astype(np.int64)
-    groups = np.split(order, np.cumsum(np.bincount(inverse, minlength=len(uniq)))[:-1])
-    names = uniq.tolist()
-    return {names[u]: groups[u] for u in np.argsort(first, kind="stable").tolist()}
+    codes, vocabulary = key_codes(keys)
+    return group_rows_by_code(codes, decode_keys(vocabulary))
+
+
+def join_rows(codes: np.ndarray, frames: np.ndarray, other_codes: np.ndarray, other_frames: np.ndarray,
+              where: Path) -> np.ndarray:
+    """For each (code, frame) row, the row of another table with the same (code, frame), -1 where it has none
+    (codes of both in one vocabulary; rows of ``other`` with code -1 are never matched). Duplicate (key, frame)
+    rows in the other table are an error naming ``where``."""
+    def composite(c, f):
+        return (np.asarray(c, np.int64) << 32) | (np.asarray(f, np.int64) + 1)
+
+    known = np.flatnonzero(other_codes >= 0)
+    keyed = composite(other_codes[known], other_frames[known])
+    order = np.argsort(keyed, kind="stable")
+    keyed = keyed[order]
+    duplicates = int(np.count_nonzero(keyed[1:] == keyed[:-1]))
+    if duplicates:
+        raise FvaError(f"{where}: {duplicates} duplicate (key, frame) rows; run 'fva validate' on the cache, "
+                       "delete it and re-extract")
+    out = np.full(len(codes), -1, dtype=np.int64)
+    if keyed.size == 0:
+        return out
+    wanted = composite(codes, frames)
+    pos = np.minimum(np.searchsorted(keyed, wanted), len(keyed) - 1)
+    hit = (keyed[pos] == wanted) & (np.asarray(codes) >= 0)
+    out[hit] = known[order[pos[hit]]]
+    return out
 
 
 class CacheTable:
@@ -80,7 +159,7 @@ class CacheTable:
                                        "fva extract")
             self.shard_names.append(path.name)
             self.shard_rows.append(f["keys"].shape[0])
-            keys.append(_read_strs(f["keys"]))
+            keys.append(_read_key_bytes(f["keys"]))
             frames.append(f["frames"][()].astype(np.int32, copy=False))
             extras.append({e: f["extras"][e][()].astype(np.float32, copy=False) for e in attrs["extras"]})
             fk, fr = _failures(f)
@@ -89,12 +168,20 @@ class CacheTable:
         self.attrs: dict = {k: v for k, v in first[1].items() if k not in PER_FILE_ATTRS}
         self.dim: int = int(self.attrs["dim"])
         self.dtype: str = self.attrs["dtype"]
-        self.keys: np.ndarray = np.concatenate(keys) if keys else np.empty(0, object)
+        self.key_bytes: np.ndarray = _concat_bytes(keys)  # fixed-width UTF-8: what lookups sort and compare
+        self._keys: np.ndarray | None = None
         self.frames: np.ndarray = np.concatenate(frames)
         self.extras: dict[str, np.ndarray] = {e: np.concatenate([x[e] for x in extras])
                                               for e in self.attrs["extras"]}
         self._offsets = np.concatenate([[0], np.cumsum(self.shard_rows)]).astype(np.int64)
         self._datasets = [f["embeddings"] for f in self._files]
+
+    @property
+    def keys(self) -> np.ndarray:
+        """Row keys as ``str`` (object array), decoded from :attr:`key_bytes` on first use."""
+        if self._keys is None:
+            self._keys = np.array(decode_keys(self.key_bytes), dtype=object)
+        return self._keys
 
     # -- size
 
@@ -107,14 +194,14 @@ class CacheTable:
 
     # -- embeddings
 
-    def rows(self, indices: np.ndarray) -> np.ndarray:
-        """Embeddings of the given rows (any order, repeats allowed) as float32 (len(indices), dim); reads
+    def rows(self, indices: np.ndarray, dtype: str = "float32") -> np.ndarray:
+        """Embeddings of the given rows (any order, repeats allowed) as ``dtype`` (len(indices), dim); reads
         only those rows, in contiguous runs."""
         idx = np.asarray(indices)
         if idx.ndim != 1 or not (np.issubdtype(idx.dtype, np.integer) or idx.size == 0):
             raise ValueError(f"indices must be a 1-D integer array, got {idx.dtype} {idx.shape}")
         idx = idx.astype(np.int64, copy=False)
-        out = np.empty((idx.shape[0], self.dim), dtype=np.float32)
+        out = np.empty((idx.shape[0], self.dim), dtype=dtype)
         if idx.size == 0:
             return out
         if idx.min() < 0 or idx.max() >= len(self):
@@ -139,7 +226,7 @@ class CacheTable:
                 hi = lo_run + int(np.searchsorted(local[lo_run:hi_run], local[lo] + max_run, side="left"))
                 a, b = int(local[lo]), int(local[hi - 1]) + 1
                 # gather, convert, then scatter float32 rows (a casting scatter is several times slower)
-                out[dest[lo:hi]] = ds[a:b][local[lo:hi] - a].astype(np.float32, copy=False)
+                out[dest[lo:hi]] = ds[a:b][local[lo:hi] - a].astype(out.dtype, copy=False)
                 lo = hi
 
     def load(self) -> np.ndarray:
@@ -173,7 +260,8 @@ class CacheTable:
 
     def rows_by_key(self) -> dict[str, np.ndarray]:
         """key -> its row indices (int64, in row order: the frames of a face track as they were added)."""
-        return group_rows_by_key(self.keys)
+        codes, vocabulary = key_codes(self.key_bytes)
+        return group_rows_by_code(codes, decode_keys(vocabulary))
 
     # -- lifetime
 
@@ -190,6 +278,28 @@ class CacheTable:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _read_key_bytes(ds: h5py.Dataset, chunk: int = 1 << 20) -> np.ndarray:
+    """A variable-length string dataset as fixed-width bytes, converted by HDF5 (no Python string per row):
+    read at a width that doubles until no key fills it, then trimmed to the longest key."""
+    parts, width = [], 64
+    for a in range(0, ds.shape[0], chunk):
+        while True:
+            part = ds.astype(f"S{width}")[a:a + chunk]
+            if not (part.view(np.uint8).reshape(len(part), width)[:, -1] != 0).any():
+                break
+            width *= 2
+        parts.append(part)
+    return _concat_bytes(parts)
+
+
+def _concat_bytes(parts: list[np.ndarray]) -> np.ndarray:
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        return np.empty(0, dtype="S1")
+    width = max(1, max(int(np.strings.str_len(p).max()) for p in parts))
+    return np.concatenate([p.astype(f"S{width}") for p in parts])
 
 
 def open_cache(folder: Path) -> CacheTable:

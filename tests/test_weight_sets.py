@@ -344,3 +344,13 @@ def test_the_public_speaker_digest_is_the_published_models(tmp_path):
     if not public.is_dir():
         pytest.skip("the public speaker model is not beside the checkout")
     assert files_digest([public / "embedding_model.ckpt"]) == SPEAKER_PUBLIC_DIGEST
+
+
+def test_experiments_of_other_datasets_have_no_published_condition_to_meet(synth, tmp_path):
+    """The published system is the FAME 2026 winner's on MAV-Celeb V3: a FLAG 2027 (v4) experiment gets no line."""
+    exp = tmp_path / "noen"
+    assert train(synth.root, exp, fast_config(tmp_path), "--split", "english-unheard").exit_code == 0
+    assert plan_conditions({"files": {"English_unheard": str(exp)}})  # V3: lines
+    described = info(exp)
+    (exp / "experiment.json").write_text(json.dumps({**described, "dataset": "mavceleb-v4"}))
+    assert plan_conditions({"files": {"no_gender/English_heard": str(exp)}}) == []

@@ -152,11 +152,7 @@ def generate_demo(out: Path, *, seed: int = 0, train_identities: int = 72, test_
     start = time.perf_counter()
     out = Path(out)
     _check_sizes(seed, train_identities, test_identities, videos, utterances, frames, trials_per_identity)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise FvaError(f"{out} already exists and is not an empty folder; pass an empty or new folder "
-                       "as --out, or remove it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _make_temp_sibling(out)
+    tmp = _start(out)
     try:
         ids = [_identity(seed, i) for i in range(1, train_identities + test_identities + 1)]
         train, test = ids[:train_identities], ids[train_identities:]
@@ -197,6 +193,16 @@ def _publish(tmp: Path, out: Path, what: str) -> None:
     except OSError as err:  # someone wrote into ``out`` meanwhile
         raise FvaError(f"{out} changed while {what} written ({err.strerror}); pass an empty or new folder as "
                        "--out, or remove it") from None
+
+
+def _start(out: Path) -> Path:
+    """The temporary sibling a generated tree is written into; ``out`` must be new or an empty folder (it is
+    replaced by :func:`_publish` only once the tree is complete)."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise FvaError(f"{out} already exists and is not an empty folder; pass an empty or new folder "
+                       "as --out, or remove it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return _make_temp_sibling(out)
 
 
 def _make_temp_sibling(out: Path) -> Path:

@@ -74,11 +74,7 @@ def generate_demo_v4(out: Path, *, seed: int = 0, train_identities: int = 40, te
                        "and the gender track needs two of each gender")
     if train_identities + test_identities > 999:
         raise FvaError(f"{train_identities + test_identities} identities do not fit idNNN names; use at most 999")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise FvaError(f"{out} already exists and is not an empty folder; pass an empty or new folder "
-                       "as --out, or remove it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = demo._make_temp_sibling(out)
+    tmp = demo._start(out)
     try:
         train = [demo._identity(seed, i) for i in range(1, train_identities + 1)]
         test = _balanced(seed, train_identities + 1, test_identities)

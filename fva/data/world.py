@@ -106,11 +106,7 @@ def write_world(out: Path, seed: int = 0, *, vox_identities: int = 8, vox_videos
     if mav_train + mav_test >= VOX_FIRST:
         raise FvaError(f"{mav_train + mav_test} MAV-Celeb identities would reach the VoxCeleb2 ones "
                        f"(numbered from {VOX_FIRST}); use at most {VOX_FIRST - 1} in all")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise FvaError(f"{out} already exists and is not an empty folder; pass an empty or new folder "
-                       "as --out, or remove it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = demo._make_temp_sibling(out)
+    tmp = demo._start(out)
     try:
         vox = write_voxceleb2(tmp / "voxceleb2", identities=vox_identities, videos=vox_videos, clips=vox_clips,
                               seed=seed, first=VOX_FIRST, audio="m4a", faces=True, german=True)

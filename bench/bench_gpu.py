@@ -242,6 +242,9 @@ def main() -> None:
     from fva.extract.runner import default_device, default_workers
 
     quick = args.quick
+    if not quick and not torch.cuda.is_available() and args.device in (None, "cpu"):
+        print("bench_gpu: no CUDA device here, so the --quick run (the real sizes on a CPU would take hours)")
+        quick = True
     items = args.items or (4 if quick else 512)
     seconds = args.seconds or (1.0 if quick else 8.0)
     frames = args.frames or (30 if quick else 100)

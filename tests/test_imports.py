@@ -91,3 +91,14 @@ def test_the_walker_sees_lazy_and_relative_imports_and_finds_a_cycle():
 
 def test_no_import_cycle_inside_fva():
     assert cycles(import_graph()) == []
+
+
+def test_the_cli_starts_without_the_numeric_stack():
+    """`fva --help` and every command's parsing stay quick: importing the CLI loads neither numpy, h5py nor
+    torch (commands import what they need when they run)."""
+    import subprocess
+    import sys
+
+    probe = "import sys, fva.cli; print(sorted(m for m in ('numpy', 'h5py', 'torch') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -16,11 +16,13 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from fva.atomic import write_text
-from fva.data.records import Manifest, MediaRecord
 from fva.errors import FvaError
+
+if TYPE_CHECKING:  # annotations only: the CLI builds TrainOptions at start-up, and records imports numpy
+    from fva.data.records import Manifest, MediaRecord
 
 SAMPLE_RATE = 16000
 SCHEDULES = ("cyclic", "exponential")

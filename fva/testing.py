@@ -323,13 +323,23 @@ def run_cli(*args):
 # ------------------------------------------------------------------------------------- a tiny real experiment
 
 
+def tiny_head_config(path: Path, epochs: int = 2) -> Path:
+    """A head config for caches of speaker-ecapa and vit-age-gender only: 8-d embeddings, 2 folds, ``epochs``
+    epochs (patience the same), batch 16; written to ``path``."""
+    import yaml
+
+    path.write_text(yaml.safe_dump({
+        "model": {"embedding_dim": 8}, "data": {"num_folds": 2},
+        "features": {"voice_encoders": ["speaker-ecapa"], "face_encoders": ["vit-age-gender"]},
+        "train": {"epochs": epochs, "patience": epochs, "batch_size": 16}}))
+    return path
+
+
 def tiny_experiment(base: Path, folds: int = 1) -> SimpleNamespace:
     """Under ``base``, in the README's layout: the demo dataset ``data/demo`` (4 train and 2 test identities),
     demo checkpoints of speaker-ecapa and vit-age-gender (``ckpt/``), their train and test caches
     (``work/demo/cache``, extracted by ``fva extract``) and a head experiment ``work/demo/exp/english-unheard``
     trained on ``folds`` of its 2 folds (``fva train-head``): about ten seconds on a CPU."""
-    import yaml
-
     from fva.data.demo import generate_demo
     from fva.extract.demo_checkpoints import write_demo_speaker_ecapa
     from fva.extract.encoders.vit_age_gender import demo_config, save_vit_age_gender
@@ -345,11 +355,7 @@ def tiny_experiment(base: Path, folds: int = 1) -> SimpleNamespace:
         for name, path in weights.items():
             args += ["--weights", f"{name}={path}"]
         _checked(run_cli(*args))
-    config = base / "work" / "demo" / "head.yaml"
-    config.write_text(yaml.safe_dump({
-        "model": {"embedding_dim": 8}, "data": {"num_folds": 2},
-        "features": {"voice_encoders": ["speaker-ecapa"], "face_encoders": ["vit-age-gender"]},
-        "train": {"epochs": 2, "patience": 2, "batch_size": 16}}))
+    config = tiny_head_config(base / "work" / "demo" / "head.yaml")
     fold = "0" if folds == 1 else ",".join(str(f) for f in range(folds))
     _checked(run_cli("train-head", "--fold", fold, "--config", config, "--cache", cache,
                      "--split", "english-unheard", "--exp", exp / "english-unheard"))

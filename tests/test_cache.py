@@ -315,10 +315,7 @@ def test_real_sigkill_then_resume_equals_uninterrupted(tmp_path):
     total = 600
     attrs = {"encoder": "toyface", "modality": "face", "weights_id": "toyface@1f2e3d"}
     ref = tmp_path / "ref"
-    w = ShardWriter(ref, 0, 1, dim=DIM, extras=EXTRAS, attrs=attrs, part_rows=10_000, fsync=False)
-    for i in range(total):
-        add_record(w, i, DIM)
-    w.finalize()
+    write_shard(ref, 0, 1, range(total), attrs=attrs, part_rows=10_000, commit_every=total)
 
     run = tmp_path / "run"
     seed = int(time.time() * 1000) % 100_000
@@ -783,10 +780,7 @@ def test_real_sigkill_during_finalize_then_resume_equals_uninterrupted(tmp_path)
     total = 600
     attrs = {"encoder": "toyface", "modality": "face", "weights_id": "toyface@1f2e3d"}
     ref = tmp_path / "ref"
-    w = ShardWriter(ref, 0, 1, dim=DIM, extras=EXTRAS, attrs=attrs, part_rows=8, fsync=False)
-    for i in range(total):
-        add_record(w, i, DIM)
-    w.finalize()
+    write_shard(ref, 0, 1, range(total), attrs=attrs, part_rows=8, commit_every=total)
 
     run = tmp_path / "run"
     seed = int(time.time() * 1000) % 100_000

@@ -190,13 +190,12 @@ def test_a_cache_extracted_from_python_is_readable_by_stage_two(tmp_path, demo):
 def test_verify_runs_the_extraction_path_and_gives_the_distance_fva_score_gives(tmp_path, demo):
     """One pair through `fva verify` (encoders run on the media) and through `fva score` (rows read from the
     test caches that `fva extract` wrote, float16): the same distance."""
-    import yaml
-
     from fva.data.mavceleb import media_key
     from fva.data.trials import read_trials
     from fva.extract.encoders.vit_age_gender import demo_config, save_vit_age_gender
     from fva.api import verify_pair
     from fva.heads.scoring import score_trial_list
+    from fva.testing import tiny_head_config
 
     root, weights = demo
     weights = {"speaker-ecapa": weights["speaker-ecapa"],
@@ -205,11 +204,7 @@ def test_verify_runs_the_extraction_path_and_gives_the_distance_fva_score_gives(
     for subset in ("train", "test"):
         r = run(*extract_args(root, weights, cache, "--subset", subset, "--workers", "0"))
         assert r.exit_code == 0, r.output
-    config = tmp_path / "c.yaml"
-    config.write_text(yaml.safe_dump({
-        "model": {"embedding_dim": 8}, "data": {"num_folds": 2},
-        "features": {"voice_encoders": ["speaker-ecapa"], "face_encoders": ["vit-age-gender"]},
-        "train": {"epochs": 2, "patience": 2, "batch_size": 16}}))
+    config = tiny_head_config(tmp_path / "c.yaml")
     exp = tmp_path / "exp"
     r = run("train-head", "--fold", "0", "--config", config, "--cache", cache, "--exp", exp)
     assert r.exit_code == 0, r.output

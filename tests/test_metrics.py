@@ -399,12 +399,17 @@ def test_seeds_give_one_experiment_each_and_their_mean(two_seeds, synth):
                           "--seeds", "0,x"), "--seeds")
 
 
-def test_compare_with_seeds(synth, tmp_path):
+def compare_fame2026(synth, tmp_path, *options):
+    """`fva compare --systems fame2026` over the synthetic cache with 2 epochs; its output folder and result."""
     out = tmp_path / "cmp"
     config = tmp_path / "base.yaml"
     config.write_text(synth.config.read_text().replace("epochs: 6", "epochs: 2"))
-    result = run("compare", "--systems", "fame2026", "--config", config, "--cache", synth.root, "--fold", "0",
-                 "--out", out, "--seeds", "0,1")
+    return out, run("compare", "--systems", "fame2026", "--config", config, "--cache", synth.root, "--out", out,
+                    *options)
+
+
+def test_compare_with_seeds(synth, tmp_path):
+    out, result = compare_fame2026(synth, tmp_path, "--fold", "0", "--seeds", "0,1")
     assert result.exit_code == 0, result.output
     rows = json.loads((out / "compare.json").read_text())
     per = [json.loads((out / f"seed{k}" / "fame2026" / "metrics.json").read_text()) for k in (0, 1)]
@@ -422,11 +427,7 @@ def test_compare_reports_the_pooled_dev_eer_with_its_interval_over_identities(sy
     from fva.evaluate.report import experiment_dev_interval
     from fva.evaluate.scores import read_scores
 
-    out = tmp_path / "cmp"
-    config = tmp_path / "base.yaml"
-    config.write_text(synth.config.read_text().replace("epochs: 6", "epochs: 2"))
-    result = run("compare", "--systems", "fame2026", "--config", config, "--cache", synth.root, "--fold", "0,1",
-                 "--out", out, "--bootstrap", "200")
+    out, result = compare_fame2026(synth, tmp_path, "--fold", "0,1", "--bootstrap", "200")
     assert result.exit_code == 0, result.output
     row = json.loads((out / "compare.json").read_text())[0]
     exp = out / "fame2026"

@@ -21,7 +21,7 @@ from fva.data.trials import Trial, write_labels, write_trials
 from fva.heads.experiment import load_checkpoint
 from fva.heads.plan import plan_conditions
 from fva.layout import manifest_records
-from fva.testing import CONFIG, DATASET, LANGUAGES, run_cli as run, set_weights_id
+from fva.testing import CONFIG, DATASET, LANGUAGES, run_cli as run, set_weights_id, tiny_head_config
 
 SPEAKER = "speaker-ecapa"  # the first voice encoder of the synthetic caches (fva.testing.VOICE_ENCODERS)
 
@@ -108,11 +108,17 @@ def test_a_named_weight_set_that_was_not_extracted_is_one_line(synth, tmp_path):
     assert not (tmp_path / "x").exists()
 
 
-def test_score_refuses_test_features_of_other_weights(synth, tmp_path):
+def trained_copy(synth, tmp_path: Path) -> tuple[Path, Path]:
+    """A copy of the synthetic cache root (its caches may be relabelled) and a full-split experiment on it."""
     root = tmp_path / "cache"
     shutil.copytree(synth.root, root)
     exp = tmp_path / "exp"
     assert train(root, exp, fast_config(tmp_path)).exit_code == 0
+    return root, exp
+
+
+def test_score_refuses_test_features_of_other_weights(synth, tmp_path):
+    root, exp = trained_copy(synth, tmp_path)
     set_weights_id(root / DATASET / "test-full" / SPEAKER, f"{SPEAKER}@public")
     r = run("score", "--exp", exp, "--trials", synth.test_list, "--out", tmp_path / "s.txt")
     assert_user_error(r, f"{SPEAKER} features come from weights {SPEAKER}@public", f"{exp} used weights "
@@ -167,10 +173,7 @@ def test_plan_entry_with_its_own_cache_of_other_weights_is_refused(sets, synth, 
 
 
 def test_verify_refuses_training_caches_extracted_again_with_other_weights(synth, tmp_path):
-    root = tmp_path / "cache"
-    shutil.copytree(synth.root, root)
-    exp = tmp_path / "exp"
-    assert train(root, exp, fast_config(tmp_path)).exit_code == 0
+    root, exp = trained_copy(synth, tmp_path)
     set_weights_id(root / DATASET / "train-full" / SPEAKER, f"{SPEAKER}@public")
     r = run("verify", "--exp", exp, "face.jpg", "voice.wav")
     assert_user_error(r, f"{SPEAKER} features come from weights {SPEAKER}@public", f"{exp} used weights",
@@ -292,11 +295,7 @@ def test_extract_of_an_unheard_split_keeps_every_language_beside_the_full_set(tm
             assert attrs["weight_set"] == split
             ids[split] = attrs["weights_id"]
     assert ids["full"] != ids["english-unheard"]
-    config = tmp_path / "c.yaml"
-    config.write_text(yaml.safe_dump({
-        "model": {"embedding_dim": 8}, "data": {"num_folds": 2},
-        "features": {"voice_encoders": ["speaker-ecapa"], "face_encoders": ["vit-age-gender"]},
-        "train": {"epochs": 1, "patience": 1, "batch_size": 16}}))
+    config = tiny_head_config(tmp_path / "c.yaml", epochs=1)
     exp = tmp_path / "exp"
     r = run("train-head", "--fold", "0", "--config", config, "--cache", cache, "--exp", exp,
             "--split", "english-unheard")

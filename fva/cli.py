@@ -665,7 +665,7 @@ def weights_fetch(encoders: str | None, lid: bool | None) -> None:
 @cli.command("demo-checkpoints", short_help="Demo encoder weights in their real formats.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder to write them into.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--encoders", default=None, help="Comma-separated: which to write (default: all four).")
+@click.option("--encoders", default=None, help="Comma-separated: which to write (default: the four FAME 2026 encoders; also ecapa-embedding, vggface-keras).")
 def demo_checkpoints(out: Path, seed: int, encoders: str | None) -> None:
     """Write seeded random demo checkpoints for the four encoders, each in its source's real format.
 

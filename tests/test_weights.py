@@ -50,14 +50,17 @@ def homes(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def hub_files(tmp_path_factory) -> dict[str, dict[str, Path]]:
     """What the fake Hub serves: repo id -> {file name in the repository: local file}."""
+    from fva.extract.demo_checkpoints import write_organiser_ecapa
     from fva.extract.encoders.vit_age_gender import save_vit_age_gender, tiny_config
     from fva.train.lid import write_lid_model
 
     base = tmp_path_factory.mktemp("hub-src")
     vit = save_vit_age_gender(base / "vit", tiny_config())
     lid = write_lid_model(base / "lid")
+    organiser = write_organiser_ecapa(base / "organiser-ecapa", pretrained_path=W.ORGANISER_VOICE_HUB_ID)
     repos = {W.VIT_HUB_ID: {p.name: p for p in vit.iterdir()},
-             W.LID_HUB_ID: {p.name: p for p in lid.iterdir()}}
+             W.LID_HUB_ID: {p.name: p for p in lid.iterdir()},
+             W.ORGANISER_VOICE_HUB_ID: {p.name: p for p in organiser.iterdir()}}
     if REAL_SPEAKER.is_dir():  # the public folder as speechbrain collected it: label_encoder.txt on the Hub
         repos[W.SPEAKER_HUB_ID] = {("label_encoder.txt" if p.name == "label_encoder.ckpt" else p.name): p
                                    for p in REAL_SPEAKER.glob("*") if p.suffix in (".yaml", ".ckpt")}
@@ -247,6 +250,49 @@ def test_vggface_encoder_downloads_when_missing(homes, fake_deepface):
     result = run_cli("weights", "fetch", "--encoders", "vggface")
     assert result.exit_code == 0 and vgg.weights_id in result.output
     assert len(fake_deepface.downloads) == 1  # already there: not downloaded again
+
+
+def test_flag_organiser_sources_fetched_by_their_libraries_then_offline(homes, fake_hub, fake_deepface, monkeypatch):
+    """'fva weights fetch --encoders ecapa-embedding,vggface-keras': speechbrain's fetch of the organisers' hub
+    model (its own files, into fva's models home) and deepface's download of the one VGG-Face file; offline
+    afterwards both encoders load those copies with the identities 'fva weights list' shows."""
+    from deepface.models.facial_recognition.pytorch.VGGFace import WEIGHTS_URL
+
+    result = run_cli("weights", "fetch", "--encoders", "ecapa-embedding,vggface-keras")
+    assert result.exit_code == 0, result.output
+    assert [line.split()[0] for line in source_lines(result)] == ["ecapa-embedding", "vggface-keras"]
+    got = {(c["repo_id"], c["filename"]) for c in fake_hub.downloads}
+    assert {(W.ORGANISER_VOICE_HUB_ID, f) for f in ("hyperparams.yaml", "embedding_model.ckpt", "classifier.ckpt",
+                                                    "label_encoder.txt")} <= got
+    assert {c["repo_id"] for c in fake_hub.downloads} == {W.ORGANISER_VOICE_HUB_ID}
+    folder = homes.models / "yangwang825_ecapa-tdnn-vox2"
+    target = homes.deepface / ".deepface" / "weights" / "vgg_face_weights.pth"
+    assert (folder / "embedding_model.ckpt").is_file()
+    assert fake_deepface.downloads == [(WEIGHTS_URL[0], str(target))]
+    table = listed()
+    assert table["ecapa-embedding"]["source"] == f"speechbrain {W.ORGANISER_VOICE_HUB_ID}"
+    assert table["ecapa-embedding"]["path"] == str(folder)
+    assert table["vggface-keras"]["path"] == table["vggface"]["path"] == str(target)  # one file, two encoders
+
+    before = len(fake_hub.network())
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from fva.extract.encoders.ecapa_embedding import EcapaEmbedding
+    from fva.extract.encoders.vggface import VggFaceKeras
+
+    voice = EcapaEmbedding()
+    assert voice.dim == 192 and voice.weights_id == table["ecapa-embedding"]["weights_id"]
+    assert voice.weights_id.startswith(W.ORGANISER_VOICE_HUB_ID + "@")
+    face = VggFaceKeras()
+    assert face.path == target and face.weights_id == table["vggface-keras"]["weights_id"]
+    assert len(fake_hub.network()) == before and len(fake_deepface.downloads) == 1
+
+
+def test_flag_organiser_voice_offline_without_copy_is_one_line(homes, monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    result = run_cli("extract", "--manifest", face_manifest(tmp_path), "--cache", tmp_path / "c",
+                     "--encoders", "ecapa-embedding")
+    assert_user_error(result, "ecapa-embedding: speechbrain's yangwang825/ecapa-tdnn-vox2 is not in")
+    assert "fva weights fetch --encoders ecapa-embedding" in result.output
 
 
 def test_fetch_reports_unpublished_without_failing(homes, fake_hub):

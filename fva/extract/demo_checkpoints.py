@@ -11,6 +11,10 @@ the same code as the published models:
     deepface/.deepface/weights/vgg_face_weights.pth
                               deepface's VGG-Face weights file (the architecture is fixed: full size)
     vit-age-gender/           save_pretrained folder of the ViT age/gender model (small config)
+    ecapa-embedding/          speechbrain model folder in the layout of yangwang825/ecapa-tdnn-vox2 (the FLAG
+                              2027 organisers' voice model; channels reduced): embedding_model / classifier
+                              .ckpt, label_encoder.txt, config.json
+    vggface-keras             the same deepface weights file as vggface (one network, two preprocessings)
 
 Random encoders still map the demo's trait-driven voices and faces to features that carry those traits,
 which is all the demo needs; real systems use the published weights.
@@ -89,6 +93,78 @@ def write_demo_speaker_ecapa(folder: Path, seed: int = 0, channels: tuple[int, .
                               note=f"fva demo checkpoint, random init, seed {seed}")
 
 
+# The layout of yangwang825/ecapa-tdnn-vox2's hyperparams.yaml: Fbank with deltas off, an ECAPA with explicit groups,
+# a classifier over VoxCeleb2's speakers, no embedding normalisation; the pretrainer collects the embedding
+# model, the classifier and the label encoder
+ORGANISER_HPARAMS = """\
+# ECAPA-TDNN speaker model in the layout of yangwang825/ecapa-tdnn-vox2 ({note})
+n_mels: 80
+deltas: False
+pretrained_path: {pretrained_path}
+out_n_neurons: {n_classes}
+
+compute_features: !new:speechbrain.lobes.features.Fbank
+    n_mels: !ref <n_mels>
+    deltas: !ref <deltas>
+
+mean_var_norm: !new:speechbrain.processing.features.InputNormalization
+    norm_type: sentence
+    std_norm: False
+
+embedding_model: !new:speechbrain.lobes.models.ECAPA_TDNN.ECAPA_TDNN
+    input_size: !ref <n_mels>
+    channels: {channels}
+    kernel_sizes: [5, 3, 3, 3, 1]
+    dilations: [1, 2, 3, 4, 1]
+    groups: [1, 1, 1, 1, 1]
+    attention_channels: {attention}
+    lin_neurons: {lin_neurons}
+
+classifier: !new:speechbrain.lobes.models.ECAPA_TDNN.Classifier
+    input_size: {lin_neurons}
+    out_neurons: !ref <out_n_neurons>
+
+modules:
+    compute_features: !ref <compute_features>
+    mean_var_norm: !ref <mean_var_norm>
+    embedding_model: !ref <embedding_model>
+    classifier: !ref <classifier>
+
+label_encoder: !new:speechbrain.dataio.encoder.CategoricalEncoder
+
+{pretrainer}"""
+
+
+def write_organiser_ecapa(folder: str | Path, seed: int = 0, channels: tuple[int, ...] = (64, 64, 64, 64, 192),
+                          attention: int = 32, lin_neurons: int = 192, n_classes: int = 16,
+                          pretrained_path: str = ".") -> Path:
+    """A seeded random ECAPA in the on-disk layout of ``yangwang825/ecapa-tdnn-vox2`` (``from_hparams`` loads it
+    as it loads the hub model): hyperparams.yaml, embedding_model.ckpt, classifier.ckpt, label_encoder.txt and
+    speechbrain's config.json. ``pretrained_path``: where the hyperparams say the files are (the hub's copy
+    names its hub id; a local folder is loaded with it pointed at the folder)."""
+    from speechbrain.dataio.encoder import CategoricalEncoder
+    from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN, Classifier
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    model = ECAPA_TDNN(80, channels=list(channels), kernel_sizes=[5, 3, 3, 3, 1], dilations=[1, 2, 3, 4, 1],
+                       groups=[1, 1, 1, 1, 1], attention_channels=attention, lin_neurons=lin_neurons)
+    classifier = Classifier(input_size=lin_neurons, out_neurons=n_classes)
+    (folder / "hyperparams.yaml").write_text(ORGANISER_HPARAMS.format(
+        note=f"fva demo checkpoint, random init, seed {seed}", pretrained_path=pretrained_path,
+        n_classes=n_classes, channels=list(channels),
+        attention=attention, lin_neurons=lin_neurons,
+        pretrainer=pretrainer_yaml("embedding_model", "classifier", "label_encoder")))
+    (folder / "config.json").write_text('{\n    "speechbrain_interface": "EncoderClassifier"\n}\n')
+    torch.save(model.state_dict(), folder / "embedding_model.ckpt")
+    torch.save(classifier.state_dict(), folder / "classifier.ckpt")
+    encoder = CategoricalEncoder()
+    encoder.update_from_iterable([f"id{i:05d}" for i in range(n_classes)])
+    encoder.save(folder / "label_encoder.txt")
+    return folder
+
+
 def write_demo_vggface(deepface_home: Path, seed: int = 0) -> Path:
     """deepface's VGG-Face architecture, seeded random weights, saved where deepface looks for them."""
     from fva.extract.encoders.vggface import use_pytorch_backend
@@ -111,11 +187,12 @@ def write_demo_vggface(deepface_home: Path, seed: int = 0) -> Path:
 
 
 DEMO_ENCODERS = ("speaker-ecapa", "voice-age-gender-ecapa", "vggface", "vit-age-gender")
+FLAG_ENCODERS = ("ecapa-embedding", "vggface-keras")  # the FLAG 2027 organisers' features
 
 
 def write_demo_checkpoints(out: str | Path, seed: int = 0, names: tuple[str, ...] = DEMO_ENCODERS) -> dict[str, Path]:
-    """Write the demo checkpoints of the encoders ``names`` (default: all four) under ``out``; returns name ->
-    ``--weights`` value."""
+    """Write the demo checkpoints of the encoders ``names`` (default: the four of FAME 2026; also
+    ``FLAG_ENCODERS``) under ``out``; returns name -> ``--weights`` value. Both VGG-Face encoders read one file."""
     from fva.errors import FvaError
     from fva.extract.encoders.vit_age_gender import demo_config, save_vit_age_gender
     from fva.extract.encoders.voice_age_gender import init_voice_age_gender, save_voice_age_gender
@@ -126,9 +203,17 @@ def write_demo_checkpoints(out: str | Path, seed: int = 0, names: tuple[str, ...
         "voice-age-gender-ecapa": lambda: save_voice_age_gender(
             out / "voice-age-gender-ecapa", init_voice_age_gender(seed=seed + 1),
             meta={"trained_on": f"nothing: fva demo checkpoint, random init, seed {seed + 1}"}),
-        "vggface": lambda: write_demo_vggface(out / "deepface", seed + 2),
         "vit-age-gender": lambda: save_vit_age_gender(out / "vit-age-gender", demo_config(), seed=seed + 3),
+        "ecapa-embedding": lambda: write_organiser_ecapa(out / "ecapa-embedding", seed + 4),
     }
+    written: dict[str, Path] = {}
+
+    def vggface_file() -> Path:  # one deepface weights file for vggface and vggface-keras
+        if "vggface" not in written:
+            written["vggface"] = write_demo_vggface(out / "deepface", seed + 2)
+        return written["vggface"]
+
+    writers["vggface"] = writers["vggface-keras"] = vggface_file
     unknown = [n for n in names if n not in writers]
     if unknown:
         raise FvaError(f"no demo checkpoint {unknown[0]!r}; choose from {', '.join(writers)}")

@@ -2,10 +2,12 @@
 
 Every published source is fetched with its own library's download function, into that library's place:
 
-* ``speaker-ecapa`` and ``lid`` (the VoxLingua107 language-ID model): speechbrain's ``from_hparams`` fetch
+* ``speaker-ecapa``, ``ecapa-embedding`` (the FLAG 2027 organisers' ``yangwang825/ecapa-tdnn-vox2``) and ``lid``
+  (the VoxLingua107 language-ID model): speechbrain's ``from_hparams`` fetch
   (``huggingface_hub.hf_hub_download`` underneath) into fva's models home, ``$FVA_MODELS/<owner>_<name>``
   (default ``~/.cache/fva/models``; the files link into the Hugging Face cache);
-* ``vggface``: deepface's ``download_weights_if_necessary`` with deepface's own URLs, into
+* ``vggface`` and ``vggface-keras`` (one file, two preprocessings): deepface's ``download_weights_if_necessary``
+  with deepface's own URLs, into
   ``$DEEPFACE_HOME/.deepface/weights/vgg_face_weights.pth``;
 * ``vit-age-gender``, ``wavlm``, ``dinov2``, ``clip-image``: ``huggingface_hub.snapshot_download`` into the Hugging
   Face cache (``$HF_HUB_CACHE``); the three large later-entry encoders only their PyTorch files and settings
@@ -37,6 +39,9 @@ SPEAKER_HUB_ID = "speechbrain/spkrec-ecapa-voxceleb"
 # the identity digest (files_digest of embedding_model.ckpt) of the published speaker model: features of it heard
 # every VoxCeleb language, whatever folder the copy sits in
 SPEAKER_PUBLIC_DIGEST = "322a1e26af41083c"
+# the FLAG 2027 organisers' voice model: speechbrain ECAPA-TDNN (channels 512) trained on VoxCeleb2, whose 192-d
+# embedding_model output is the baseline's voice feature (not speechbrain/spkrec-ecapa-voxceleb)
+ORGANISER_VOICE_HUB_ID = "yangwang825/ecapa-tdnn-vox2"
 LID_HUB_ID = "speechbrain/lang-id-voxlingua107-ecapa"
 VIT_HUB_ID = "abhilash88/age-gender-prediction"
 WAVLM_HUB_ID = "microsoft/wavlm-large"
@@ -47,7 +52,7 @@ HUB_PATTERNS = ("*.json", "*.txt", "*.safetensors", "pytorch_model*.bin")
 VGGFACE_FILE = "vgg_face_weights.pth"
 SAFETENSORS, BIN = "model.safetensors", "pytorch_model.bin"
 TRAIN_AGE_GENDER = "fva train-encoder age-gender"
-SPEECHBRAIN_ID_FILES = {"speaker-ecapa": ("embedding_model.ckpt",),
+SPEECHBRAIN_ID_FILES = {"speaker-ecapa": ("embedding_model.ckpt",), "ecapa-embedding": ("embedding_model.ckpt",),
                         "lid": ("embedding_model.ckpt", "classifier.ckpt")}
 AGE_GENDER_ID_FILES = ("embedding_model.ckpt", "age_head.ckpt", "gender_head.ckpt")
 
@@ -79,6 +84,9 @@ SOURCES: dict[str, Source] = {s.name: s for s in (
     Source("voice-age-gender-ecapa", "", ""),
     Source("vggface", "deepface", VGGFACE_FILE),
     Source("vit-age-gender", "huggingface_hub", VIT_HUB_ID),
+    # the FLAG 2027 organisers' features: fetched when named (the FLAG recipe's stage 0 names them)
+    Source("ecapa-embedding", "speechbrain", ORGANISER_VOICE_HUB_ID, by_default=False),
+    Source("vggface-keras", "deepface", VGGFACE_FILE, by_default=False),
     Source("lid", "speechbrain", LID_HUB_ID),
     Source("wavlm", "huggingface_hub", WAVLM_HUB_ID, by_default=False, patterns=HUB_PATTERNS),
     Source("dinov2", "huggingface_hub", DINOV2_HUB_ID, by_default=False, patterns=HUB_PATTERNS),
@@ -273,7 +281,7 @@ def status(name: str) -> WeightsStatus:
         if (folder / "hyperparams.yaml").is_file() and all(f.is_file() for f in files):
             return WeightsStatus(source, folder, speechbrain_identity(source.ref, files), str(folder))
         return WeightsStatus(source, None, None, str(folder))
-    if source.library == "deepface":
+    if source.library == "deepface":  # one file for both VGG-Face encoders
         use_pytorch_backend()
         path = deepface_weights_dir() / VGGFACE_FILE
         return WeightsStatus(source, path if path.is_file() else None,
@@ -303,15 +311,16 @@ def use_pytorch_backend() -> None:
     os.environ.setdefault("DEEPFACE_BACKEND_ENGINE", "pytorch")
 
 
-def deepface_file() -> Path:
-    """deepface's ``vgg_face_weights.pth``, downloaded by deepface (its own URLs) when missing and online."""
+def deepface_file(name: str = "vggface") -> Path:
+    """deepface's ``vgg_face_weights.pth``, downloaded by deepface (its own URLs) when missing and online;
+    ``name``, the encoder asking (``vggface`` or ``vggface-keras``), is the one the messages name."""
     use_pytorch_backend()
     folder = deepface_weights_dir()
     path = folder / VGGFACE_FILE
     if path.is_file():
         return path
     if is_offline():
-        raise offline_error("vggface", f"deepface's {VGGFACE_FILE}", folder, "--weights FILE")
+        raise offline_error(name, f"deepface's {VGGFACE_FILE}", folder, "--weights FILE")
     from deepface.commons import folder_utils, weight_utils
     from deepface.commons.logger import Logger
     from deepface.models.facial_recognition.pytorch.VGGFace import WEIGHTS_URL
@@ -322,12 +331,12 @@ def deepface_file() -> Path:
         folder_utils.initialize_folder()
         got = Path(weight_utils.download_weights_if_necessary(file_name=VGGFACE_FILE, source_url=WEIGHTS_URL))
     except Exception as err:  # noqa: BLE001  (any failed download is one line)
-        raise download_error("vggface", f"deepface's {VGGFACE_FILE} to {path}", err, "--weights FILE") from None
+        raise download_error(name, f"deepface's {VGGFACE_FILE} to {path}", err, "--weights FILE") from None
     finally:
         logger.log_level = level
     if not got.is_file():
-        raise FvaError(f"vggface: deepface reported {got} but left no file there; run "
-                       f"'{fetch_command('vggface')}' again, or pass --weights FILE")
+        raise FvaError(f"{name}: deepface reported {got} but left no file there; run "
+                       f"'{fetch_command(name)}' again, or pass --weights FILE")
     return got
 
 
@@ -388,7 +397,7 @@ def fetch(name: str) -> WeightsStatus:
     if source.library == "speechbrain" and not status(name).present:
         speechbrain_fetch(source.ref)
     elif source.library == "deepface":
-        deepface_file()
+        deepface_file(name)
     elif source.library == "huggingface_hub":
         hub_snapshot(source.ref, name)
     got = status(name)

@@ -78,6 +78,8 @@ ENCODERS: Registry[type[Encoder]] = Registry("encoder", choices="choose from")
 # the built-in encoders: name -> module defining it (imported on first lookup; the module calls register)
 for _name, _module in (("speaker-ecapa", "speaker_ecapa"), ("voice-age-gender-ecapa", "voice_age_gender"),
                        ("vggface", "vggface"), ("vit-age-gender", "vit_age_gender"),
+                       # the FLAG 2027 organisers' features (any ECAPA's embedding; VGG-Face with Keras input)
+                       ("ecapa-embedding", "ecapa_embedding"), ("vggface-keras", "vggface"),
                        # FAME 2026's later entries (transformers save_pretrained folders)
                        ("wavlm", "wavlm"), ("wavlm-layers", "wavlm"), ("dinov2", "dinov2"),
                        ("dinov2-patch-mean", "dinov2"), ("dinov2-mean", "dinov2"), ("clip-image", "clip_image"),

@@ -26,7 +26,7 @@ import torch
 from fva.errors import FvaError
 from fva.extract.encoders.base import Encoder
 from fva.extract.weights import models_home  # noqa: F401  (re-exported)
-from fva.extract.weights import speechbrain_error, speechbrain_fetch_config, speechbrain_savedir
+from fva.extract.weights import speechbrain_error, speechbrain_fetch_config, speechbrain_identity, speechbrain_savedir
 
 SAMPLE_RATE = 16000
 HOP = 160  # speechbrain Fbank: 10 ms hop at 16 kHz; a clip of n samples has 1 + n // HOP frames
@@ -118,6 +118,11 @@ def load_pretrained(cls: Any, weights: str, device: torch.device, savedir: Path 
         raise speechbrain_error(source, savedir, err) from None
 
 
+def model_identity(weights: str, pretrained: Any) -> str:
+    """source@digest of a loaded speechbrain model's embedding checkpoint, as speechbrain collected it."""
+    return speechbrain_identity(weights, [Path(pretrained.hparams.pretrainer.paths.get("embedding_model", ""))])
+
+
 @dataclass(frozen=True)
 class AudioPreprocess:
     """Decoded 16 kHz mono audio -> float32 array (ECAPA computes its Fbank on the device, per batch)."""
@@ -135,14 +140,21 @@ def collate_audio(items: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
     return batch, n
 
 
+OUTPUTS = ("pooled", "embedding")  # asp_bn's pooled statistics (2 x last channels), or the model's fc output
+
+
 class LengthAwareEcapa:
     """Runs speechbrain's Fbank, sentence mean normalisation and an ``ECAPA_TDNN`` on a padded batch so
-    that each clip's ``asp_bn`` output equals that of the clip alone."""
+    that each clip's output equals that of the clip alone: ``output="pooled"``, the ``asp_bn`` statistics;
+    ``"embedding"``, what ``embedding_model`` returns (its ``fc``: the speaker embedding, not normalised)."""
 
     def __init__(self, compute_features: torch.nn.Module, mean_var_norm: torch.nn.Module,
-                 embedding_model: torch.nn.Module) -> None:
+                 embedding_model: torch.nn.Module, output: str = "pooled") -> None:
         from speechbrain.nnet.CNN import Conv1d
 
+        if output not in OUTPUTS:
+            raise ValueError(f"output {output!r}; choose from {', '.join(OUTPUTS)}")
+        self.output = output
         self.compute_features = compute_features
         self.mean_var_norm = mean_var_norm
         self.model = embedding_model
@@ -178,7 +190,8 @@ class LengthAwareEcapa:
 
     @torch.inference_mode()
     def __call__(self, wavs: torch.Tensor, n_samples: torch.Tensor) -> torch.Tensor:
-        """(B, L) padded audio and (B,) lengths in samples -> (B, 2C) pooled statistics, float32 CPU."""
+        """(B, L) padded audio and (B,) lengths in samples -> (B, 2C) pooled statistics or (B, lin_neurons)
+        embeddings, float32 CPU."""
         device = next(self.model.parameters()).device
         feats = self.compute_features(wavs.to(device))
         frames = 1 + n_samples // HOP
@@ -191,11 +204,19 @@ class LengthAwareEcapa:
         feats = self.mean_var_norm(feats, rel)
         self._frames = frames
         try:
-            self.model(feats, rel)
+            embedding = self.model(feats, rel)
         finally:
             self._frames = None
         pooled, self._pooled = self._pooled, None
-        return pooled.squeeze(-1).float().cpu()
+        out = embedding.squeeze(1) if self.output == "embedding" else pooled.squeeze(-1)
+        return out.float().cpu()
+
+    @property
+    def dim(self) -> int:
+        """The output's width, read off the model."""
+        if self.output == "embedding":
+            return int(self.model.fc.conv.out_channels)
+        return int(self.model.asp_bn.norm.num_features)
 
 
 class EcapaEncoder(Encoder):
@@ -212,8 +233,8 @@ class EcapaEncoder(Encoder):
         return collate_audio(items)
 
     def use_model(self, compute_features: torch.nn.Module, mean_var_norm: torch.nn.Module,
-                  embedding_model: torch.nn.Module) -> None:
-        """Wrap the loaded modules; the dimension is that of the pooled statistics (2 x last channels)."""
-        self.runner = LengthAwareEcapa(compute_features, mean_var_norm, embedding_model)
+                  embedding_model: torch.nn.Module, output: str = "pooled") -> None:
+        """Wrap the loaded modules; the dimension is that of the output (pooled: 2 x last channels)."""
+        self.runner = LengthAwareEcapa(compute_features, mean_var_norm, embedding_model, output)
         self.min_samples = self.runner.min_samples
-        self._dim = int(embedding_model.asp_bn.norm.num_features)
+        self._dim = self.runner.dim

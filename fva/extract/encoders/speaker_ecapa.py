@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 
 from fva.extract.encoders.base import Encoded, register
-from fva.extract.encoders.ecapa import EcapaEncoder, load_pretrained
-from fva.extract.weights import SPEAKER_HUB_ID, speechbrain_identity
+from fva.extract.encoders.ecapa import EcapaEncoder, load_pretrained, model_identity
+from fva.extract.weights import SPEAKER_HUB_ID
 
 
 @register
@@ -30,12 +30,8 @@ class SpeakerEcapa(EcapaEncoder):
         self.pretrained.mods.eval()
         mods = self.pretrained.mods
         self.use_model(mods.compute_features, mods.mean_var_norm, mods.embedding_model)
-        self._weights_id = _weights_identity(self.weights, self.pretrained)
+        self._weights_id = model_identity(self.weights, self.pretrained)
 
     def encode(self, batch: tuple[torch.Tensor, torch.Tensor]) -> Encoded:
         return Encoded(self.runner(*batch), {})
 
-
-def _weights_identity(weights: str, pretrained) -> str:
-    """source@digest of the embedding model's checkpoint file as speechbrain collected it."""
-    return speechbrain_identity(weights, [Path(pretrained.hparams.pretrainer.paths.get("embedding_model", ""))])

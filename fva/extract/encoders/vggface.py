@@ -1,4 +1,11 @@
-"""vggface: deepface's VGG-Face (PyTorch backend), the 4096-d fc7 embedding, L2-normalised.
+"""vggface and vggface-keras: deepface's VGG-Face (PyTorch backend), the 4096-d fc7, two preprocessings.
+
+``vggface-keras`` is the FLAG 2027 organisers' face feature (their Keras VGG-Face script, on the same network):
+the image through Pillow (RGB, ``resize((224, 224))``: bicubic, Pillow's default, no aspect kept, no face
+detection), RGB -> BGR, float32 minus the VGG-Face channel means (B 93.5940, G 104.7624, R 129.1863), and
+the ReLU'd fc7 as it is: **not** normalised (non-negative, mostly zeros). Pick it to start from the FLAG
+baseline or to compare with the organisers' feature files; pick ``vggface`` for what ``DeepFace.represent``
+gives (the FAME 2026 winner's input). ``vggface`` is described below.
 
 What is stored is exactly what ``DeepFace.represent(img, model_name="VGG-Face", detector_backend="skip",
 enforce_detection=False, align=False)`` returns for the same image: the ReLU'd fc7 activations of
@@ -43,6 +50,9 @@ from fva.extract.weights import use_pytorch_backend  # noqa: F401  (re-exported)
 WEIGHTS_FILE = VGGFACE_FILE
 INPUT_SIZE = (224, 224)  # deepface VggFaceClient.input_shape
 L2_EPSILON = 1e-10  # deepface.modules.verification.l2_normalize
+# the VGG-Face training images' channel means in BGR order (Parkhi et al. 2015), as the Keras preprocessing
+# subtracts them
+VGGFACE_MEANS_BGR = (93.5940, 104.7624, 129.1863)
 
 
 def deepface_weights_path() -> Path:
@@ -51,11 +61,12 @@ def deepface_weights_path() -> Path:
     return deepface_weights_dir() / WEIGHTS_FILE
 
 
-def resolve_weights(weights: str | Path | None) -> Path:
+def resolve_weights(weights: str | Path | None, name: str = "vggface") -> Path:
     """The ``vgg_face_weights.pth`` file that ``--weights`` names; omitted or ``deepface``: deepface's own
-    copy, downloaded by deepface when missing and online. FvaError when there is none."""
+    copy, downloaded by deepface when missing and online. FvaError when there is none (``name``: the encoder
+    the message names)."""
     if weights is None or str(weights) == "deepface":
-        return deepface_file()
+        return deepface_file(name)
     path = Path(weights).expanduser()
     if path.is_dir():
         for candidate in (path / WEIGHTS_FILE, path / ".deepface" / "weights" / WEIGHTS_FILE):
@@ -113,7 +124,7 @@ class VggFace(Encoder):
 
     def __init__(self, weights: str | Path | None = None, device: str | torch.device = "cpu") -> None:
         super().__init__(weights, device)
-        self.path = resolve_weights(self.weights)
+        self.path = resolve_weights(self.weights, self.name)
         self.model = load_vggface(self.path).to(self.device)
         self._dim = int(self.model.fc7.out_channels)
         self._weights_id = deepface_identity(self.path)
@@ -135,3 +146,43 @@ class VggFace(Encoder):
 
     def config(self) -> dict:
         return {"output": "l2-normalised fc7 (DeepFace.represent)", "input": "BGR 224x224 padded, /255"}
+
+
+@dataclass(frozen=True)
+class KerasVggFacePreprocess:
+    """RGB uint8 H x W x 3 -> float32 3 x 224 x 224 (BGR minus the VGG-Face means), as the FLAG 2027
+    organisers' Keras script: Pillow's ``resize`` to 224 x 224 (bicubic, Pillow's default since 7.0)."""
+
+    height: int = INPUT_SIZE[0]
+    width: int = INPUT_SIZE[1]
+
+    def __call__(self, rgb: np.ndarray) -> np.ndarray:
+        from PIL import Image
+
+        if rgb.ndim != 3 or rgb.shape[2] != 3:
+            raise ValueError(f"expected an RGB H x W x 3 image, got shape {rgb.shape}")
+        img = Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8), "RGB")
+        img = img.resize((self.width, self.height), Image.Resampling.BICUBIC)
+        bgr = np.asarray(img, dtype=np.float32)[:, :, ::-1] - np.asarray(VGGFACE_MEANS_BGR, dtype=np.float32)
+        return np.ascontiguousarray(bgr.transpose(2, 0, 1))
+
+
+@register
+class VggFaceKeras(VggFace):
+    """The FLAG 2027 organisers' face feature: fc7 after its ReLU, not normalised, Keras-style input."""
+
+    name = "vggface-keras"
+
+    @property
+    def preprocess(self) -> Callable[[np.ndarray], np.ndarray]:
+        return KerasVggFacePreprocess()
+
+    def encode(self, batch: torch.Tensor) -> Encoded:
+        self.model.eval()
+        with torch.inference_mode():
+            fc7 = self.model.embed(batch.to(self.device, torch.float32))
+        return Encoded(fc7.float().cpu(), {})
+
+    def config(self) -> dict:
+        return {"output": "fc7 after ReLU, not normalised (FLAG 2027 organisers)",
+                "input": "PIL bicubic 224x224, BGR minus VGG-Face means"}

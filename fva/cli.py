@@ -297,6 +297,8 @@ def extract(manifest_path: Path | None, dataset: str | None, root: Path | None, 
 @click.option("--pretrain-dataset", default=None,
               help="Pretrain on this dataset's cache of the same weight set first, e.g. voxceleb2 (overrides the config).")
 @click.option("--seed", type=int, default=None, help="Overrides the config's seed.")
+@click.option("--select-on", type=click.Choice(["any", "same-gender"]), default=None,
+              help="Dev impostors model selection reads (overrides train.select_on; same-gender: FLAG's gender track).")
 @click.option("--seeds", "seeds_text", default=None, metavar="0,1,2",
               help="Train one experiment per seed into EXP/seed<k>/ and report the dev EERs' mean and spread "
                    "(EXP/seeds.json); one seed: as --seed.")
@@ -306,12 +308,12 @@ def extract(manifest_path: Path | None, dataset: str | None, root: Path | None, 
               help="Folds trained at once (this process and N-1 spawned ones), each with a share of the CPU threads.")
 def train_head_cmd(fold: str, config_path: Path | None, cache_root: Path, exp: Path, split: str | None,
                    weight_set: str | None, dataset: str | None, folds_path: Path | None, init: Path | None,
-                   epochs: int | None, pretrain_dataset: str | None, seed: int | None, seeds_text: str | None,
-                   resume: bool, force: bool,
-                   workers: int) -> None:
+                   epochs: int | None, pretrain_dataset: str | None, seed: int | None, select_on: str | None,
+                   seeds_text: str | None, resume: bool, force: bool, workers: int) -> None:
     """Train projection heads per identity-disjoint fold on cached features, selecting on dev EER.
 
-    Prints each fold's dev EER, heard and unheard separately, and their mean.
+    Prints each fold's dev EER, heard and unheard separately, and their mean; where the training identities
+    have genders (MAV-Celeb v4), also the heard dev EER with same-gender impostors (FLAG's gender track).
 
     \b
     Example:
@@ -326,8 +328,8 @@ def train_head_cmd(fold: str, config_path: Path | None, cache_root: Path, exp: P
         overrides["data"]["split"] = split
     if weight_set:
         overrides["data"]["weight_set"] = weight_set
-    if epochs is not None:
-        overrides["train"] = {"epochs": epochs}
+    if epochs is not None or select_on is not None:
+        overrides["train"] = {k: v for k, v in (("epochs", epochs), ("select_on", select_on)) if v is not None}
     if pretrain_dataset is not None:
         overrides["data"]["pretrain_dataset"] = pretrain_dataset
     if dataset:
@@ -361,6 +363,9 @@ def train_head_cmd(fold: str, config_path: Path | None, cache_root: Path, exp: P
         means = metrics[f"mean_{kind}"]
         if means:
             click.echo(f"mean dev EER {kind}: " + ", ".join(f"{k} {v:.2f}%" for k, v in means.items()))
+    same = metrics.get("mean_same_gender", {}).get("heard")
+    if same:
+        click.echo("mean dev EER heard, same-gender impostors: " + ", ".join(f"{k} {v:.2f}%" for k, v in same.items()))
     click.echo(f"{exp}/metrics.json")
 
 
@@ -902,16 +907,58 @@ def submission_pack(scores_dir: Path, out: Path, trials: Path) -> None:
 
 @cli.group(short_help="A recipe's config, published plan and dev-EER table.")
 def recipe() -> None:
-    """Helpers of the recipes (recipes/fame2026/run.sh): their config, the published plan, the dev-EER table."""
+    """Helpers of the recipes (recipes/fame2026/run.sh, recipes/flag2027/run.sh): their config, their plans,
+    their dev-EER tables."""
 
 
 @recipe.command("config")
 @click.argument("config_path", type=click.Path(path_type=Path))
-def recipe_config(config_path: Path) -> None:
+@click.option("--recipe", "which", type=click.Choice(["fame2026", "flag2027"]), default="fame2026",
+              show_default=True, help="Which recipe's config this is.")
+def recipe_config(config_path: Path, which: str) -> None:
     """Check a recipe config and print it as shell assignments (SECTION_KEY='value'), for run.sh to eval."""
-    from fva.recipe import load_recipe_config, shell_assignments
+    from fva.recipe import flag_shell_assignments, load_flag_config, load_recipe_config, shell_assignments
 
-    click.echo(shell_assignments(load_recipe_config(config_path)), nl=False)
+    if which == "flag2027":
+        click.echo(flag_shell_assignments(load_flag_config(config_path)), nl=False)
+    else:
+        click.echo(shell_assignments(load_recipe_config(config_path)), nl=False)
+
+
+def _systems(text: str) -> list[str]:
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    if not names:
+        raise click.UsageError("--systems: name at least one system")
+    return names
+
+
+@recipe.command("flag-plan")
+@click.option("--work", type=click.Path(path_type=Path), required=True, help="The FLAG recipe's work folder.")
+@click.option("--trials", type=click.Path(path_type=Path), required=True,
+              help="Folder of the track folders (no_gender/, gender/).")
+@click.option("--cache", "cache_root", type=click.Path(path_type=Path), required=True, help="Test features' cache root.")
+@click.option("--systems", "systems_text", required=True, help="Comma-separated: the systems trained per track.")
+@click.option("--selection", type=click.Choice(["best", "fuse"]), default="best", show_default=True,
+              help="Per track: the system with the lowest dev EER of the track's impostors, or all fused.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Plan YAML to write.")
+def recipe_flag_plan(work: Path, trials: Path, cache_root: Path, systems_text: str, selection: str, out: Path) -> None:
+    """Write the FLAG 2027 plan: per track, the best system on that track's dev EER, or a fusion of all."""
+    from fva.recipe import flag_plan, write_plan
+
+    plan, chosen = flag_plan(work, trials, cache_root, _systems(systems_text), selection)
+    write_plan(out, plan)
+    for track, what in chosen.items():
+        click.echo(f"{track}: {what}")
+
+
+@recipe.command("flag-table")
+@click.option("--work", type=click.Path(path_type=Path), required=True, help="The FLAG recipe's work folder.")
+@click.option("--systems", "systems_text", required=True, help="Comma-separated: the systems trained per track.")
+def recipe_flag_table(work: Path, systems_text: str) -> None:
+    """Dev EERs per system and track, with any and with same-gender impostors (markdown)."""
+    from fva.recipe import flag_dev_table
+
+    click.echo(flag_dev_table(work, _systems(systems_text)))
 
 
 @recipe.command("plan")

@@ -1,6 +1,9 @@
-"""What the FAME 2026 recipe (``recipes/fame2026/run.sh``) needs from Python: its YAML config (paths, devices,
-per-stage options; an unknown key is an error) as shell variables, the published per-scenario selection as a
-submission plan, and the table of dev EERs per stage and scenario.
+"""What the recipes need from Python: their YAML configs (paths, devices, per-stage options; an unknown key is
+an error) as shell variables, their submission plans, and their tables of dev EERs.
+
+FAME 2026 (``recipes/fame2026/run.sh``): the published per-scenario selection and the dev EERs per stage and
+scenario. FLAG 2027 (``recipes/flag2027/run.sh``, :class:`FlagRecipeConfig`): per track, the system with the
+best dev EER of that track's impostors (or a fusion of all), and the dev EERs per system, track and language.
 
 The recipe's folders under ``work``::
 
@@ -160,8 +163,8 @@ def write_plan(path: str | Path, plan: dict) -> Path:
 
 
 def dev_eer_table(exps: list[Path]) -> str:
-    """A markdown table of each experiment's mean dev EERs over its folds: per heard and unheard language, with
-    its weight set, split and whether its heads were fine-tuned."""
+    """A markdown table of each experiment's mean dev EERs over its folds: per heard and unheard language (and
+    with same-gender impostors, where measured), with its weight set and whether its heads were fine-tuned."""
     rows = []
     languages: list[str] = []
     for exp in exps:
@@ -171,14 +174,169 @@ def dev_eer_table(exps: list[Path]) -> str:
         metrics = json.loads(metrics_path.read_text())
         info = json.loads((Path(exp) / "experiment.json").read_text())
         eers = {**{f"{k} heard": v for k, v in metrics["mean_heard"].items()},
-                **{f"{k} unheard": v for k, v in metrics["mean_unheard"].items()}}
+                **{f"{k} unheard": v for k, v in metrics["mean_unheard"].items()},
+                **{f"{k} heard, same-gender impostors": v
+                   for k, v in metrics.get("mean_same_gender", {}).get("heard", {}).items()}}
         languages += [k for k in eers if k not in languages]
         rows.append((Path(exp).name, info.get("weight_set", "full"), "yes" if info.get("fine_tuned", True) else "no",
                      eers))
-    columns = sorted(languages, key=lambda k: (k.endswith("unheard"), k))
+    columns = sorted(languages, key=lambda k: (k.endswith("unheard"), "same-gender" in k, k))
     lines = ["| experiment | weight set | fine-tuned | " + " | ".join(f"dev EER {c} %" for c in columns) + " |",
              "|---|---|---|" + "---|" * len(columns)]
     for name, weight_set, tuned, eers in rows:
         cells = ["–" if c not in eers else f"{eers[c]:.2f}" for c in columns]
         lines.append(f"| {name} | {weight_set} | {tuned} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------- FLAG 2027
+FLAG_TRACKS = ("no_gender", "gender")  # the organisers' track folders
+# the dev impostors that match each track: model selection and the per-track choice of system read them
+TRACK_SELECT_ON = {"no_gender": "any", "gender": "same-gender"}
+
+
+@dataclass
+class FlagData:
+    root: str = ""  # the MAV-Celeb v4 download: train_set/ (+ meta_file_train_set.csv) and the dev set's tracks
+    eval: str = ""  # the eval set's folder (no_gender/ and gender/), once released; empty: dev only
+    ground_truth: str = ""  # the organisers' <Lang>_test_<track>.txt, to print test EERs; empty: none
+
+
+@dataclass
+class FlagEncoders:
+    # encoders extracted beside the organisers' two (ecapa-embedding, vggface-keras): the FAME 2026 set by
+    # default (its voice age-gender ECAPA is not published); the stage-4 systems' configs name among these
+    extra: str = "speaker-ecapa,vggface,vit-age-gender"
+
+
+@dataclass
+class FlagHeads:
+    baseline: str = "flag2027-baseline"  # stage 3: the organisers' baseline (shipped config or YAML)
+    systems: str = ""  # stage 4: comma-separated head configs (shipped names or YAML files), each trained per track
+    selection: str = "best"  # stage 5, per track: best (lowest dev EER of the track's impostors) or fuse (all)
+    folds: int = 7
+    workers: int = 1  # folds trained at once
+
+
+@dataclass
+class FlagStages:
+    extract: str = ""
+    baseline: str = ""  # extra fva train-head options for stage 3, e.g. --epochs 20
+    systems: str = ""
+
+
+@dataclass
+class FlagRecipeConfig:
+    work: str = "exp/flag2027"
+    data: FlagData = field(default_factory=FlagData)
+    weights: dict = field(default_factory=dict)  # encoder -> local copy (file or folder); others are fetched
+    devices: Devices = field(default_factory=Devices)
+    encoders: FlagEncoders = field(default_factory=FlagEncoders)
+    heads: FlagHeads = field(default_factory=FlagHeads)
+    options: FlagStages = field(default_factory=FlagStages)
+
+
+def load_flag_config(path: str | Path) -> FlagRecipeConfig:
+    """The FLAG recipe's config at ``path``; relative paths are taken from the config file's folder."""
+    from fva.extract.weights import get_source
+
+    cfg = build_dataclass(FlagRecipeConfig, read_yaml_mapping(path, "recipe config"), str(path))
+    base = Path(path).resolve().parent
+
+    def absolute(value: str) -> str:
+        return str((base / value).resolve()) if value and not Path(value).is_absolute() else value
+
+    cfg.work = absolute(cfg.work)
+    for f in fields(cfg.data):
+        setattr(cfg.data, f.name, absolute(getattr(cfg.data, f.name)))
+    for name, value in cfg.weights.items():
+        get_source(str(name))  # an unknown encoder is one line
+        cfg.weights[name] = absolute(str(value or ""))
+    cfg.heads.baseline = absolute(cfg.heads.baseline) if cfg.heads.baseline.endswith((".yaml", ".yml")) \
+        else cfg.heads.baseline
+    cfg.heads.systems = ",".join(absolute(s) if s.endswith((".yaml", ".yml")) else s
+                                 for s in (x.strip() for x in cfg.heads.systems.split(",")) if s)
+    if cfg.heads.selection not in ("best", "fuse"):
+        raise FvaError(f"{path}: heads.selection {cfg.heads.selection!r}; choose best or fuse")
+    if not cfg.data.root:
+        raise FvaError(f"{path}: data.root is empty; the recipe needs the MAV-Celeb v4 folder (train_set/ and the "
+                       "dev set's no_gender/ and gender/)")
+    return cfg
+
+
+def flag_shell_assignments(cfg: FlagRecipeConfig) -> str:
+    """:func:`shell_assignments` of the FLAG config; its weights mapping becomes ``WEIGHTS_ARGS`` (``--weights
+    ENCODER=PATH`` options, split on spaces by the recipe: paths without spaces) and ``WEIGHTS_LOCAL``
+    (``ENCODER=PATH`` of each local copy, for stage 0 to check and not fetch).
+
+    >>> print(flag_shell_assignments(FlagRecipeConfig(weights={"vggface": "/w/v.pth"})).splitlines()[-2])
+    WEIGHTS_ARGS='--weights vggface=/w/v.pth'
+    """
+    given = {k: v for k, v in cfg.weights.items() if v}
+    spaced = [v for v in given.values() if " " in v]
+    if spaced:
+        raise FvaError(f"weights: {spaced[0]!r} has a space; the recipe passes weights paths without spaces")
+    lines = [line for line in shell_assignments(cfg).splitlines() if not line.startswith("WEIGHTS=")]
+    lines.append("WEIGHTS_ARGS=" + shlex.quote(" ".join(f"--weights {k}={v}" for k, v in given.items())))
+    lines.append("WEIGHTS_LOCAL=" + shlex.quote(" ".join(f"{k}={v}" for k, v in given.items())))
+    return "\n".join(lines) + "\n"
+
+
+def experiment_track_eer(exp: Path, track: str) -> float:
+    """An experiment's mean heard dev EER with the impostors of ``track`` (any, or same-gender for the gender
+    track); FvaError when it was not measured."""
+    metrics_path = Path(exp) / "metrics.json"
+    if not metrics_path.is_file():
+        raise FvaError(f"{exp}: no metrics.json; train it first")
+    metrics = json.loads(metrics_path.read_text())
+    heard = (metrics["mean_heard"] if TRACK_SELECT_ON[track] == "any"
+             else metrics.get("mean_same_gender", {}).get("heard", {}))
+    if not heard:
+        raise FvaError(f"{exp}: no heard dev EER with {TRACK_SELECT_ON[track]} impostors in metrics.json; train it "
+                       "on features whose manifest has every identity's gender")
+    return float(sum(heard.values()) / len(heard))
+
+
+def flag_plan(work: str | Path, trials: str | Path, cache: str | Path, systems: list[str],
+              selection: str = "best") -> tuple[dict, dict[str, str]]:
+    """The FLAG submission plan: each track's files scored by the system (``exp/<system>-<track>``) with the
+    lowest heard dev EER of that track's impostors (``best``), or by all of them fused with weights fitted on
+    their dev trials (``fuse``). Returns the plan and, per track, what was chosen."""
+    from fva.evaluate.submission import FLAG_2027, submission_files
+    from fva.heads.plan import plan_name
+
+    exp = Path(work) / "exp"
+    chosen: dict[str, str] = {}
+    entries: dict[str, object] = {}
+    for track in FLAG_TRACKS:
+        exps = [exp / f"{s}-{track}" for s in systems]
+        if selection == "fuse" and len(exps) > 1:
+            entries[track] = {"fuse": [str(e) for e in exps], "weights": "logistic"}
+            chosen[track] = "fusion of " + ", ".join(systems)
+        else:
+            eers = {s: experiment_track_eer(e, track) for s, e in zip(systems, exps)}
+            best = min(eers, key=lambda s: (eers[s], systems.index(s)))
+            entries[track] = str(exp / f"{best}-{track}")
+            chosen[track] = f"{best} (dev EER {eers[best]:.2f}% with {TRACK_SELECT_ON[track]} impostors)"
+    files = {plan_name(sub): entries[sub.track] for sub in submission_files(trials, FLAG_2027)}
+    return {"trials": str(trials), "cache": str(cache), "files": files}, chosen
+
+
+def flag_dev_table(work: str | Path, systems: list[str]) -> str:
+    """Per system and track (``exp/<system>-<track>``): its selection, the mean heard dev EER with any and with
+    same-gender impostors (English: FLAG trains on English only, so there is no Bengali dev set)."""
+    lines = ["| system | track | selected on | dev EER English, any impostors % | "
+             "dev EER English, same-gender impostors % |", "|---|---|---|---|---|"]
+    for system in systems:
+        for track in FLAG_TRACKS:
+            folder = Path(work) / "exp" / f"{system}-{track}"
+            metrics_path = folder / "metrics.json"
+            if not metrics_path.is_file():
+                raise FvaError(f"{folder}: no metrics.json; train it first")
+            metrics = json.loads(metrics_path.read_text())
+            select_on = next(iter(metrics["folds"].values()), {}).get("select_on", "any")
+            cells = []
+            for section in (metrics["mean_heard"], metrics.get("mean_same_gender", {}).get("heard", {})):
+                cells.append(f"{sum(section.values()) / len(section):.2f}" if section else "–")
+            lines.append(f"| {system} | {track} | {select_on} impostors | {cells[0]} | {cells[1]} |")
     return "\n".join(lines)

@@ -142,13 +142,20 @@ def test_v4_layouts_of_the_download_and_bengali_kept_out_of_training(tmp_path):
     touch(dev / "Bangla_test" / "voices" / "00000.wav")
     touch(dev / "Bangla_test" / "faces" / "00000.jpg")
     (dev / "Bangla_test.txt").write_text("k1 voices/Bangla/00000.wav faces/Bangla/00000.jpg\n")
+    with pytest.raises(FvaError, match="has gender/ but no no_gender/ with <Lang>_test.txt lists"):
+        build_manifest("mavceleb-v4", root, subset="test")  # one track alone is not a FLAG dev or eval set
+    other = dev.parent / "no_gender"
+    touch(other / "Bangla_test" / "voices" / "00000.wav")
+    touch(other / "Bangla_test" / "faces" / "00000.jpg")
+    (other / "Bangla_test.txt").write_text("k1 voices/Bangla/00000.wav faces/Bangla/00000.jpg\n")
 
     man, notes = build_manifest("mavceleb-v4", root, subset="train")
     assert {(r.identity, r.gender, r.language) for r in man.records} == {("id001", "male", "English"),
                                                                         ("id002", "female", "English")}
     assert any("1 Bengali train file" in n for n in notes)
     test, _ = build_manifest("mavceleb-v4", root, subset="test")
-    assert sorted(r.key for r in test.records) == ["gender/faces/Bangla/00000", "gender/voices/Bangla/00000"]
+    assert sorted(r.key for r in test.records) == ["gender/faces/Bangla/00000", "gender/voices/Bangla/00000",
+                                                   "no_gender/faces/Bangla/00000", "no_gender/voices/Bangla/00000"]
     with pytest.raises(FvaError, match="has no Bengali records"):
         build_manifest("mavceleb-v4", root, subset="train", split="bengali-unheard")
 

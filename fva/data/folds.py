@@ -93,7 +93,8 @@ def identity_genders(records: list[MediaRecord], identities: list[str]) -> dict[
         if len(seen[identity]) != 1:
             what = "no gender" if not seen[identity] else f"genders {sorted(seen[identity])}"
             raise FvaError(f"identity {identity} has {what} in the manifest; same-gender negatives need one gender "
-                           "per identity (MAV-Celeb v4: the meta file beside the data), or use --negatives any")
+                           "per identity (MAV-Celeb v4: meta_file_train_set.csv beside train_set/, read by fva manifest), "
+                           "or use --negatives any")
     return {i: next(iter(g)) for i, g in seen.items()}
 
 

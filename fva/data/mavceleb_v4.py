@@ -200,8 +200,13 @@ def test_records(root: Path, lists: Path | None = None) -> tuple[list[MediaRecor
     if test_dir is None:
         raise FvaError(f"no {NAME} test lists under {root}: expected {'/ and '.join(TRACKS)}/ with <Lang>{TEST_SUFFIX} "
                        f"in it or in {', '.join(_TEST_DIRS[1:])}; pass --lists DIR, the folder holding the tracks")
+    tracks = tracks_of(test_dir)
+    if len(tracks) < len(TRACKS):
+        missing = next(t for t in TRACKS if t not in tracks)
+        raise FvaError(f"{test_dir}: has {tracks[0]}/ but no {missing}/ with <Lang>{TEST_SUFFIX} lists; FLAG 2027's "
+                       f"dev and eval sets come in both tracks ({', '.join(TRACKS)}): unpack the missing one there")
     records: dict[str, MediaRecord] = {}
-    for track in tracks_of(test_dir):
+    for track in tracks:
         for language in test_languages(test_dir / track):
             path = test_dir / track / f"{language}{TEST_SUFFIX}"
             for trial in read_trials(path):

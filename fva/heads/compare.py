@@ -3,7 +3,8 @@
 A system is named by its config: the shipped ``fva/configs/systems/<name>.yaml`` (or a path to a YAML file).
 Its settings are laid over an optional base config (the dataset's settings, e.g. the shipped ``demo``), so
 every system sees the same data, folds and seed. The table gives, per system, the mean over folds of the dev EER on the
-heard and on the unheard languages, their mean, and the training seconds.
+heard and on the unheard languages, their mean, and the training seconds; where the folds measured dev trials
+with same-gender impostors too (MAV-Celeb v4: FLAG 2027's gender track), also their heard dev EER.
 
 Seeds: with several seeds each system is trained once per seed, into ``out/seed<k>/<system>`` (a seed's folder
 holds what one single-seed compare writes, so a ``dual-fop`` still finds its ``{exp_parent}/fop``), and the
@@ -46,14 +47,20 @@ def system_config(name: str, base: str | Path | None, overrides: dict | None = N
     return load_config(base, merge_sections(merge_sections({}, layer), overrides or {}))
 
 
+ROW_FIGURES = ("heard", "unheard", "mean", "same_gender")  # the table's EER columns (same_gender: where measured)
+
+
 def summary_row(name: str, metrics: dict, seconds: float) -> dict:
-    """Mean over folds of each language's dev EER, then over languages: heard, unheard and both."""
+    """Mean over folds of each language's dev EER, then over languages: heard, unheard and both; and the heard
+    dev EER with same-gender impostors (None where not measured)."""
     heard = list(metrics["mean_heard"].values())
     unheard = list(metrics["mean_unheard"].values())
+    same = list(metrics.get("mean_same_gender", {}).get("heard", {}).values())
     both = heard + unheard
     return {"system": name, "heard": float(np.mean(heard)) if heard else None,
             "unheard": float(np.mean(unheard)) if unheard else None,
-            "mean": float(np.mean(both)) if both else None, "seconds": round(seconds, 1),
+            "mean": float(np.mean(both)) if both else None,
+            "same_gender": float(np.mean(same)) if same else None, "seconds": round(seconds, 1),
             "folds": len(metrics["folds"])}
 
 
@@ -101,7 +108,7 @@ def seed_summary(per_seed: dict[int, dict]) -> dict:
         out[f"mean_{kind}"] = {lang: spread([m[f"mean_{kind}"][lang] for m in per_seed.values()
                                              if lang in m[f"mean_{kind}"]]) for lang in langs}
     rows = [summary_row("", m, 0.0) for m in per_seed.values()]
-    for key in ("heard", "unheard", "mean"):
+    for key in ROW_FIGURES:
         values = [r[key] for r in rows if r[key] is not None]
         out[key] = spread(values) if values else None
     return out
@@ -113,7 +120,7 @@ def seeds_row(name: str, per_seed: dict[int, dict], seconds: float) -> dict:
     summary = seed_summary(per_seed)
     row = {"system": name, "seconds": round(seconds, 1), "folds": len(next(iter(per_seed.values()))["folds"]),
            "seeds": summary["seeds"]}
-    for key in ("heard", "unheard", "mean"):
+    for key in ROW_FIGURES:
         row[key] = None if summary[key] is None else summary[key]["mean"]
         row[f"{key}_spread"] = summary[key]
     return row
@@ -157,11 +164,15 @@ def markdown_table(rows: list[dict]) -> str:
 
     seeded = any(len(r.get("seeds", ())) > 1 for r in rows)
     pooled = any(r.get("pooled_heard") for r in rows)
-    head = "| system | dev EER heard % | dev EER unheard % | mean % | training s |"
+    gendered = any(r.get("same_gender") is not None for r in rows)
+    head = "| system | dev EER heard % | dev EER unheard % | mean % |"
+    head += " dev EER heard, same-gender impostors % |" if gendered else ""
+    head += " training s |"
     head += " pooled dev EER heard % [95% CI] |" if pooled else ""
     head += " seeds |" if seeded else ""
     lines = [head, "|---" * head.count(" |") + "|"]
-    lines += [f"| {r['system']} | {cell(r, 'heard')} | {cell(r, 'unheard')} | {cell(r, 'mean')} | {r['seconds']:.1f} |"
+    lines += [f"| {r['system']} | {cell(r, 'heard')} | {cell(r, 'unheard')} | {cell(r, 'mean')} |"
+              + (f" {cell(r, 'same_gender')} |" if gendered else "") + f" {r['seconds']:.1f} |"
               + (f" {interval(r)} |" if pooled else "")
               + (f" {','.join(map(str, r.get('seeds', ())))} |" if seeded else "") for r in rows]
     return "\n".join(lines)

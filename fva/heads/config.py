@@ -69,6 +69,10 @@ class TrainConfig:
     # synthetic cache 10 selects the same models as 20 (mean dev EER heard 14.77 vs 14.73%) in 143 epochs
     # instead of 243; on the demo's small, noisy dev sets 20 is up to 1.6 points better (fva/configs/demo.yaml).
     patience: int = 10
+    # the dev trials model selection (the kept epoch, early stopping) reads: "any" (impostors of any held-out
+    # identity) or "same-gender" (FLAG 2027's gender-controlled track: every impostor has the voice's gender).
+    # Both are measured and reported whenever the training identities have genders (MAV-Celeb v4's meta file).
+    select_on: str = "any"
     pretrain_epochs: int = 10
     pair_repeats: int = 1  # paired systems: passes over the voices per epoch, each re-paired with faces
     rows_per_epoch: int = 0  # 0: every row once per epoch; else a seeded sample of that many rows

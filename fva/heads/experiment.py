@@ -153,4 +153,7 @@ def check_same_weights(expected: dict[str, str], found: dict[str, str], where: s
 def fold_line(f: int, r: dict, seconds: float) -> str:
     return (f"fold {f}: epoch {r['epoch']} selected, dev EER heard " + ", ".join(f"{k} {v:.2f}%" for k, v in r["heard"].items())
             + ("; unheard " + ", ".join(f"{k} {v:.2f}%" for k, v in r["unheard"].items()) if r["unheard"] else "")
+            + ("; with same-gender impostors heard " + ", ".join(f"{k} {v:.2f}%" for k, v in r["same_gender"]["heard"].items())
+               if r.get("same_gender", {}).get("heard") else "")
+            + (f" (selected on {r['select_on']} impostors)" if r.get("select_on", "any") != "any" else "")
             + f" ({seconds:.1f} s)")

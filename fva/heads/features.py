@@ -45,6 +45,12 @@ class FeatureTable:
                            f"'fva extract --encoders {missing[0]}' or change features in the config")
         self.encoders = list(encoders)
         self.tables: list[CacheTable] = [open_cache(self.folder / e) for e in encoders]
+        for name, table in zip(encoders, self.tables):
+            made_by = table.attrs.get("encoder")
+            if made_by and made_by != name:
+                self.close()
+                raise FvaError(f"{table.folder}: holds features of encoder {made_by}, not {name}; extract {name} "
+                               f"with 'fva extract --encoders {name}' (never rename a cache folder)")
         base = self.tables[0]
         modalities = {t.attrs.get("modality") for t in self.tables}
         if len(modalities) != 1:

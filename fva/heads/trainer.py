@@ -20,7 +20,7 @@ import torch
 
 from fva import __version__
 from fva.atomic import atomic_path
-from fva.data.folds import Folds, dev_trials, make_folds
+from fva.data.folds import NEGATIVES, Folds, dev_trials, identity_genders, make_folds
 from fva.data.splits import Split
 from fva.data.trials import labels_path, write_labels, write_trials
 from fva.errors import FvaError
@@ -53,7 +53,7 @@ class FoldRun:
     classes: dict[str, int]  # identity -> class index (pretraining identities after the fold's, when joint)
     voice_rows: object  # InMemoryRows / StreamingRows / ConcatRows
     face_rows: object
-    dev: dict  # language -> (TrialSet, labels)
+    dev: dict  # dev list name (dev_list_name) -> (TrialSet, labels)
 
     @property
     def log_path(self) -> Path:
@@ -83,6 +83,7 @@ class FoldTrainer:
                            f"{split.unheard} records (languages: {', '.join(all_languages)}), which the unheard dev "
                            "EER needs; extract the weight set from the full manifest (every language)")
         self.folds = self._folds()
+        self.negatives = self._dev_negatives()
         self.pre: Modalities | None = None
         if cfg.data.pretrain_dataset:
             from fva.data.datasets import get_dataset
@@ -149,6 +150,38 @@ class FoldTrainer:
             folds.save(path)
         return folds
 
+    def _dev_negatives(self) -> tuple[str, ...]:
+        """The kinds of dev impostors measured: ``any``, and ``same-gender`` when every training identity has a
+        gender; the one selection reads must be among them (else one line, before anything is written)."""
+        select_on = self.cfg.train.select_on
+        if select_on not in NEGATIVES:
+            raise FvaError(f"train.select_on: {select_on!r}; choose from {', '.join(NEGATIVES)}")
+        identities = sorted({r.identity for r in self.records.values() if r.identity})
+        try:
+            identity_genders(list(self.records.values()), identities)
+        except FvaError as err:
+            if select_on == "same-gender":
+                missing = str(err).split(";")[0]
+                raise FvaError(f"train.select_on same-gender: {missing} of {self.folder} (MAV-Celeb v4 reads genders "
+                               "from meta_file_train_set.csv beside train_set/: put it there and run fva manifest and "
+                               "fva extract again), or select on any") from None
+            return ("any",)
+        return NEGATIVES
+
+    def check_selection_trials(self, fold: int) -> None:
+        """One line when the fold has no dev trials of the impostors selection reads (e.g. same-gender ones when
+        its held-out identities are one of each gender), before anything is written."""
+        records = list(self.records.values())
+        languages = sorted({r.language for r in records if r.language})
+        select_on = self.cfg.train.select_on
+        for li, language in enumerate(languages):
+            if language in self.heard and dev_trials(records, self.folds.held_out(fold), language,
+                                                     seed=[self.folds.seed, fold, li], negatives=select_on)[0]:
+                return
+        raise FvaError(f"fold {fold}: no heard dev trials with {select_on} impostors among its held-out identities "
+                       f"({', '.join(self.folds.held_out(fold))}); use fewer folds (more identities each) or "
+                       "select on any")
+
     def model_config(self, fold: int | str) -> ModelConfig:
         """The model config of one fold: ``{fold}`` and ``{exp_parent}`` (the folder holding this experiment)
         in the system's text options are filled in, so a dual-fop's frozen FOP can be the same fold's of a
@@ -195,14 +228,18 @@ class FoldTrainer:
         return info
 
     def dev_sets(self, fold: int) -> dict[str, tuple[TrialSet, dict[str, int]]]:
-        """Per language: the fold's dev trials (as ``fva folds`` writes them) with features and truth."""
+        """Per language and kind of impostor (:func:`dev_list_name`): the fold's dev trials (as ``fva folds
+        --negatives`` writes them) with features and truth."""
         records = list(self.records.values())
         languages = sorted({r.language for r in records if r.language})
         out = {}
-        for li, language in enumerate(languages):
-            trials, labels = dev_trials(records, self.folds.held_out(fold), language, seed=[self.folds.seed, fold, li])
-            if trials:
-                out[language] = (TrialSet.build(trials, self.feats, f"fold {fold} dev trials", self.by_key), labels)
+        for negatives in self.negatives:
+            for li, language in enumerate(languages):
+                trials, labels = dev_trials(records, self.folds.held_out(fold), language,
+                                            seed=[self.folds.seed, fold, li], negatives=negatives)
+                if trials:
+                    out[dev_list_name(language, negatives)] = (
+                        TrialSet.build(trials, self.feats, f"fold {fold} dev trials", self.by_key), labels)
         return out
 
     def train_fold(self, fold: int, init_state: dict | None = None, resume: bool = False,
@@ -298,10 +335,12 @@ class FoldTrainer:
                            buffer_blocks=tc.buffer_blocks, rows=tc.rows_per_epoch, pair_repeats=tc.pair_repeats)
 
     def evaluate(self, run: "FoldRun", model: HeadSystem) -> tuple[dict[str, float], float]:
-        """Dev EER per language (raw distances) and the selection EER: the mean over heard languages."""
-        dev_eer = {lang: compute_eer(np.array([labels[t.key] for t in ts.trials]), ts.distances(model))
-                   for lang, (ts, labels) in run.dev.items()}
-        return dev_eer, float(np.mean([dev_eer[lang] for lang in self.heard if lang in dev_eer]))
+        """Dev EER per dev list (raw distances) and the selection EER: the mean over the heard languages' lists
+        of the impostors ``train.select_on`` names."""
+        dev_eer = {name: compute_eer(np.array([labels[t.key] for t in ts.trials]), ts.distances(model))
+                   for name, (ts, labels) in run.dev.items()}
+        chosen = [dev_list_name(lang, self.cfg.train.select_on) for lang in self.heard]
+        return dev_eer, float(np.mean([dev_eer[name] for name in chosen if name in dev_eer]))
 
     def select(self, run: "FoldRun", model: HeadSystem, state: dict, epoch: int, dev_eer: dict[str, float],
                selection: float) -> None:
@@ -341,17 +380,22 @@ class FoldTrainer:
             cohort = build_cohort(model, self.feats, self.records, self.folds.train_identities(fold),
                                   self.unheard[0] if self.unheard else None, self.cfg.score.snorm, fold)
             payload["cohort"] = cohort.payload()
-        metrics = {"fold": fold, "epoch": payload["epoch"], "heard": {}, "unheard": {}}
+        metrics = {"fold": fold, "epoch": payload["epoch"], "heard": {}, "unheard": {},
+                   "select_on": self.cfg.train.select_on}
+        if "same-gender" in self.negatives:
+            metrics["same_gender"] = {"heard": {}, "unheard": {}}
         all_labels, all_dist = [], []
-        for lang, (ts, labels) in dev.items():
+        for name, (ts, labels) in dev.items():
+            lang, negatives = parse_dev_list_name(name)
             dist = ts.distances(model, self.cfg.score, cohort)
-            path = out / f"dev_{lang}.txt"
+            path = out / f"dev_{name}.txt"
             write_trials(path, ts.trials)
             write_labels(labels_path(path), labels)
-            write_scores(out / f"dev_scores_{lang}.txt", {t.key: float(d) for t, d in zip(ts.trials, dist)})
+            write_scores(out / f"dev_scores_{name}.txt", {t.key: float(d) for t, d in zip(ts.trials, dist)})
             y = np.array([labels[t.key] for t in ts.trials])
-            metrics["heard" if lang in self.heard else "unheard"][lang] = compute_eer(y, dist)
-            if lang in self.heard:
+            kind = "heard" if lang in self.heard else "unheard"
+            (metrics if negatives == "any" else metrics["same_gender"])[kind][lang] = compute_eer(y, dist)
+            if negatives == "any" and lang in self.heard:
                 all_labels.append(y)
                 all_dist.append(dist)
         heard_y, heard_d = np.concatenate(all_labels), np.concatenate(all_dist)
@@ -368,6 +412,24 @@ class FoldTrainer:
         write_payload(out / CHECKPOINT_FILE, payload)
         write_json(out / METRICS_FILE, metrics)
         return metrics
+
+
+def dev_list_name(language: str, negatives: str) -> str:
+    """A fold's dev list name (its files ``dev_<name>.txt``, ``dev_scores_<name>.txt``): the language for
+    impostors of any identity, ``<language>-same-gender`` for impostors of the voice's gender.
+
+    >>> dev_list_name("English", "any"), dev_list_name("English", "same-gender")
+    ('English', 'English-same-gender')
+    """
+    return language if negatives == "any" else f"{language}-{negatives}"
+
+
+def parse_dev_list_name(name: str) -> tuple[str, str]:
+    """(language, negatives) of a dev list name (:func:`dev_list_name`)."""
+    for negatives in NEGATIVES:
+        if negatives != "any" and name.endswith(f"-{negatives}"):
+            return name[: -len(negatives) - 1], negatives
+    return name, "any"
 
 
 def choose_weight_set(cache_root: Path, dataset: str, wanted: str, split: Split) -> tuple[str, str]:
@@ -488,6 +550,7 @@ def train_head(cfg: HeadConfig, cache_root: Path, exp: Path, folds: list[int] | 
         fold_list = list(range(trainer.folds.k)) if folds is None else folds
         for f in fold_list:
             trainer.folds.check_fold(f)
+            trainer.check_selection_trials(f)
         init_info = trainer.check_init(init) if init else None
         if overwrite:  # only once the request is known to be valid: a user error deletes nothing
             shutil.rmtree(exp)
@@ -520,10 +583,16 @@ def train_head(cfg: HeadConfig, cache_root: Path, exp: Path, folds: list[int] | 
 
 
 def summarise(results: dict[int, dict]) -> dict:
-    """Per-fold dev EERs and their means, heard and unheard separately."""
-    def mean(kind: str) -> dict[str, float]:
-        langs = sorted({lang for r in results.values() for lang in r[kind]})
-        return {lang: float(np.mean([r[kind][lang] for r in results.values() if lang in r[kind]])) for lang in langs}
+    """Per-fold dev EERs and their means, heard and unheard separately; with same-gender impostors too
+    (``mean_same_gender``) where the folds measured them."""
+    def mean(kind: str, section=lambda r: r) -> dict[str, float]:
+        parts = [section(r) for r in results.values() if section(r) is not None]
+        langs = sorted({lang for p in parts for lang in p[kind]})
+        return {lang: float(np.mean([p[kind][lang] for p in parts if lang in p[kind]])) for lang in langs}
 
-    return {"folds": {str(f): r for f, r in sorted(results.items())}, "mean_heard": mean("heard"),
-            "mean_unheard": mean("unheard")}
+    out = {"folds": {str(f): r for f, r in sorted(results.items())}, "mean_heard": mean("heard"),
+           "mean_unheard": mean("unheard")}
+    if any("same_gender" in r for r in results.values()):
+        same = lambda r: r.get("same_gender")  # noqa: E731
+        out["mean_same_gender"] = {"heard": mean("heard", same), "unheard": mean("unheard", same)}
+    return out

@@ -31,8 +31,20 @@ class Modalities:
 
 
 def open_features(cfg: HeadConfig, folder: Path) -> Modalities:
-    return Modalities(FeatureTable(folder, cfg.features.voice_encoders),
-                      FeatureTable(folder, cfg.features.face_encoders))
+    """The config's voice and face encoders' features in ``folder``, each modality checked to be what the
+    config puts there."""
+    voice = FeatureTable(folder, cfg.features.voice_encoders)
+    try:
+        face = FeatureTable(folder, cfg.features.face_encoders)
+    except BaseException:
+        voice.close()
+        raise
+    for table, want in ((voice, "voice"), (face, "face")):
+        if table.modality and table.modality != want:
+            voice.close(), face.close()
+            raise FvaError(f"{folder}: features.{want}_encoders names {', '.join(table.encoders)}, whose features "
+                           f"are of {table.modality}s; name {want} encoders there")
+    return Modalities(voice, face)
 
 
 def features_for_keys(table: FeatureTable, keys: list[str], by_key: dict[str, np.ndarray],

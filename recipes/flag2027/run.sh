@@ -140,9 +140,10 @@ if run_stage 5; then
       gt=()  # the organisers' ground truth of the dev set, where given
       if [ "$part" = dev ] && [ -n "$DATA_GROUND_TRUTH" ]; then gt=(--ground-truth "$DATA_GROUND_TRUTH"); fi
       fva submission make --plan "$WORK/plan-$part.yaml" --out "$WORK/submission-$part.zip" "${gt[@]}"
+      fva recipe flag-table --work "$WORK" --systems "$SYSTEMS" > "$WORK/dev_eers.md"
       mark "submission-$part"
     fi
   done
   echo "== dev EERs per system and track (mean over the folds; English: FLAG trains on English only)"
-  fva recipe flag-table --work "$WORK" --systems "$SYSTEMS" | tee "$WORK/dev_eers.md"
+  cat "$WORK/dev_eers.md"
 fi

@@ -43,7 +43,8 @@ fva manifest --dataset "$FVA_DATASET" --root "$ROOT" --subset train --out "$WORK
 fva manifest --dataset "$FVA_DATASET" --root "$ROOT" --subset test --out "$WORK/test.jsonl" "${LISTS_ARG[@]}"
 
 echo "== stage 3: identity folds and dev trials -> $WORK/folds"
-# NEGATIVES=same-gender: gender-controlled dev trials (FLAG 2027's gender track) for model selection
+# NEGATIVES=same-gender: the dev lists written here are gender-controlled (FLAG 2027's gender track); train-head
+# measures both kinds on v4 and selects on TRAIN_ARGS="--select-on same-gender" (default any)
 fva folds --manifest "$WORK/train.jsonl" --out "$WORK/folds" --negatives "${NEGATIVES:-any}"
 
 CACHE=${CACHE:-$WORK/cache}

@@ -27,18 +27,9 @@ from fva.extract.cache import open_cache  # noqa: E402
 from fva.extract.demo_checkpoints import write_demo_vggface, write_organiser_ecapa  # noqa: E402
 from fva.testing import run_cli  # noqa: E402
 from conftest import assert_user_error  # noqa: E402
+from test_extract import REAL_MODEL, SPEECH, need_shared  # noqa: E402
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-REAL_MODEL = SHARED / "models" / "spkrec-ecapa-voxceleb"
-SPEECH = SHARED / "samples" / "speech"
 VGGFACE_MEANS = np.array([93.5940, 104.7624, 129.1863], np.float32)  # B, G, R: the organisers' constants
-
-
-def need_shared() -> None:
-    if not REAL_MODEL.is_dir() or not SPEECH.is_dir():
-        if os.environ.get("CI"):
-            pytest.fail(f"{SHARED} is missing: CI must run beside shared/ (real model and real speech)")
-        pytest.skip(f"{SHARED} not present")
 
 
 @pytest.fixture(autouse=True)

@@ -213,3 +213,22 @@ def test_baseline_refuses_features_of_another_encoder_and_genderless_selection(r
     assert_user_error(result, "train.select_on same-gender", "has no gender in the manifest",
                       "meta_file_train_set.csv")
     assert not (tmp_path / "exp2").exists()
+
+
+def test_compare_rows_show_both_dev_eers(recipe_run):
+    """fva compare's row and table for an experiment that measured same-gender impostors: the column is the
+    mean of its heard same-gender dev EERs; without such experiments the table keeps its old columns."""
+    from fva.heads.compare import markdown_table, summary_row
+
+    base, _, _, rest = recipe_run
+    assert rest.returncode == 0, rest.stdout + rest.stderr
+    metrics = json.loads((base / "work" / "exp" / "baseline-gender" / "metrics.json").read_text())
+    row = summary_row("baseline", metrics, 1.0)
+    folds = [m["same_gender"]["heard"]["English"] for m in metrics["folds"].values()]
+    assert row["same_gender"] == pytest.approx(sum(folds) / len(folds))
+    assert row["heard"] == pytest.approx(metrics["mean_heard"]["English"])
+    table = markdown_table([row]).splitlines()
+    assert "dev EER heard, same-gender impostors %" in table[0]
+    assert f"| {row['same_gender']:.2f} |" in table[2]
+    plain = {k: v for k, v in metrics.items() if k != "mean_same_gender"}
+    assert "same-gender" not in markdown_table([summary_row("x", plain, 1.0)])

@@ -9,10 +9,12 @@ Experiment folder::
     fold<k>/checkpoint.pt   the selected model; rebuilds itself alone (sizes, config, state dict, classes,
                             EER threshold of its dev trials)
     fold<k>/last.pt         the latest epoch with optimiser state, for --resume
-    fold<k>/train_log.jsonl one line per epoch: loss, dev EER per language, seconds
-    fold<k>/dev_<Lang>.txt, dev_<Lang>_labels.txt, dev_scores_<Lang>.txt   trials, truth, distances
-    fold<k>/metrics.json    selected epoch, dev EER heard / unheard
-    metrics.json       per fold and mean dev EER, heard and unheard
+    fold<k>/train_log.jsonl one line per epoch: loss, dev EER per dev list, selection EER, seconds
+    fold<k>/dev_<list>.txt, dev_<list>_labels.txt, dev_scores_<list>.txt   trials, truth, distances; a list
+                            per language (impostors of any identity) and, where genders are known,
+                            <Lang>-same-gender (impostors of the voice's gender): dev_list_name
+    fold<k>/metrics.json    selected epoch, dev EER heard / unheard (any impostors), same_gender, select_on
+    metrics.json       per fold and mean dev EER, heard and unheard (mean_same_gender where measured)
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import torch
 
 from fva import __version__
 from fva.atomic import atomic_path, write_text
+from fva.data.folds import NEGATIVES
 from fva.errors import FvaError
 from fva.heads.config import HeadConfig, ModelConfig, load_config
 from fva.heads.systems import get_system
@@ -36,6 +39,24 @@ CONFIG_FILE = "config.yaml"
 INFO_FILE = "experiment.json"
 METRICS_FILE = "metrics.json"
 CHECKPOINT_FILE = "checkpoint.pt"
+
+
+def dev_list_name(language: str, negatives: str) -> str:
+    """A fold's dev list name (its files ``dev_<name>.txt``, ``dev_scores_<name>.txt``): the language for
+    impostors of any identity, ``<language>-same-gender`` for impostors of the voice's gender.
+
+    >>> dev_list_name("English", "any"), dev_list_name("English", "same-gender")
+    ('English', 'English-same-gender')
+    """
+    return language if negatives == "any" else f"{language}-{negatives}"
+
+
+def parse_dev_list_name(name: str) -> tuple[str, str]:
+    """(language, negatives) of a dev list name (:func:`dev_list_name`)."""
+    for negatives in NEGATIVES:
+        if negatives != "any" and name.endswith(f"-{negatives}"):
+            return name[: -len(negatives) - 1], negatives
+    return name, "any"
 
 
 def fold_folder(exp: Path, fold: int | str) -> Path:

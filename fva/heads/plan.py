@@ -185,12 +185,15 @@ def fusion_weights(name: str, entry, exps: list[str]) -> list[float] | None:
 
 
 def _dev_lists(exp: Path) -> dict[tuple[str, str], Path]:
-    """(fold folder name, language) -> the fold folder, for each scored dev list of an experiment."""
+    """(fold folder name, language) -> the fold folder, for each scored dev list of an experiment (impostors of
+    any identity: the same-gender lists repeat their voices)."""
+    from fva.heads.experiment import parse_dev_list_name
+
     out = {}
     for fold in sorted(exp.glob("fold*"), key=lambda p: (len(p.name), p.name)):
         for scores in sorted(fold.glob("dev_scores_*.txt")):
             lang = scores.name[len("dev_scores_"):-4]
-            if (fold / f"dev_{lang}_labels.txt").is_file():
+            if parse_dev_list_name(lang)[1] == "any" and (fold / f"dev_{lang}_labels.txt").is_file():
                 out[(fold.name, lang)] = fold
     return out
 

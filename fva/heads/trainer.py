@@ -30,7 +30,7 @@ from fva.evaluate.metrics import DEFAULT_OPERATING_POINTS, act_dcf, cllr, min_cl
 from fva.evaluate.scores import write_scores
 from fva.heads.config import HeadConfig, ModelConfig, load_config
 from fva.heads.experiment import (CHECKPOINT_FILE, CONFIG_FILE, EXPERIMENT_FORMAT, METRICS_FILE, build_model,
-                                  check_same_weights, experiment_weights, fold_folder, fold_line, init_projections,
+                                  check_same_weights, dev_list_name, parse_dev_list_name, experiment_weights, fold_folder, fold_line, init_projections,
                                   load_checkpoint, prepare_experiment, read_experiment, save_checkpoint,
                                   write_experiment, write_json, write_payload)
 from fva.heads.features import ConcatRows, epoch_order, make_rows, row_statistics, select_rows
@@ -412,24 +412,6 @@ class FoldTrainer:
         write_payload(out / CHECKPOINT_FILE, payload)
         write_json(out / METRICS_FILE, metrics)
         return metrics
-
-
-def dev_list_name(language: str, negatives: str) -> str:
-    """A fold's dev list name (its files ``dev_<name>.txt``, ``dev_scores_<name>.txt``): the language for
-    impostors of any identity, ``<language>-same-gender`` for impostors of the voice's gender.
-
-    >>> dev_list_name("English", "any"), dev_list_name("English", "same-gender")
-    ('English', 'English-same-gender')
-    """
-    return language if negatives == "any" else f"{language}-{negatives}"
-
-
-def parse_dev_list_name(name: str) -> tuple[str, str]:
-    """(language, negatives) of a dev list name (:func:`dev_list_name`)."""
-    for negatives in NEGATIVES:
-        if negatives != "any" and name.endswith(f"-{negatives}"):
-            return name[: -len(negatives) - 1], negatives
-    return name, "any"
 
 
 def choose_weight_set(cache_root: Path, dataset: str, wanted: str, split: Split) -> tuple[str, str]:

@@ -53,7 +53,8 @@ def recipe_run(flag_demo, tmp_path_factory):
     """The recipe run as a user would: stages 0-2, then the rest (two calls, so the second resumes)."""
     root, models = flag_demo
     base = tmp_path_factory.mktemp("flag-recipe")
-    config = demo_config(base, root, models)
+    shutil.copytree(root / "dev_set", base / "eval_set")  # an eval set: the same two tracks' lists and media
+    config = demo_config(base, root, models, data={"eval": str(base / "eval_set")})
     first = shell(SCRIPT, base, {}, "--config", str(config), "--stop-stage", "2")
     rest = shell(SCRIPT, base, {}, "--config", str(config))
     return base, config, first, rest
@@ -69,8 +70,8 @@ def test_flag_recipe_end_to_end_on_the_demo_resumes_without_redoing(flag_demo, r
     work = tmp_path / "work"
     assert first.returncode == 0, first.stdout + first.stderr
     assert "== stage 3" not in first.stdout
-    # stage 1: manifests of train and dev, the folds with both kinds of dev lists
-    for name in ("train", "dev"):
+    # stage 1: manifests of train, dev and eval, the folds with both kinds of dev lists
+    for name in ("train", "dev", "eval"):
         assert (work / "manifests" / f"{name}.jsonl").is_file()
     assert json.loads((work / "folds" / "folds.json").read_text())["k"] == 4
     assert (work / "folds-same-gender" / "fold0" / "English_dev.txt").is_file()
@@ -88,7 +89,9 @@ def test_flag_recipe_end_to_end_on_the_demo_resumes_without_redoing(flag_demo, r
     out = rest.stdout + rest.stderr
     assert rest.returncode == 0, out
     assert "Traceback" not in out
-    for item in ("manifests", "extract-train", "extract-dev"):
+    with open_cache(work / "cache-eval" / "mavceleb-v4" / "test-full" / "vggface-keras") as table:
+        assert table.attrs["weights_id"] == want["vggface-keras"] and len(table) > 0
+    for item in ("manifests", "extract-train", "extract-dev", "extract-eval"):
         assert f"{item}: done before, skipped" in rest.stdout
     # stage 3: the baseline per track, with the baseline's own settings and selected on the track's impostors
     for track, select_on in (("no_gender", "any"), ("gender", "same-gender")):
@@ -120,6 +123,11 @@ def test_flag_recipe_end_to_end_on_the_demo_resumes_without_redoing(flag_demo, r
         assert sorted(zf.namelist()) == sorted(f"{t}/sub_score_v4_{lang}.txt" for t in ("no_gender", "gender")
                                                for lang in ("English_heard", "Bangla_unheard"))
     assert "Mean" in rest.stdout  # the test EERs against the demo's ground truth
+    # the eval set: the same selection, scored with its own features, into its own zip
+    plan_eval = yaml.safe_load((work / "plan-eval.yaml").read_text())
+    assert plan_eval["cache"] == str(work / "cache-eval") and plan_eval["trials"] == str(tmp_path / "eval_set")
+    assert {k: v for k, v in plan_eval["files"].items()} == plan["files"]
+    assert validate_submission(work / "submission-eval.zip", tmp_path / "eval_set") == []
     table = (work / "dev_eers.md").read_text().splitlines()
     assert len(table) == 2 + 4 and "| baseline | gender | same-gender impostors |" in table[3]
     # run again: nothing is redone, no file under the work folder changes
@@ -127,7 +135,7 @@ def test_flag_recipe_end_to_end_on_the_demo_resumes_without_redoing(flag_demo, r
     again = shell(SCRIPT, tmp_path, {}, "--config", str(config), "--stage", "1")
     assert again.returncode == 0, again.stdout + again.stderr
     assert tree_times(work) == before
-    assert again.stdout.count("done before, skipped") == 1 + 2 + 2 + 2 + 1
+    assert again.stdout.count("done before, skipped") == 1 + 3 + 2 + 2 + 2
 
 
 def test_selection_reads_the_tracks_impostors_and_dev_lists_are_fva_folds(recipe_run):

@@ -3,6 +3,7 @@ synthetic stage-1 cache of the head tests (``synth``)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -140,3 +141,11 @@ def synth(tmp_path_factory):
     from fva.testing import synthetic_heads_cache
 
     return synthetic_heads_cache(tmp_path_factory.mktemp("heads"))
+
+
+def replayable_seed(default: int) -> int:
+    """The seed of a randomised test: ``FVA_TEST_SEED`` when set (to replay a failure), else ``default``;
+    printed, so a failing test's captured output names it."""
+    seed = int(os.environ.get("FVA_TEST_SEED", default))
+    print(f"seed {seed} (replay with FVA_TEST_SEED={seed})")
+    return seed

@@ -20,6 +20,7 @@ from fva.errors import FvaError
 from fva.extract.cache import (CACHE_FORMAT, ShardWriter, cache_info, group_rows_by_key, open_cache, row_frame,
                                shard_name, validate_cache)
 from fva.testing import write_feature_cache
+from conftest import replayable_seed
 
 REPO = Path(__file__).resolve().parents[1]
 DIM = 12
@@ -206,7 +207,7 @@ def test_streaming_and_random_access_agree_with_load(tmp_path):
 
 
 def test_group_rows_by_key_equals_a_python_loop():
-    seed = int(time.time() * 1000) % 100_000
+    seed = replayable_seed(41301)
     rng = np.random.default_rng(seed)
     for n in (0, 1, 2, 57, 3000):
         keys = np.array([f"k{int(i)}" for i in rng.integers(0, max(1, n // 3), n)], dtype=object)
@@ -318,7 +319,7 @@ def test_real_sigkill_then_resume_equals_uninterrupted(tmp_path):
     write_shard(ref, 0, 1, range(total), attrs=attrs, part_rows=10_000, commit_every=total)
 
     run = tmp_path / "run"
-    seed = int(time.time() * 1000) % 100_000
+    seed = replayable_seed(41302)
     delays = np.random.default_rng(seed).uniform(0.02, 0.3, size=4)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     interrupted = []
@@ -783,7 +784,7 @@ def test_real_sigkill_during_finalize_then_resume_equals_uninterrupted(tmp_path)
     write_shard(ref, 0, 1, range(total), attrs=attrs, part_rows=8, commit_every=total)
 
     run = tmp_path / "run"
-    seed = int(time.time() * 1000) % 100_000
+    seed = replayable_seed(41303)
     rng = np.random.default_rng(seed)
     k, delay = int(rng.integers(1, 60)), float(rng.uniform(0, 0.05))
     proc = subprocess.Popen([sys.executable, "-c", SIGKILL_FINALIZE_CHILD, str(run), str(total), str(DIM), str(k)],

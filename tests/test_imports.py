@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 import fva
 
@@ -102,3 +106,14 @@ def test_the_cli_starts_without_the_numeric_stack():
     probe = "import sys, fva.cli; print(sorted(m for m in ('numpy', 'h5py', 'torch') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_the_api_from_the_top_level_without_torch_at_import():
+    """`import fva` loads no torch; `from fva import FaceVoiceVerifier` is the API's own class (loaded then)."""
+    probe = ("import sys, fva; before = 'torch' in sys.modules; from fva import FaceVoiceVerifier, verify_pair; "
+             "import fva.api; print(before, FaceVoiceVerifier is fva.api.FaceVoiceVerifier, "
+             "verify_pair is fva.api.verify_pair, 'FaceVoiceVerifier' in dir(fva))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "True", "True", "True"]
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        fva.nothing  # noqa: B018

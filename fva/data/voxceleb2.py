@@ -20,7 +20,6 @@ from fva.data.languages import canonical_language
 from fva.data.records import MediaRecord, iter_files
 from fva.errors import FvaError, where
 
-SUBSETS = ("dev", "test")
 FACE_FRAME_STEP = 25  # every 25th frame of a face track is a face sample
 VOICE_SUFFIXES = (".m4a", ".wav", ".flac")
 FACE_SUFFIXES = (".mp4",)

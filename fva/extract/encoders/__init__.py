@@ -7,6 +7,4 @@ require_torchaudio()  # speechbrain imports torchaudio: one clear line, not a ct
 from fva.extract.encoders import speaker_ecapa, vggface, vit_age_gender, voice_age_gender  # noqa: F401
 from fva.extract.encoders.base import ENCODERS, Encoded, Encoder, get_encoder_class, register
 
-DEFAULT_ENCODERS = ("speaker-ecapa", "voice-age-gender-ecapa", "vggface", "vit-age-gender")
-
-__all__ = ["ENCODERS", "DEFAULT_ENCODERS", "Encoded", "Encoder", "get_encoder_class", "register"]
+__all__ = ["ENCODERS", "Encoded", "Encoder", "get_encoder_class", "register"]

@@ -44,7 +44,7 @@ import torch
 
 from fva.errors import FvaError
 from fva.extract.encoders.base import Encoded, Encoder, register
-from fva.extract.weights import VGGFACE_FILE, deepface_file, deepface_identity, deepface_weights_dir
+from fva.extract.weights import VGGFACE_FILE, deepface_file, deepface_identity
 from fva.extract.weights import use_pytorch_backend  # noqa: F401  (re-exported)
 
 WEIGHTS_FILE = VGGFACE_FILE
@@ -53,12 +53,6 @@ L2_EPSILON = 1e-10  # deepface.modules.verification.l2_normalize
 # the VGG-Face training images' channel means in BGR order (Parkhi et al. 2015), as the Keras preprocessing
 # subtracts them
 VGGFACE_MEANS_BGR = (93.5940, 104.7624, 129.1863)
-
-
-def deepface_weights_path() -> Path:
-    """Where deepface itself keeps the VGG-Face weights (nothing is downloaded here)."""
-    use_pytorch_backend()
-    return deepface_weights_dir() / WEIGHTS_FILE
 
 
 def resolve_weights(weights: str | Path | None, name: str = "vggface") -> Path:

@@ -14,6 +14,7 @@ import click
 from fva import __version__
 from fva.errors import FvaError
 from fva.extract import COMMIT_ROWS
+from fva.extract.catalogue import default_encoders
 from fva.train.cli import COMMANDS as TRAIN_COMMANDS, EXAMPLES as TRAIN_EXAMPLES
 
 EXAMPLES = """\b
@@ -205,8 +206,7 @@ def _parse_weights(values: tuple[str, ...]) -> dict[str, str]:
               help="MAV-Celeb list folder, as for 'fva manifest'.")
 @click.option("--cache", "cache_root", type=click.Path(path_type=Path), default=Path("cache"), show_default=True,
               help="Cache root; features go to CACHE/<dataset>/<subset>-<set>/<encoder>/.")
-@click.option("--encoders", default=",".join(("speaker-ecapa", "voice-age-gender-ecapa", "vggface",
-                                              "vit-age-gender")), show_default=True,
+@click.option("--encoders", default=",".join(default_encoders()), show_default=True,
               help="Comma-separated encoder names.")
 @click.option("--weights", "weights", multiple=True, metavar="ENCODER=SOURCE",
               help="Weights per encoder: a hub id or a local folder/file (repeatable).")

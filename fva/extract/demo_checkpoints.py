@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from fva.atomic import atomic_path
+from fva.extract.catalogue import default_encoders
 from fva.extract.encoders.ecapa import ECAPA_YAML, pretrainer_yaml
 
 SPEAKER_HPARAMS = """\
@@ -186,7 +187,7 @@ def write_demo_vggface(deepface_home: Path, seed: int = 0) -> Path:
     return path
 
 
-DEMO_ENCODERS = ("speaker-ecapa", "voice-age-gender-ecapa", "vggface", "vit-age-gender")
+DEMO_ENCODERS = tuple(default_encoders())  # the catalogue's default four
 FLAG_ENCODERS = ("ecapa-embedding", "vggface-keras")  # the FLAG 2027 organisers' features
 
 

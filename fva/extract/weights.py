@@ -114,11 +114,21 @@ class WeightsStatus:
                 "location": self.location, "weights_id": self.weights_id}
 
 
+def source_name(name: str) -> str:
+    """The source of an encoder (a variant such as ``wavlm-layers`` shares its model's, by the catalogue) or
+    ``lid``; an unknown name lists the known ones."""
+    if name in SOURCES:
+        return name
+    from fva.extract.catalogue import BY_NAME
+
+    if name in BY_NAME:
+        return BY_NAME[name].source
+    raise FvaError(f"{name!r}: no such encoder; choose from {', '.join(SOURCES)}")
+
+
 def get_source(name: str) -> Source:
     """The published source of an encoder (or ``lid``); an unknown name lists the known ones."""
-    if name not in SOURCES:
-        raise FvaError(f"{name!r}: no such encoder; choose from {', '.join(SOURCES)}")
-    return SOURCES[name]
+    return SOURCES[source_name(name)]
 
 
 def source_of(ref: str) -> Source | None:
@@ -274,6 +284,7 @@ def cached_snapshot(repo_id: str) -> Path | None:
 
 def status(name: str) -> WeightsStatus:
     """The source's local copy and its weights identity, from the files alone (no model is loaded)."""
+    name = source_name(name)
     source = get_source(name)
     if source.library == "speechbrain":
         folder = speechbrain_savedir(source.ref)
@@ -393,6 +404,7 @@ def fetch(name: str) -> WeightsStatus:
     """Fetch one source with its library's download function (a speechbrain or deepface copy already here is
     kept; the Hugging Face snapshot is brought up to date when online). An unpublished source is returned as
     not present."""
+    name = source_name(name)
     source = get_source(name)
     if source.library == "speechbrain" and not status(name).present:
         speechbrain_fetch(source.ref)

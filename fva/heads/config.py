@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import yaml
 
 from fva.errors import FvaError
+from fva.extract.catalogue import default_encoders
 from fva.heads.features import BLOCK_ROWS, BUFFER_BLOCKS
 from fva.heads.postprocess import PolariseConfig, RefineConfig, SnormConfig
 from fva.heads.typed import build_dataclass, parse_params
@@ -27,8 +28,8 @@ if TYPE_CHECKING:
 
 @dataclass
 class FeaturesConfig:
-    voice_encoders: list[str] = field(default_factory=lambda: ["speaker-ecapa", "voice-age-gender-ecapa"])
-    face_encoders: list[str] = field(default_factory=lambda: ["vggface", "vit-age-gender"])
+    voice_encoders: list[str] = field(default_factory=lambda: default_encoders("voice"))
+    face_encoders: list[str] = field(default_factory=lambda: default_encoders("face"))
 
 
 @dataclass

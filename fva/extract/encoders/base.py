@@ -16,6 +16,7 @@ from typing import Any, Callable, ClassVar
 import numpy as np
 import torch
 
+from fva.extract.catalogue import CATALOGUE
 from fva.extract.weights import files_digest  # noqa: F401  (re-exported: one owner of identities)
 from fva.registry import Registry
 
@@ -75,16 +76,9 @@ class Encoder(ABC):
 
 
 ENCODERS: Registry[type[Encoder]] = Registry("encoder", choices="choose from")
-# the built-in encoders: name -> module defining it (imported on first lookup; the module calls register)
-for _name, _module in (("speaker-ecapa", "speaker_ecapa"), ("voice-age-gender-ecapa", "voice_age_gender"),
-                       ("vggface", "vggface"), ("vit-age-gender", "vit_age_gender"),
-                       # the FLAG 2027 organisers' features (any ECAPA's embedding; VGG-Face with Keras input)
-                       ("ecapa-embedding", "ecapa_embedding"), ("vggface-keras", "vggface"),
-                       # FAME 2026's later entries (transformers save_pretrained folders)
-                       ("wavlm", "wavlm"), ("wavlm-layers", "wavlm"), ("dinov2", "dinov2"),
-                       ("dinov2-patch-mean", "dinov2"), ("dinov2-mean", "dinov2"), ("clip-image", "clip_image"),
-                       ("clip-image-pooled", "clip_image")):
-    ENCODERS.lazy(_name, f"fva.extract.encoders.{_module}")
+# the built-in encoders, each imported from its catalogue module on first lookup (the module calls register)
+for _entry in CATALOGUE:
+    ENCODERS.lazy(_entry.name, f"fva.extract.encoders.{_entry.module}")
 
 
 def register(cls: type[Encoder]) -> type[Encoder]:

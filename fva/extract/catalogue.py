@@ -1,13 +1,14 @@
 """The encoder catalogue: every built-in encoder's facts in one record (as timm's registry keeps a model's name,
-pretrained source and defaults together). The registry's lazy imports, ``fva extract``'s default encoders, the
+pretrained source and defaults together), kept as data in ``catalogue.yaml`` beside this module. The registry's lazy imports, ``fva extract``'s default encoders, the
 heads' default features, the demo checkpoints' defaults and ``fva weights``' name look-ups all derive from it;
-adding an encoder is one entry here and its module (which registers the class under the same name).
+adding an encoder is one record there and its module (which registers the class under the same name).
 
-Pure data: importing it loads no numpy or torch (the CLI reads it at start-up).
+Importing it loads no numpy or torch (the CLI reads it at start-up); a name listed twice fails at import.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from fva.errors import FvaError
@@ -30,35 +31,22 @@ class EncoderEntry:
     summary: str = ""
 
 
-CATALOGUE: tuple[EncoderEntry, ...] = (
-    EncoderEntry("speaker-ecapa", "voice", "speaker_ecapa", 6144, "speaker-ecapa", True,
-                 "speechbrain ECAPA-TDNN, attentive statistics pooling after its batch norm"),
-    EncoderEntry("voice-age-gender-ecapa", "voice", "voice_age_gender", 1536, "voice-age-gender-ecapa", True,
-                 "fva's voice age-gender ECAPA (trained on CommonVoice), last shared layer"),
-    EncoderEntry("vggface", "face", "vggface", 4096, "vggface", True,
-                 "deepface VGG-Face fc7, L2-normalised (DeepFace.represent)"),
-    EncoderEntry("vit-age-gender", "face", "vit_age_gender", 768, "vit-age-gender", True,
-                 "ViT-Base age-gender model, CLS token of the last hidden state"),
-    # the FLAG 2027 organisers' features
-    EncoderEntry("ecapa-embedding", "voice", "ecapa_embedding", 192, "ecapa-embedding", False,
-                 "any speechbrain ECAPA's embedding_model output, not normalised (FLAG 2027 organisers')"),
-    EncoderEntry("vggface-keras", "face", "vggface", 4096, "vggface-keras", False,
-                 "VGG-Face fc7 after ReLU, Keras-style input, not normalised (FLAG 2027 organisers')"),
-    # FAME 2026's later entries (transformers save_pretrained folders)
-    EncoderEntry("wavlm", "voice", "wavlm", 1024, "wavlm", False, "WavLM-Large, mean of the last hidden layer"),
-    EncoderEntry("wavlm-layers", "voice", "wavlm", 1024, "wavlm", False,
-                 "WavLM-Large, mean of an equal-weight sum of every hidden state"),
-    EncoderEntry("dinov2", "face", "dinov2", 1536, "dinov2", False, "DINOv2-Giant CLS token"),
-    EncoderEntry("dinov2-patch-mean", "face", "dinov2", 1536, "dinov2", False, "DINOv2-Giant mean of patch tokens"),
-    EncoderEntry("dinov2-mean", "face", "dinov2", 1536, "dinov2", False, "DINOv2-Giant mean of every token"),
-    EncoderEntry("clip-image", "face", "clip_image", 768, "clip-image", False,
-                 "CLIP ViT-L/14 projected image embedding"),
-    EncoderEntry("clip-image-pooled", "face", "clip_image", 1024, "clip-image", False,
-                 "CLIP ViT-L/14 pooled output before the projection"),
-)
+def _read() -> tuple[EncoderEntry, ...]:
+    """The records of ``catalogue.yaml`` (package data beside this module), in file order; a record with a
+    missing or unknown field fails loudly at import (a packaging bug, not a user error)."""
+    from importlib.resources import files
+
+    import yaml
+
+    text = (files("fva.extract") / "catalogue.yaml").read_text()
+    names = re.findall(r"^([\w-]+):", text, flags=re.MULTILINE)
+    if len(set(names)) != len(names):  # safe_load would keep the last of a repeated key silently
+        raise RuntimeError(f"fva/extract/catalogue.yaml lists an encoder twice: {sorted(names)}")
+    return tuple(EncoderEntry(name=name, **record) for name, record in yaml.safe_load(text).items())
+
+
+CATALOGUE: tuple[EncoderEntry, ...] = _read()
 BY_NAME: dict[str, EncoderEntry] = {e.name: e for e in CATALOGUE}
-if len(BY_NAME) != len(CATALOGUE):
-    raise RuntimeError("fva.extract.catalogue: an encoder name is listed twice")
 
 
 def entry(name: str) -> EncoderEntry:

@@ -104,23 +104,7 @@ deltas: False
 pretrained_path: {pretrained_path}
 out_n_neurons: {n_classes}
 
-compute_features: !new:speechbrain.lobes.features.Fbank
-    n_mels: !ref <n_mels>
-    deltas: !ref <deltas>
-
-mean_var_norm: !new:speechbrain.processing.features.InputNormalization
-    norm_type: sentence
-    std_norm: False
-
-embedding_model: !new:speechbrain.lobes.models.ECAPA_TDNN.ECAPA_TDNN
-    input_size: !ref <n_mels>
-    channels: {channels}
-    kernel_sizes: [5, 3, 3, 3, 1]
-    dilations: [1, 2, 3, 4, 1]
-    groups: [1, 1, 1, 1, 1]
-    attention_channels: {attention}
-    lin_neurons: {lin_neurons}
-
+{ecapa}
 classifier: !new:speechbrain.lobes.models.ECAPA_TDNN.Classifier
     input_size: {lin_neurons}
     out_neurons: !ref <out_n_neurons>
@@ -134,6 +118,14 @@ modules:
 label_encoder: !new:speechbrain.dataio.encoder.CategoricalEncoder
 
 {pretrainer}"""
+
+
+def organiser_ecapa_yaml(channels: list[int], attention: int, lin_neurons: int) -> str:
+    """fva's ECAPA front end and model (:data:`~fva.extract.encoders.ecapa.ECAPA_YAML`) as the organisers' model
+    spells them: the Fbank's ``deltas`` and the ECAPA's ``groups`` written out."""
+    text = ECAPA_YAML.format(channels=list(channels), attention=attention, lin_neurons=lin_neurons)
+    text = text.replace("    n_mels: !ref <n_mels>\n", "    n_mels: !ref <n_mels>\n    deltas: !ref <deltas>\n", 1)
+    return text.replace("    dilations: [1, 2, 3, 4, 1]\n", "    dilations: [1, 2, 3, 4, 1]\n    groups: [1, 1, 1, 1, 1]\n", 1)
 
 
 def write_organiser_ecapa(folder: str | Path, seed: int = 0, channels: tuple[int, ...] = (64, 64, 64, 64, 192),
@@ -154,8 +146,7 @@ def write_organiser_ecapa(folder: str | Path, seed: int = 0, channels: tuple[int
     classifier = Classifier(input_size=lin_neurons, out_neurons=n_classes)
     (folder / "hyperparams.yaml").write_text(ORGANISER_HPARAMS.format(
         note=f"fva demo checkpoint, random init, seed {seed}", pretrained_path=pretrained_path,
-        n_classes=n_classes, channels=list(channels),
-        attention=attention, lin_neurons=lin_neurons,
+        n_classes=n_classes, lin_neurons=lin_neurons, ecapa=organiser_ecapa_yaml(list(channels), attention, lin_neurons),
         pretrainer=pretrainer_yaml("embedding_model", "classifier", "label_encoder")))
     (folder / "config.json").write_text('{\n    "speechbrain_interface": "EncoderClassifier"\n}\n')
     torch.save(model.state_dict(), folder / "embedding_model.ckpt")

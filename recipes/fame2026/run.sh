@@ -23,15 +23,10 @@ set -euo pipefail
 stage=0
 stop_stage=8
 config=recipes/fame2026/conf/fame2026.yaml
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --stage) stage=$2; shift 2 ;;
-    --stop-stage) stop_stage=$2; shift 2 ;;
-    --config) config=$2; shift 2 ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
-    *) echo "run.sh: unknown option $1 (use --config FILE --stage N --stop-stage M)" >&2; exit 2 ;;
-  esac
-done
+HELP_LINES=2,20
+# shellcheck source=recipes/common.sh
+source "$(dirname "$0")/../common.sh"  # parse_options, run_stage, done_before, mark, launch, device_arg
+parse_options "$@"
 eval "$(fva recipe config "$config")"  # WORK, DATA_*, WEIGHTS_*, DEVICES_*, ENCODERS_FACE, HEADS_*, OPTIONS_*
 
 SETS="full english-unheard german-unheard"
@@ -41,13 +36,6 @@ DONE=$WORK/.done
 LID_TSV=$WORK/lid/vox2_lang.tsv
 mkdir -p "$WORK" "$DONE"
 
-run_stage() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
-# done NAME: true (and says so) when the item NAME finished in an earlier run
-done_before() { if [ -f "$DONE/$1" ]; then echo "   $1: done before, skipped"; return 0; fi; return 1; }
-mark() { touch "$DONE/$1"; }
-# fva, or torchrun over fva with DEVICES_NPROC processes (encoder training, extraction)
-launch() { if [ "$DEVICES_NPROC" -gt 1 ]; then torchrun --nproc-per-node "$DEVICES_NPROC" -m fva.cli "$@"; else fva "$@"; fi; }
-device_arg() { if [ -n "$DEVICES_DEVICE" ]; then echo "--device $DEVICES_DEVICE"; fi; }
 lists_arg() { if [ -n "$DATA_MAVCELEB_LISTS" ]; then echo "--lists $DATA_MAVCELEB_LISTS"; fi; }
 lang_of() { case "$1" in english-unheard) echo English ;; german-unheard) echo German ;; *) echo "" ;; esac; }
 

@@ -20,15 +20,10 @@ set -euo pipefail
 stage=0
 stop_stage=5
 config=recipes/flag2027/conf/flag2027.yaml
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --stage) stage=$2; shift 2 ;;
-    --stop-stage) stop_stage=$2; shift 2 ;;
-    --config) config=$2; shift 2 ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
-    *) echo "run.sh: unknown option $1 (use --config FILE --stage N --stop-stage M)" >&2; exit 2 ;;
-  esac
-done
+HELP_LINES=2,17
+# shellcheck source=recipes/common.sh
+source "$(dirname "$0")/../common.sh"  # parse_options, run_stage, done_before, mark, launch, device_arg
+parse_options "$@"
 # WORK, DATA_*, WEIGHTS_ARGS, WEIGHTS_LOCAL, DEVICES_*, ENCODERS_EXTRA, HEADS_*, OPTIONS_*
 eval "$(fva recipe config --recipe flag2027 "$config")"
 
@@ -40,11 +35,6 @@ M=$WORK/manifests
 DONE=$WORK/.done
 mkdir -p "$WORK" "$DONE"
 
-run_stage() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
-done_before() { if [ -f "$DONE/$1" ]; then echo "   $1: done before, skipped"; return 0; fi; return 1; }
-mark() { touch "$DONE/$1"; }
-launch() { if [ "$DEVICES_NPROC" -gt 1 ]; then torchrun --nproc-per-node "$DEVICES_NPROC" -m fva.cli "$@"; else fva "$@"; fi; }
-device_arg() { if [ -n "$DEVICES_DEVICE" ]; then echo "--device $DEVICES_DEVICE"; fi; }
 select_on() { if [ "$1" = gender ]; then echo same-gender; else echo any; fi; }  # the track's own impostors
 name_of() { basename "$1" .yaml; }  # a system's experiment name: its shipped name or its YAML file's stem
 SETS=dev

@@ -232,6 +232,19 @@ class EcapaEncoder(Encoder):
     def collate(self, items: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
         return collate_audio(items)
 
+    def load(self, interface: Any, savedir: Path | None, output: str = "pooled") -> None:
+        """Load ``self.weights`` with speechbrain's ``interface.from_hparams`` (:func:`load_pretrained`), check
+        it with :meth:`check_model`, wrap its modules for ``output`` and take the weights identity."""
+        self.pretrained = load_pretrained(interface, self.weights, self.device, savedir)
+        self.pretrained.mods.eval()
+        mods = self.pretrained.mods
+        self.check_model(mods)
+        self.use_model(mods.compute_features, mods.mean_var_norm, mods.embedding_model, output)
+        self._weights_id = model_identity(self.weights, self.pretrained)
+
+    def check_model(self, mods: Any) -> None:
+        """One line when the loaded modules are not what this encoder reads (nothing checked by default)."""
+
     def use_model(self, compute_features: torch.nn.Module, mean_var_norm: torch.nn.Module,
                   embedding_model: torch.nn.Module, output: str = "pooled") -> None:
         """Wrap the loaded modules; the dimension is that of the output (pooled: 2 x last channels)."""

@@ -22,7 +22,7 @@ import torch
 
 from fva.errors import FvaError
 from fva.extract.encoders.base import Encoded, register
-from fva.extract.encoders.ecapa import EcapaEncoder, load_pretrained, model_identity
+from fva.extract.encoders.ecapa import EcapaEncoder
 from fva.extract.weights import ORGANISER_VOICE_HUB_ID
 
 NEEDED = ("compute_features", "mean_var_norm", "embedding_model")
@@ -58,12 +58,10 @@ class EcapaEmbedding(EcapaEncoder):
     def __init__(self, weights: str | Path | None = None, device: str | torch.device = "cpu",
                  savedir: Path | None = None) -> None:
         super().__init__(weights, device)
-        self.pretrained = load_pretrained(embedding_interface(), self.weights, self.device, savedir)
-        self.pretrained.mods.eval()
-        mods = self.pretrained.mods
+        self.load(embedding_interface(), savedir, output="embedding")
+
+    def check_model(self, mods) -> None:
         check_ecapa(self.weights, mods)
-        self.use_model(mods.compute_features, mods.mean_var_norm, mods.embedding_model, output="embedding")
-        self._weights_id = model_identity(self.weights, self.pretrained)
 
     def encode(self, batch: tuple[torch.Tensor, torch.Tensor]) -> Encoded:
         return Encoded(self.runner(*batch), {})

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from fva.extract.encoders.base import Encoded, register
-from fva.extract.encoders.ecapa import EcapaEncoder, load_pretrained, model_identity
+from fva.extract.encoders.ecapa import EcapaEncoder
 from fva.extract.weights import SPEAKER_HUB_ID
 
 
@@ -26,11 +26,7 @@ class SpeakerEcapa(EcapaEncoder):
         super().__init__(weights, device)
         from speechbrain.inference.speaker import EncoderClassifier
 
-        self.pretrained = load_pretrained(EncoderClassifier, self.weights, self.device, savedir)
-        self.pretrained.mods.eval()
-        mods = self.pretrained.mods
-        self.use_model(mods.compute_features, mods.mean_var_norm, mods.embedding_model)
-        self._weights_id = model_identity(self.weights, self.pretrained)
+        self.load(EncoderClassifier, savedir)
 
     def encode(self, batch: tuple[torch.Tensor, torch.Tensor]) -> Encoded:
         return Encoded(self.runner(*batch), {})

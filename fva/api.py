@@ -29,7 +29,8 @@ from fva.errors import FvaError
 from fva.extract.cache import group_rows_by_key, open_cache
 from fva.extract.encoders.base import Encoder, get_encoder_class
 from fva.heads.config import HeadConfig
-from fva.heads.experiment import check_same_weights, experiment_weights, read_experiment
+from fva.experiment import ExperimentInfo
+from fva.heads.experiment import check_same_weights, read_experiment
 from fva.heads.scoring import FoldModels
 from fva.heads.trialset import Modalities, TrialSet, embed_rows, extras_for_keys, features_for_keys, open_features
 
@@ -123,7 +124,7 @@ class _MemoryTable:
 class FaceVoiceVerifier:
     """An experiment's encoders and fold heads, loaded once: verify pairs and embed media from files."""
 
-    def __init__(self, exp: Path, cfg: HeadConfig, info: dict, encoders: dict[str, Encoder],
+    def __init__(self, exp: Path, cfg: HeadConfig, info: ExperimentInfo, encoders: dict[str, Encoder],
                  dtypes: dict[str, str], folds: FoldModels, batch_size: int = 64, threshold: str = "eer") -> None:
         self.exp, self.cfg, self.info = Path(exp), cfg, info
         self.threshold_rule = threshold
@@ -143,8 +144,8 @@ class FaceVoiceVerifier:
         exp = Path(path)
         cfg, info = read_experiment(exp)
         folds = FoldModels.load(exp)
-        train_folder = Path(info["train_features"])
-        trained_on = experiment_weights(info)
+        train_folder = Path(info.train_features)
+        trained_on = info.weights_ids
         weights = weights or {}
         names = [*cfg.features.voice_encoders, *cfg.features.face_encoders]
         unused = sorted(set(weights) - set(names))
@@ -262,7 +263,7 @@ class FaceVoiceVerifier:
     def _compute_prototypes(self, modality: str, chunk: int = 4096) -> tuple[list[str], np.ndarray]:
         from fva.layout import manifest_records
 
-        folder = Path(self.info["train_features"])
+        folder = Path(self.info.train_features)
         records = manifest_records(folder)
         feats = open_features(self.cfg, folder)
         try:

@@ -366,7 +366,9 @@ def train_head_cmd(fold: str, config_path: Path | None, cache_root: Path, exp: P
     same = metrics.get("mean_same_gender", {}).get("heard")
     if same:
         click.echo("mean dev EER heard, same-gender impostors: " + ", ".join(f"{k} {v:.2f}%" for k, v in same.items()))
-    click.echo(f"{exp}/metrics.json")
+    from fva.experiment import METRICS_FILE
+
+    click.echo(f"{exp}/{METRICS_FILE}")
 
 
 def parse_folds(fold: str) -> list[int] | None:

@@ -19,7 +19,6 @@ The recipe's folders under ``work``::
 
 from __future__ import annotations
 
-import json
 import shlex
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from pathlib import Path
 import yaml
 
 from fva.errors import FvaError
+from fva.experiment import Experiment
 from fva.heads.typed import build_dataclass
 from fva.yamlio import read_yaml_mapping
 
@@ -168,18 +168,15 @@ def dev_eer_table(exps: list[Path]) -> str:
     rows = []
     languages: list[str] = []
     for exp in exps:
-        metrics_path = Path(exp) / "metrics.json"
-        if not metrics_path.is_file():
-            raise FvaError(f"{exp}: no metrics.json; train it first")
-        metrics = json.loads(metrics_path.read_text())
-        info = json.loads((Path(exp) / "experiment.json").read_text())
+        opened = Experiment.open(exp)
+        metrics, info = opened.metrics, opened.info
         eers = {**{f"{k} heard": v for k, v in metrics["mean_heard"].items()},
                 **{f"{k} unheard": v for k, v in metrics["mean_unheard"].items()},
                 **{f"{k} heard, same-gender impostors": v
                    for k, v in metrics.get("mean_same_gender", {}).get("heard", {}).items()}}
         languages += [k for k in eers if k not in languages]
-        rows.append((Path(exp).name, info.get("weight_set", "full"), "yes" if info.get("fine_tuned", True) else "no",
-                     eers))
+        tuned = {True: "yes", False: "no", None: "not recorded"}[info.fine_tuned]
+        rows.append((Path(exp).name, info.weight_set, tuned, eers))
     columns = sorted(languages, key=lambda k: (k.endswith("unheard"), "same-gender" in k, k))
     lines = ["| experiment | weight set | fine-tuned | " + " | ".join(f"dev EER {c} %" for c in columns) + " |",
              "|---|---|---|" + "---|" * len(columns)]
@@ -285,14 +282,11 @@ def flag_shell_assignments(cfg: FlagRecipeConfig) -> str:
 def experiment_track_eer(exp: Path, track: str) -> float:
     """An experiment's mean heard dev EER with the impostors of ``track`` (any, or same-gender for the gender
     track); FvaError when it was not measured."""
-    metrics_path = Path(exp) / "metrics.json"
-    if not metrics_path.is_file():
-        raise FvaError(f"{exp}: no metrics.json; train it first")
-    metrics = json.loads(metrics_path.read_text())
+    metrics = Experiment.open(exp).metrics
     heard = (metrics["mean_heard"] if TRACK_SELECT_ON[track] == "any"
              else metrics.get("mean_same_gender", {}).get("heard", {}))
     if not heard:
-        raise FvaError(f"{exp}: no heard dev EER with {TRACK_SELECT_ON[track]} impostors in metrics.json; train it "
+        raise FvaError(f"{exp}: no heard dev EER with {TRACK_SELECT_ON[track]} impostors in its metrics; train it "
                        "on features whose manifest has every identity's gender")
     return float(sum(heard.values()) / len(heard))
 
@@ -329,11 +323,7 @@ def flag_dev_table(work: str | Path, systems: list[str]) -> str:
              "dev EER English, same-gender impostors % |", "|---|---|---|---|---|"]
     for system in systems:
         for track in FLAG_TRACKS:
-            folder = Path(work) / "exp" / f"{system}-{track}"
-            metrics_path = folder / "metrics.json"
-            if not metrics_path.is_file():
-                raise FvaError(f"{folder}: no metrics.json; train it first")
-            metrics = json.loads(metrics_path.read_text())
+            metrics = Experiment.open(Path(work) / "exp" / f"{system}-{track}").metrics
             select_on = next(iter(metrics["folds"].values()), {}).get("select_on", "any")
             cells = []
             for section in (metrics["mean_heard"], metrics.get("mean_same_gender", {}).get("heard", {})):

@@ -1,14 +1,17 @@
 # What the recipes' run.sh share (sourced, not run): options, stage selection, done-markers, launching fva.
-# The caller sets stage, stop_stage, config (its defaults) and HELP_LINES (the sed range of its header) first.
 
-# parse_options "$@": --stage N, --stop-stage M, --config FILE, -h/--help
+# parse_options LAST_STAGE DEFAULT_CONFIG HELP_LINES "$@": sets stage (0), stop_stage (LAST_STAGE) and config
+# from --stage N, --stop-stage M, --config FILE; -h/--help prints the caller's header lines HELP_LINES (sed range)
 parse_options() {
+  stage=0 stop_stage=$1 config=$2
+  local help_lines=$3
+  shift 3
   while [ $# -gt 0 ]; do
     case "$1" in
       --stage) stage=$2; shift 2 ;;
       --stop-stage) stop_stage=$2; shift 2 ;;
       --config) config=$2; shift 2 ;;
-      -h|--help) sed -n "${HELP_LINES}p" "$0"; exit 0 ;;
+      -h|--help) sed -n "${help_lines}p" "$0"; exit 0 ;;
       *) echo "run.sh: unknown option $1 (use --config FILE --stage N --stop-stage M)" >&2; exit 2 ;;
     esac
   done

@@ -29,7 +29,8 @@ from fva.data.trials import read_labels, read_trials
 from fva.evaluate.eer import compute_eer
 from fva.evaluate.scores import read_scores
 from fva.heads.config import ModelConfig, load_config
-from fva.heads.experiment import EXPERIMENT_FORMAT, load_checkpoint
+from fva.experiment import EXPERIMENT_FORMAT
+from fva.heads.experiment import load_checkpoint
 from fva.heads.features import FeatureTable, InMemoryRows, StreamingRows, epoch_order, select_rows
 from fva.heads.model import FameHead
 from fva.heads.systems.base import Batch

@@ -170,24 +170,17 @@ def parse_threshold(text: str) -> tuple[str, float | None]:
 def experiment_dev_trials(exp: str | Path, languages: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Labels and distances of every fold's dev trials of ``languages`` (default: the experiment's heard
     ones), from ``fold<k>/dev_<Lang>_labels.txt`` and ``dev_scores_<Lang>.txt``."""
-    import json
+    from fva.evaluate.scores import read_scored
+    from fva.experiment import Experiment
 
-    from fva.data.trials import read_labels
-    from fva.evaluate.scores import align, read_scores
-
-    exp = Path(exp)
-    info_path = exp / "experiment.json"
-    if not info_path.is_file():
-        raise FvaError(f"{exp}: not an fva experiment (no experiment.json); train one with 'fva train-head'")
-    langs = languages if languages is not None else json.loads(info_path.read_text()).get("heard", [])
+    opened = Experiment.open(exp)
+    langs = languages if languages is not None else opened.info.heard
     ys, ds = [], []
-    for fold in sorted(exp.glob("fold*"), key=lambda p: (len(p.name), p.name)):
-        for lang in langs:
-            labels, scores = fold / f"dev_{lang}_labels.txt", fold / f"dev_scores_{lang}.txt"
-            if labels.is_file() and scores.is_file():
-                _, y, d = align(read_scores(scores), read_labels(labels), name=scores)
-                ys.append(y)
-                ds.append(d)
+    for fold in opened.folds():
+        for dev in fold.dev_lists(names=langs):
+            _, y, d = read_scored(dev.scores_path, dev.labels_path)
+            ys.append(y)
+            ds.append(d)
     if not ys:
         raise FvaError(f"{exp}: no dev scores (fold*/dev_scores_<Lang>.txt of {', '.join(langs) or 'any language'}) "
                        "to calibrate on; an experiment trained with 'fva train-head' has them")

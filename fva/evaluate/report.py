@@ -19,7 +19,6 @@ calibration-independent minDCF and min Cllr are reported.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -27,9 +26,10 @@ from typing import Sequence
 
 from fva.data.trials import read_labels, read_trials
 from fva.errors import FvaError
+from fva.experiment import Experiment
 from fva.evaluate.metrics import (DEFAULT_OPERATING_POINTS, OperatingPoint, bootstrap_eer, breakdown,
                                   trial_metrics)
-from fva.evaluate.scores import align, evaluate_labelled, read_scores
+from fva.evaluate.scores import align, evaluate_labelled, read_scored, read_scores
 
 __all__ = ["TrialGroups", "trial_groups", "default_trials_path", "experiment_manifest", "evaluate_report",
            "report_lines", "experiment_dev_interval"]
@@ -64,19 +64,15 @@ def experiment_dev_interval(exp: str | Path, n_resamples: int = 1000, seed: int 
     :class:`~fva.evaluate.metrics.BootstrapInterval`): the honest spread of a dev EER measured on few people."""
     from fva.layout import manifest_records
 
-    exp = Path(exp)
-    info = json.loads((exp / "experiment.json").read_text())
-    records = manifest_records(info["train_features"])
+    opened = Experiment.open(exp)
+    records = manifest_records(opened.info.train_features)
     labels, distances, groups = [], [], []
-    for fold in sorted(exp.glob("fold*"), key=lambda p: (len(p.name), p.name)):
-        for lang in info.get("heard", []):
-            trials_path = fold / f"dev_{lang}.txt"
-            if not trials_path.is_file():
+    for fold in opened.folds():
+        for dev in fold.dev_lists(names=opened.info.heard):
+            if not dev.trials_path.is_file():
                 continue
-            trials = read_trials(trials_path)
-            keys, y, d = align(read_scores(fold / f"dev_scores_{lang}.txt"), read_labels(fold / f"dev_{lang}_labels.txt"),
-                               name=trials_path)
-            group = trial_groups(trials, records).group
+            keys, y, d = read_scored(dev.scores_path, dev.labels_path)
+            group = trial_groups(read_trials(dev.trials_path), records).group
             labels += list(y)
             distances += list(d)
             groups += [group[k] for k in keys]
@@ -102,16 +98,16 @@ def default_trials_path(labels_path: str | Path) -> Path | None:
 def experiment_manifest(trials_path: str | Path) -> Path | None:
     """The manifest of the training features of the experiment whose ``fold<k>/`` holds ``trials_path``."""
     fold = Path(trials_path).parent
-    info = fold.parent / "experiment.json"
-    if not (fold.name.startswith("fold") and info.is_file()):
+    if not (fold.name.startswith("fold") and Experiment.is_experiment(fold.parent)):
         return None
     from fva.layout import manifest_path
 
     try:
-        path = manifest_path(json.loads(info.read_text())["train_features"])
-    except (KeyError, ValueError):
+        features = Experiment.open(fold.parent).info.train_features
+    except FvaError:
         return None
-    return path if path.is_file() else None
+    path = manifest_path(features) if features else None
+    return path if path is not None and path.is_file() else None
 
 
 def evaluate_report(scores_path: str | Path, labels_path: str | Path, *, trials_path: str | Path | None = None,

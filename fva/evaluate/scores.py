@@ -194,6 +194,11 @@ class EvalResult:
         return asdict(self)
 
 
+
+def read_scored(scores_path: str | Path, labels_path: str | Path) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(keys, labels, distances) of a score file against its labels file, aligned (:func:`align`)."""
+    return align(read_scores(scores_path), read_labels(labels_path), name=scores_path)
+
 def evaluate_labelled(scores: Mapping[str, float], labels: Mapping[str, int], *,
                       name: str | Path | None = None, labels_name: str | Path | None = None) -> EvalResult:
     """:class:`EvalResult` of in-memory scores against labels (see :func:`align`); ``name`` (the score

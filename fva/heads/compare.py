@@ -64,8 +64,6 @@ def summary_row(name: str, metrics: dict, seconds: float) -> dict:
             "folds": len(metrics["folds"])}
 
 
-SEEDS_FILE = "seeds.json"
-
 
 def parse_seeds(text: str) -> list[int]:
     """``"0,1,2"`` -> ``[0, 1, 2]``; FvaError for anything but distinct integers.
@@ -133,7 +131,8 @@ def train_seeds(cfg: HeadConfig, cache_root: Path, exp: Path, seeds: list[int], 
     ``<exp>/seeds.json`` (:func:`seed_summary`); returns that summary. One seed: a plain run into ``exp``."""
     from dataclasses import replace
 
-    from fva.heads.experiment import prepare_experiment, write_json
+    from fva.experiment import SEEDS_FILE, write_json
+    from fva.heads.experiment import prepare_experiment
     from fva.heads.trainer import train_head
 
     if len(seeds) == 1:

@@ -1,67 +1,23 @@
-"""The experiment format: what ``fva train-head`` writes and every later command reads (scoring, verify,
-plans, ``--init``, ``fva import-fop``), apart from the training loop that writes it.
-
-Experiment folder::
-
-    config.yaml        the resolved config (seed included): what later commands read
-    experiment.json    fva version, format, cache root, dataset, weight set, features (encoders, dims, weights
-                       ids), what it was pretrained on or initialised from (with their weights ids)
-    fold<k>/checkpoint.pt   the selected model; rebuilds itself alone (sizes, config, state dict, classes,
-                            EER threshold of its dev trials)
-    fold<k>/last.pt         the latest epoch with optimiser state, for --resume
-    fold<k>/train_log.jsonl one line per epoch: loss, dev EER per dev list, selection EER, seconds
-    fold<k>/dev_<list>.txt, dev_<list>_labels.txt, dev_scores_<list>.txt   trials, truth, distances; a list
-                            per language (impostors of any identity) and, where genders are known,
-                            <Lang>-same-gender (impostors of the voice's gender): dev_list_name
-    fold<k>/metrics.json    selected epoch, dev EER heard / unheard (any impostors), same_gender, select_on
-    metrics.json       per fold and mean dev EER, heard and unheard (mean_same_gender where measured)
+"""Heads in an experiment folder: building a head system, its checkpoints (save, rebuild alone), and the
+experiment's resolved config. The folder itself (layout, file names, description, metrics, folds, dev lists) is
+:mod:`fva.experiment`'s; this module adds what needs torch and the head systems.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
 from fva import __version__
-from fva.atomic import atomic_path, write_text
-from fva.data.folds import NEGATIVES
+from fva.atomic import atomic_path
 from fva.errors import FvaError
+from fva.experiment import (CHECKPOINT_FILE, CONFIG_FILE, EXPERIMENT_FORMAT, READABLE_FORMATS, Experiment,
+                            ExperimentInfo, fold_folder)
 from fva.heads.config import HeadConfig, ModelConfig, load_config
 from fva.heads.systems import get_system
 from fva.heads.systems.base import HeadSystem
-
-EXPERIMENT_FORMAT = 3  # 2: input standardisation buffers in each projection; 3: head systems
-READABLE_FORMATS = (2, 3)  # a format-2 experiment is a fame2026 one (no system named)
-CONFIG_FILE = "config.yaml"
-INFO_FILE = "experiment.json"
-METRICS_FILE = "metrics.json"
-CHECKPOINT_FILE = "checkpoint.pt"
-
-
-def dev_list_name(language: str, negatives: str) -> str:
-    """A fold's dev list name (its files ``dev_<name>.txt``, ``dev_scores_<name>.txt``): the language for
-    impostors of any identity, ``<language>-same-gender`` for impostors of the voice's gender.
-
-    >>> dev_list_name("English", "any"), dev_list_name("English", "same-gender")
-    ('English', 'English-same-gender')
-    """
-    return language if negatives == "any" else f"{language}-{negatives}"
-
-
-def parse_dev_list_name(name: str) -> tuple[str, str]:
-    """(language, negatives) of a dev list name (:func:`dev_list_name`)."""
-    for negatives in NEGATIVES:
-        if negatives != "any" and name.endswith(f"-{negatives}"):
-            return name[: -len(negatives) - 1], negatives
-    return name, "any"
-
-
-def fold_folder(exp: Path, fold: int | str) -> Path:
-    """``<exp>/fold<k>`` (``<exp>/pretrain`` for the pretraining run)."""
-    return Path(exp) / ("pretrain" if fold == "pretrain" else f"fold{fold}")
 
 
 def build_model(voice_dim: int, face_dim: int, n_classes: int, cfg: ModelConfig) -> HeadSystem:
@@ -85,11 +41,17 @@ def write_payload(path: Path, payload: dict) -> None:
 
 
 def load_checkpoint(path: Path) -> tuple[HeadSystem, dict]:
-    """Rebuild a head from its checkpoint file alone."""
+    """Rebuild a head from its checkpoint file alone; a missing, damaged or foreign file is one line."""
     if not path.is_file():
         raise FvaError(f"{path}: checkpoint not found; train it with 'fva train-head'")
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    if payload.get("format") not in READABLE_FORMATS:
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001  (a truncated or foreign file: torch raises many kinds)
+        detail = str(err).strip().splitlines()[0][:160] if str(err).strip() else ""
+        raise FvaError(f"{path}: damaged checkpoint ({type(err).__name__}: {detail}); train the fold again "
+                       "(fva train-head --resume retrains what is missing)") from None
+    if not isinstance(payload, dict) or payload.get("format") not in READABLE_FORMATS:
+        payload = payload if isinstance(payload, dict) else {}
         raise FvaError(f"{path}: written by fva {payload.get('fva_version', '?')} in checkpoint format "
                        f"{payload.get('format')}; this fva {__version__} reads format {EXPERIMENT_FORMAT}: "
                        "retrain it with this version")
@@ -101,27 +63,18 @@ def load_checkpoint(path: Path) -> tuple[HeadSystem, dict]:
     return model, payload
 
 
-def read_experiment(exp: Path) -> tuple[HeadConfig, dict]:
-    """The experiment's resolved config and description; another version's experiment is an error."""
-    info_path = exp / "experiment.json"
-    if not info_path.is_file():
-        raise FvaError(f"{exp}: not an fva experiment (no experiment.json); train one with 'fva train-head'")
-    info = json.loads(info_path.read_text())
-    if info.get("format") not in READABLE_FORMATS:
-        raise FvaError(f"{exp}: experiment written by fva {info.get('fva_version', '?')} (format "
-                       f"{info.get('format')}); this fva {__version__} reads format {EXPERIMENT_FORMAT}: "
-                       "retrain it with this version")
-    return load_config(exp / "config.yaml"), info
+def read_experiment(exp: Path) -> tuple[HeadConfig, ExperimentInfo]:
+    """The experiment's resolved config and description (:class:`fva.experiment.Experiment`); another
+    version's or a damaged experiment is one line."""
+    opened = Experiment.open(exp)
+    return load_config(opened.config_path), opened.info
 
-def write_experiment(exp: Path, cfg: HeadConfig, info: dict) -> None:
+
+def write_experiment(exp: Path, cfg: HeadConfig, info: ExperimentInfo) -> None:
     """The resolved config and the description that :func:`read_experiment` reads back."""
+    Path(exp).mkdir(parents=True, exist_ok=True)
     cfg.dump(Path(exp) / CONFIG_FILE)
-    write_json(Path(exp) / INFO_FILE, info)
-
-
-def write_json(path: Path, data: dict) -> None:
-    """An experiment's JSON files (description, metrics), indented one space."""
-    write_text(path, json.dumps(data, indent=1) + "\n")
+    Experiment(Path(exp), info).write()
 
 
 def prepare_experiment(exp: Path, force: bool, resume: bool) -> bool:
@@ -138,26 +91,17 @@ def prepare_experiment(exp: Path, force: bool, resume: bool) -> bool:
 
 def fold_checkpoints(exp: Path) -> list[Path]:
     """Every trained fold's selected checkpoint, in fold order."""
-    found = sorted(Path(exp).glob(f"fold*/{CHECKPOINT_FILE}"), key=lambda p: int(p.parent.name[4:]))
-    if not found:
-        raise FvaError(f"{exp}: no trained fold (fold*/checkpoint.pt); train it with 'fva train-head'")
-    return found
+    return [fold.checkpoint for fold in Experiment.open(exp).trained_folds()]
 
 
 def init_projections(init: Path) -> dict:
     """Projection weights of a trained experiment (its fold 0, or its pretrain checkpoint)."""
-    for candidate in (Path(init) / "pretrain" / "checkpoint.pt", Path(init) / "fold0" / "checkpoint.pt"):
+    for candidate in (fold_folder(init, "pretrain") / CHECKPOINT_FILE, fold_folder(init, 0) / CHECKPOINT_FILE):
         if candidate.is_file():
             model, _ = load_checkpoint(candidate)
             return model.projections_state()
     raise FvaError(f"{init}: no checkpoint to start from (looked for pretrain/ and fold0/); "
                    "pass --init a trained experiment")
-
-
-def experiment_weights(info: dict) -> dict[str, str]:
-    """encoder -> weights identity of every feature an experiment trained on (its ``experiment.json``)."""
-    return {name: wid for modality in ("voice", "face")
-            for name, wid in info.get("features", {}).get(modality, {}).get("weights_ids", {}).items()}
 
 
 def check_same_weights(expected: dict[str, str], found: dict[str, str], where: str, expected_from: str,

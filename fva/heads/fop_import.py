@@ -59,8 +59,8 @@ def import_fop(checkpoint: Path, out: Path, *, cache: Path | None = None, datase
     weights; ``cache`` (optional with one encoder per modality) gives each encoder's dimension and weights
     id. Checks everything before writing; the folder appears whole (written aside, then renamed)."""
     from fva.heads.config import DataConfig, FeaturesConfig, HeadConfig, ModelConfig, TrainConfig
-    from fva.heads.experiment import (CHECKPOINT_FILE, EXPERIMENT_FORMAT, fold_folder, save_checkpoint,
-                                      write_experiment)
+    from fva.experiment import CHECKPOINT_FILE, EXPERIMENT_FORMAT, ExperimentInfo, fold_folder
+    from fva.heads.experiment import save_checkpoint, write_experiment
     from fva.heads.systems.fop import FOP, with_own_norms
 
     checkpoint, out = Path(checkpoint), Path(out)
@@ -89,10 +89,11 @@ def import_fop(checkpoint: Path, out: Path, *, cache: Path | None = None, datase
     model.eval()
 
     epoch = payload.get("epoch")
-    info = {"format": EXPERIMENT_FORMAT, "fva_version": __version__,
-            "cache": str(Path(cache).resolve()) if cache else "", "dataset": dataset,
-            "train_features": str(folder) if folder else "", "heard": [], "unheard": [], "folds": 1,
-            "features": features}
+    # an imported checkpoint: what its trainer did (fine-tuning, weight set) is not recorded
+    info = ExperimentInfo({"format": EXPERIMENT_FORMAT, "fva_version": __version__,
+                           "cache": str(Path(cache).resolve()) if cache else "", "dataset": dataset,
+                           "train_features": str(folder) if folder else "", "heard": [], "unheard": [], "folds": 1,
+                           "features": features})
     tmp = out.with_name(f".{out.name}.importing")
     if tmp.exists():
         shutil.rmtree(tmp)

@@ -57,6 +57,7 @@ from fva.data.trials import write_trials
 from fva.errors import FvaError
 from fva.evaluate.submission import (FLAG_2027, SubmissionFile, detect_layout, submission_files,
                                      submission_languages, write_valid_submission)
+from fva.experiment import DevList, Experiment, ExperimentInfo, experiment_folds, seed_experiments
 from fva.heads.postprocess import znorm_fusion
 from fva.heads.scoring import score_trial_list
 from fva.yamlio import read_yaml_mapping
@@ -144,19 +145,6 @@ def is_fusion(entry, exps: list) -> bool:
     return isinstance(entry, list) or (isinstance(entry, dict) and "fuse" in entry) or len(exps) > 1
 
 
-def seed_experiments(exp: str | Path) -> list[Path]:
-    """The ``seed<k>`` experiments of a ``fva train-head --seeds`` folder, by seed; [] for any other folder."""
-    import re
-
-    from fva.heads.experiment import INFO_FILE
-
-    folder = Path(exp)
-    if (folder / INFO_FILE).is_file() or not folder.is_dir():
-        return []
-    found = [p for p in folder.glob("seed*") if re.fullmatch(r"seed\d+", p.name) and (p / INFO_FILE).is_file()]
-    return sorted(found, key=lambda p: int(p.name[4:]))
-
-
 def expand_seeds(exps: list[tuple[str, str | None]]) -> list[tuple[str, str | None]]:
     """Each ``(experiment, cache)`` with a seeds folder replaced by its seeds' experiments (the same cache)."""
     out = []
@@ -184,18 +172,10 @@ def fusion_weights(name: str, entry, exps: list[str]) -> list[float] | None:
     return [float(w) for w in spec]
 
 
-def _dev_lists(exp: Path) -> dict[tuple[str, str], Path]:
-    """(fold folder name, language) -> the fold folder, for each scored dev list of an experiment (impostors of
-    any identity: the same-gender lists repeat their voices)."""
-    from fva.heads.experiment import parse_dev_list_name
-
-    out = {}
-    for fold in sorted(exp.glob("fold*"), key=lambda p: (len(p.name), p.name)):
-        for scores in sorted(fold.glob("dev_scores_*.txt")):
-            lang = scores.name[len("dev_scores_"):-4]
-            if parse_dev_list_name(lang)[1] == "any" and (fold / f"dev_{lang}_labels.txt").is_file():
-                out[(fold.name, lang)] = fold
-    return out
+def _dev_lists(exp: Path) -> dict[tuple[str, str], DevList]:
+    """(fold folder name, list name) -> each scored dev list of an experiment with impostors of any identity
+    (the same-gender lists repeat their voices)."""
+    return {(fold.folder.name, d.name): d for fold in experiment_folds(exp) for d in fold.dev_lists(negatives="any")}
 
 
 def dev_fusion_trials(exps: list[str]):
@@ -220,22 +200,22 @@ def dev_fusion_trials(exps: list[str]):
     for path, found in zip(paths[1:], lists[1:]):
         differ = sorted(set(found) ^ set(lists[0]))
         if differ:
-            fold, lang = differ[0]
-            raise FvaError(f"{path}: dev list {fold}/dev_scores_{lang}.txt is in only one of it and {paths[0]}"
-                           + refuse)
-        for fold, lang in lists[0]:
-            for file in (f"dev_{lang}.txt", f"dev_{lang}_labels.txt"):
-                a, b = paths[0] / fold / file, path / fold / file
+            listed = (found.get(differ[0]) or lists[0][differ[0]]).scores_path
+            raise FvaError(f"{path}: dev list {listed.parent.name}/{listed.name} is in only one of it and "
+                           f"{paths[0]}" + refuse)
+        for key, first in lists[0].items():
+            other = found[key]
+            for a, b in ((first.trials_path, other.trials_path), (first.labels_path, other.labels_path)):
                 if not b.is_file() or not a.is_file() or a.read_bytes() != b.read_bytes():
                     raise FvaError(f"{b}: other dev trials than {a}" + refuse)
     zs, ys = [], []
-    for fold, lang in lists[0]:
-        labels = read_labels(paths[0] / fold / f"dev_{lang}_labels.txt")
-        scores = [read_scores(p / fold / f"dev_scores_{lang}.txt") for p in paths]
-        for p, sc in zip(paths, scores):
+    for key, first in lists[0].items():
+        labels = read_labels(first.labels_path)
+        scores = [read_scores(found[key].scores_path) for found in lists]
+        for found, sc in zip(lists, scores):
             if set(sc) != set(labels):
-                raise FvaError(f"{p / fold / f'dev_scores_{lang}.txt'}: does not score exactly the trials of "
-                               f"dev_{lang}_labels.txt; train the experiment again")
+                raise FvaError(f"{found[key].scores_path}: does not score exactly the trials of "
+                               f"{first.labels_path.name}; train the experiment again")
         keys, z = znorm_matrix([{k: sc[k] for k in labels} for sc in scores], [str(p) for p in paths])
         zs.append(z)
         ys.append(np.array([labels[k] for k in keys]))
@@ -260,7 +240,7 @@ def score_entry(name: str, entry, trials_path: Path, cache: str | None) -> dict[
         raise FvaError(text if text.startswith("plan: ") else f"plan: {name}: {text}") from None
 
 
-def unmet_conditions(name: str, info: dict) -> list[str]:
+def unmet_conditions(name: str, info: ExperimentInfo) -> list[str]:
     """What keeps an experiment (its ``experiment.json``) from the published condition of the plan file ``name``
     (``<TestLang>_<heard|unheard>``): an unheard file scored by heads or encoders that heard its language, and
     the published system's parts it lacks (voice age-gender features, VoxCeleb2 pretraining)."""
@@ -268,18 +248,16 @@ def unmet_conditions(name: str, info: dict) -> list[str]:
     lang, cond = file.rsplit("_", 1)
     out = []
     if track:  # FLAG 2027: heads trained on English only, with the public encoders; no language to keep unheard
-        if cond == "unheard" and lang in info.get("heard", []):
+        if cond == "unheard" and lang in info.heard:
             out.append(f"heads trained on {lang}")
     elif cond == "unheard":
-        if lang in info.get("heard", []):
+        if lang in info.heard:
             out.append(f"heads trained on {lang}")
-        if info.get("encoders_unheard") != lang:
-            out.append(f"encoders that heard {lang} (weight set {info.get('weight_set', 'full')})")
-    voice = info.get("features", {}).get("voice", {}).get("encoders", [])
-    if "voice-age-gender-ecapa" not in voice:
+        if info.encoders_unheard != lang:
+            out.append(f"encoders that heard {lang} (weight set {info.weight_set})")
+    if "voice-age-gender-ecapa" not in info.voice.encoders:
         out.append("no voice age-gender features")
-    pretrained = info.get("pretrain") or (info.get("init") or {}).get("pretrain")
-    if not pretrained:
+    if not info.pretrained_on:
         out.append("heads not pretrained on VoxCeleb2")
     return out
 
@@ -291,14 +269,12 @@ def plan_conditions(plan: dict) -> list[str]:
     """One line per file of the plan that does not meet the published condition, saying what it lacks. The
     published system is the FAME 2026 winner's on MAV-Celeb V3 (``PUBLISHED_DATASET``); experiments of other
     datasets (FAME 2024's V1/V2, FLAG 2027's v4) have no published condition to meet here."""
-    from fva.heads.experiment import read_experiment
-
     lines = []
     for name, entry in plan["files"].items():
         unmet: list[str] = []
         for exp, _ in entry_experiments(name, entry, plan.get("cache")):
-            info = read_experiment(Path(exp))[1]
-            if info.get("dataset", PUBLISHED_DATASET) != PUBLISHED_DATASET:
+            info = Experiment.open(exp).info
+            if (info.dataset or PUBLISHED_DATASET) != PUBLISHED_DATASET:
                 continue
             unmet += [u for u in unmet_conditions(name, info) if u not in unmet]
         if unmet:

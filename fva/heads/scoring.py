@@ -11,11 +11,10 @@ import numpy as np
 
 from fva.data.trials import read_trials
 from fva.errors import FvaError
-from fva.heads.experiment import (check_same_weights, experiment_weights, fold_checkpoints, load_checkpoint,
-                                  read_experiment)
+from fva.heads.experiment import check_same_weights, fold_checkpoints, load_checkpoint, read_experiment
 from fva.heads.systems.base import HeadSystem
 from fva.heads.trialset import Cohort, TrialSet, open_features
-from fva.layout import FULL_SET, find_features_folder
+from fva.layout import find_features_folder
 
 
 def score_trial_list(exp: str | Path, trials_path: str | Path, cache_root: str | Path | None = None,
@@ -24,17 +23,18 @@ def score_trial_list(exp: str | Path, trials_path: str | Path, cache_root: str |
     the experiment was trained on; features of other weights are refused."""
     exp = Path(exp)
     cfg, info = read_experiment(exp)
-    root = Path(cache_root) if cache_root else Path(info["cache"])
+    root = Path(cache_root) if cache_root else Path(info.cache)
     trials = read_trials(trials_path)
-    weight_set = info.get("weight_set", FULL_SET)
+    weight_set = info.weight_set
     feats = open_features(cfg, find_features_folder(root, cfg.data.dataset, subset, weight_set))
     try:
         for modality, table in (("voice", feats.voice), ("face", feats.face)):
-            check_same_weights(experiment_weights(info), table.weights_ids, str(table.folder), str(exp),
+            check_same_weights(info.weights_ids, table.weights_ids, str(table.folder), str(exp),
                                f"score with {subset} features of the same weights (weight set {weight_set})")
-            if table.dim != sum(info["features"][modality]["dims"]):
+            trained = sum(info.modality(modality).dims)
+            if table.dim != trained:
                 raise FvaError(f"{table.folder}: {modality} features are {table.dim}-d but {exp} was trained on "
-                               f"{sum(info['features'][modality]['dims'])}-d; score with the caches it was trained on")
+                               f"{trained}-d; score with the caches it was trained on")
         ts = TrialSet.build(trials, feats, str(trials_path))
     finally:
         feats.close()

@@ -18,21 +18,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fva import __version__
 from fva.atomic import atomic_path
 from fva.data.folds import NEGATIVES, Folds, dev_trials, identity_genders, make_folds
 from fva.data.splits import Split
-from fva.data.trials import labels_path, write_labels, write_trials
+from fva.data.trials import write_labels, write_trials
 from fva.errors import FvaError
 from fva.evaluate.calibration import Calibration
 from fva.evaluate.eer import compute_eer
 from fva.evaluate.metrics import DEFAULT_OPERATING_POINTS, act_dcf, cllr, min_cllr, min_dcf
 from fva.evaluate.scores import write_scores
 from fva.heads.config import HeadConfig, ModelConfig, load_config
-from fva.heads.experiment import (CHECKPOINT_FILE, CONFIG_FILE, EXPERIMENT_FORMAT, METRICS_FILE, build_model,
-                                  check_same_weights, dev_list_name, parse_dev_list_name, experiment_weights, fold_folder, fold_line, init_projections,
-                                  load_checkpoint, prepare_experiment, read_experiment, save_checkpoint,
-                                  write_experiment, write_json, write_payload)
+from fva.experiment import (CHECKPOINT_FILE, CONFIG_FILE, LOG_FILE, METRICS_FILE, RESUME_FILE, DevList,
+                            ExperimentInfo, ModalityFeatures, dev_list_name, fold_folder, parse_dev_list_name,
+                            write_json)
+from fva.heads.experiment import (build_model, check_same_weights, fold_line, init_projections, load_checkpoint,
+                                  prepare_experiment, read_experiment, save_checkpoint, write_experiment,
+                                  write_payload)
 from fva.heads.features import ConcatRows, epoch_order, make_rows, row_statistics, select_rows
 from fva.heads.parallel import train_folds_in_workers
 from fva.heads.systems.base import Batch, HeadSystem
@@ -57,7 +58,7 @@ class FoldRun:
 
     @property
     def log_path(self) -> Path:
-        return self.out / "train_log.jsonl"
+        return self.out / LOG_FILE
 
 
 class FoldTrainer:
@@ -127,7 +128,7 @@ class FoldTrainer:
             fit_input_norm(model, voice_rows, face_rows, [self.cfg.seed, PRETRAIN_STREAM])
             tc = self.cfg.train
             optimiser = make_optimiser(model, tc)
-            with (out / "train_log.jsonl").open("w") as fh:
+            with (out / LOG_FILE).open("w") as fh:
                 for epoch in range(tc.pretrain_epochs):
                     loss = train_epoch(model, optimiser, voice_rows, face_rows, tc.batch_size, seed=[self.cfg.seed, PRETRAIN_STREAM],
                                        epoch=epoch, block_rows=tc.block_rows, buffer_blocks=tc.buffer_blocks,
@@ -199,33 +200,31 @@ class FoldTrainer:
         """encoder -> weights identity of the training features (both modalities)."""
         return {**self.feats.voice.weights_ids, **self.feats.face.weights_ids}
 
-    def check_init(self, init: Path) -> dict:
+    def check_init(self, init: Path) -> ExperimentInfo:
         """The ``--init`` experiment's description, after checking it was trained on features of the same
         weights as this experiment's."""
         _, info = read_experiment(Path(init))
-        check_same_weights(experiment_weights(info), self.weights_ids(), str(self.folder), f"--init {init}",
+        check_same_weights(info.weights_ids, self.weights_ids(), str(self.folder), f"--init {init}",
                            "start from an experiment of the same weight set")
         return info
 
-    def describe(self, init_info: dict | None = None, init: Path | None = None) -> dict:
+    def describe(self, init_info: ExperimentInfo | None = None, init: Path | None = None) -> ExperimentInfo:
         split = Split.parse(self.cfg.data.split)
-        info = {"format": EXPERIMENT_FORMAT, "fva_version": __version__, "cache": str(self.cache_root.resolve()),
-                "dataset": self.cfg.data.dataset, "weight_set": self.weight_set, "train_features": str(self.folder),
-                "heard": self.heard, "unheard": self.unheard, "folds": self.folds.k,
-                "features": {"voice": {"encoders": self.feats.voice.encoders, "dims": self.feats.voice.dims,
-                                       "weights_ids": self.feats.voice.weights_ids},
-                             "face": {"encoders": self.feats.face.encoders, "dims": self.feats.face.dims,
-                                      "weights_ids": self.feats.face.weights_ids}},
-                "encoders_unheard": encoders_unheard(self.weight_set, split, self.feats),
-                "fine_tuned": self.cfg.train.epochs > 0}
+        features = {m: ModalityFeatures(t.encoders, t.dims, t.weights_ids)
+                    for m, t in (("voice", self.feats.voice), ("face", self.feats.face))}
+        pretrain = None
         if self.pre is not None:
-            info["pretrain"] = {"dataset": self.cfg.data.pretrain_dataset, "features": str(self.pre_folder),
-                                "joint": self.cfg.data.joint}
+            pretrain = {"dataset": self.cfg.data.pretrain_dataset, "features": str(self.pre_folder),
+                        "joint": self.cfg.data.joint}
+        started = None
         if init is not None:
-            info["init"] = {"exp": str(Path(init).resolve()),
-                            "pretrain": (init_info or {}).get("pretrain") or (init_info or {}).get("init", {}).get(
-                                "pretrain")}
-        return info
+            started = {"exp": str(Path(init).resolve()), "pretrain": init_info.pretrained_on if init_info else None}
+        return ExperimentInfo.new(
+            cache=str(self.cache_root.resolve()), dataset=self.cfg.data.dataset, weight_set=self.weight_set,
+            train_features=str(self.folder), heard=self.heard, unheard=self.unheard, folds=self.folds.k,
+            voice=features["voice"], face=features["face"],
+            encoders_unheard=encoders_unheard(self.weight_set, split, self.feats),
+            fine_tuned=self.cfg.train.epochs > 0, pretrain=pretrain, init=started)
 
     def dev_sets(self, fold: int) -> dict[str, tuple[TrialSet, dict[str, int]]]:
         """Per language and kind of impostor (:func:`dev_list_name`): the fold's dev trials (as ``fva folds
@@ -310,7 +309,7 @@ class FoldTrainer:
         """The selection state to start from: the last resume point's (model, optimiser and torch RNG
         restored) with ``resume``, else a fresh one; the log keeps only the epochs before it."""
         state = {"epoch": 0, "best": math.inf, "best_epoch": -1, "stale": 0}
-        last = run.out / "last.pt"
+        last = run.out / RESUME_FILE
         if resume and last.is_file():
             saved = torch.load(last, map_location="cpu", weights_only=True)
             model.load_state_dict(saved["model"])
@@ -362,7 +361,7 @@ class FoldTrainer:
                           state: dict) -> None:
         """Every RESUME_EVERY epochs and at the end: model, optimiser, selection state and torch RNG."""
         if self.finished(state) or state["epoch"] % RESUME_EVERY == 0:
-            with atomic_path(run.out / "last.pt") as tmp:
+            with atomic_path(run.out / RESUME_FILE) as tmp:
                 torch.save({"model": model.state_dict(), "optimiser": optimiser.state_dict(), "state": state,
                             "torch_rng": torch.get_rng_state()}, tmp)
 
@@ -388,10 +387,10 @@ class FoldTrainer:
         for name, (ts, labels) in dev.items():
             lang, negatives = parse_dev_list_name(name)
             dist = ts.distances(model, self.cfg.score, cohort)
-            path = out / f"dev_{name}.txt"
-            write_trials(path, ts.trials)
-            write_labels(labels_path(path), labels)
-            write_scores(out / f"dev_scores_{name}.txt", {t.key: float(d) for t, d in zip(ts.trials, dist)})
+            files = DevList(out, name)
+            write_trials(files.trials_path, ts.trials)
+            write_labels(files.labels_path, labels)
+            write_scores(files.scores_path, {t.key: float(d) for t, d in zip(ts.trials, dist)})
             y = np.array([labels[t.key] for t in ts.trials])
             kind = "heard" if lang in self.heard else "unheard"
             (metrics if negatives == "any" else metrics["same_gender"])[kind][lang] = compute_eer(y, dist)

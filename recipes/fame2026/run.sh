@@ -20,13 +20,9 @@
 # Needs `fva` on the PATH (source .venv/bin/activate).
 set -euo pipefail
 
-stage=0
-stop_stage=8
-config=recipes/fame2026/conf/fame2026.yaml
-HELP_LINES=2,20
 # shellcheck source=recipes/common.sh
 source "$(dirname "$0")/../common.sh"  # parse_options, run_stage, done_before, mark, launch, device_arg
-parse_options "$@"
+parse_options 8 recipes/fame2026/conf/fame2026.yaml 2,20 "$@"
 eval "$(fva recipe config "$config")"  # WORK, DATA_*, WEIGHTS_*, DEVICES_*, ENCODERS_FACE, HEADS_*, OPTIONS_*
 
 SETS="full english-unheard german-unheard"

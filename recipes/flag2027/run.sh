@@ -17,13 +17,9 @@
 # Needs `fva` on the PATH (source .venv/bin/activate).
 set -euo pipefail
 
-stage=0
-stop_stage=5
-config=recipes/flag2027/conf/flag2027.yaml
-HELP_LINES=2,17
 # shellcheck source=recipes/common.sh
 source "$(dirname "$0")/../common.sh"  # parse_options, run_stage, done_before, mark, launch, device_arg
-parse_options "$@"
+parse_options 5 recipes/flag2027/conf/flag2027.yaml 2,17 "$@"
 # WORK, DATA_*, WEIGHTS_ARGS, WEIGHTS_LOCAL, DEVICES_*, ENCODERS_EXTRA, HEADS_*, OPTIONS_*
 eval "$(fva recipe config --recipe flag2027 "$config")"
 

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from fva.errors import FvaError
-from fva.extract.encoders.base import Encoder
+from fva.extract.encoders.base import Encoded, Encoder
 from fva.extract.weights import models_home  # noqa: F401  (re-exported)
 from fva.extract.weights import speechbrain_error, speechbrain_fetch_config, speechbrain_identity, speechbrain_savedir
 
@@ -220,10 +220,26 @@ class LengthAwareEcapa:
 
 
 class EcapaEncoder(Encoder):
-    """Shared by the ECAPA encoders: 16 kHz audio in, padded batches run by :class:`LengthAwareEcapa`."""
+    """Shared by the ECAPA encoders: 16 kHz audio in, padded batches run by :class:`LengthAwareEcapa`. A
+    subclass loading a speechbrain folder as it is names its ``interface`` (speechbrain's class, a zero-argument
+    callable returning it) and ``output``; the voice age-gender encoder loads its own format instead."""
 
     modality = "voice"
     runner: LengthAwareEcapa
+    output = "pooled"
+
+    def __init__(self, weights: str | Path | None = None, device: str | torch.device = "cpu",
+                 savedir: Path | None = None) -> None:
+        super().__init__(weights, device)
+        self.load(self.interface(), savedir, self.output)
+
+    @staticmethod
+    def interface() -> Any:
+        """speechbrain's interface class the folder loads with (``from_hparams``)."""
+        raise NotImplementedError
+
+    def encode(self, batch: tuple[torch.Tensor, torch.Tensor]) -> Encoded:
+        return Encoded(self.runner(*batch), {})
 
     @property
     def preprocess(self) -> AudioPreprocess:

@@ -16,12 +16,8 @@ of another model (an x-vector, say) is one line.
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import torch
-
 from fva.errors import FvaError
-from fva.extract.encoders.base import Encoded, register
+from fva.extract.encoders.base import register
 from fva.extract.encoders.ecapa import EcapaEncoder
 from fva.extract.weights import ORGANISER_VOICE_HUB_ID
 
@@ -54,17 +50,11 @@ def check_ecapa(weights: str, mods) -> None:
 class EcapaEmbedding(EcapaEncoder):
     name = "ecapa-embedding"
     default_weights = ORGANISER_VOICE_HUB_ID
-
-    def __init__(self, weights: str | Path | None = None, device: str | torch.device = "cpu",
-                 savedir: Path | None = None) -> None:
-        super().__init__(weights, device)
-        self.load(embedding_interface(), savedir, output="embedding")
+    output = "embedding"
+    interface = staticmethod(embedding_interface)
 
     def check_model(self, mods) -> None:
         check_ecapa(self.weights, mods)
-
-    def encode(self, batch: tuple[torch.Tensor, torch.Tensor]) -> Encoded:
-        return Encoded(self.runner(*batch), {})
 
     def config(self) -> dict:
         return {"output": "embedding_model (speaker embedding, not normalised)", "input": "whole clip, 16 kHz mono"}

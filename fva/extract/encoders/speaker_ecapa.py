@@ -8,10 +8,7 @@ speaker`` writes one in the same format).
 
 from __future__ import annotations
 
-from pathlib import Path
-import torch
-
-from fva.extract.encoders.base import Encoded, register
+from fva.extract.encoders.base import register
 from fva.extract.encoders.ecapa import EcapaEncoder
 from fva.extract.weights import SPEAKER_HUB_ID
 
@@ -21,13 +18,8 @@ class SpeakerEcapa(EcapaEncoder):
     name = "speaker-ecapa"
     default_weights = SPEAKER_HUB_ID
 
-    def __init__(self, weights: str | Path | None = None, device: str | torch.device = "cpu",
-                 savedir: Path | None = None) -> None:
-        super().__init__(weights, device)
+    @staticmethod
+    def interface():
         from speechbrain.inference.speaker import EncoderClassifier
 
-        self.load(EncoderClassifier, savedir)
-
-    def encode(self, batch: tuple[torch.Tensor, torch.Tensor]) -> Encoded:
-        return Encoded(self.runner(*batch), {})
-
+        return EncoderClassifier

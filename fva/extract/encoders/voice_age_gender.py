@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from fva.errors import FvaError
-from fva.extract.encoders.base import Encoded, register
+from fva.extract.encoders.base import Encoded, Encoder, register
 from fva.extract.encoders.ecapa import ECAPA_YAML, EcapaEncoder, load_pretrained, pretrainer_yaml
 from fva.extract.weights import TRAIN_AGE_GENDER, age_gender_identity
 
@@ -120,7 +120,7 @@ class VoiceAgeGenderEcapa(EcapaEncoder):
 
     def __init__(self, weights: str | Path | None = None, device: str | torch.device = "cpu",
                  savedir: Path | None = None) -> None:
-        super().__init__(weights, device)
+        Encoder.__init__(self, weights, device)  # its own folder format: not EcapaEncoder's from_hparams load
         from speechbrain.inference.interfaces import Pretrained
 
         folder = Path(self.weights)

@@ -264,8 +264,8 @@ class Fold:
     def dev_lists(self, names: list[str] | None = None, negatives: str | None = None) -> list[DevList]:
         """The scored dev lists (scores and truth present), by name; ``names`` (e.g. languages) and
         ``negatives`` restrict them."""
-        found = [DevList(self.folder, p.name[len("dev_scores_"):-len(".txt")])
-                 for p in sorted(self.folder.glob("dev_scores_*.txt"))]
+        found = sorted((DevList(self.folder, p.name[len("dev_scores_"):-len(".txt")])
+                        for p in self.folder.glob("dev_scores_*.txt")), key=lambda d: d.name)
         return [d for d in found if d.labels_path.is_file() and (names is None or d.name in names)
                 and (negatives is None or d.negatives == negatives)]
 

@@ -488,6 +488,33 @@ def test_experiment_of_another_format_is_refused(synth, trained, tmp_path):
     assert snapshot(exp) == before
 
 
+@pytest.mark.parametrize("damage, fragments", [
+    ("truncated-checkpoint", ("fold0/checkpoint.pt: damaged checkpoint", "train the fold again")),
+    ("info-not-json", ("experiment.json: damaged experiment description", "train the experiment again")),
+    ("info-features", ("experiment.json: damaged experiment description (features", "train the experiment again")),
+    ("no-info", ("not an fva experiment (no experiment.json)",)),
+])
+def test_a_damaged_experiment_folder_is_one_line_naming_the_file(synth, trained, tmp_path, damage, fragments):
+    """fva score on an experiment with a truncated checkpoint or a damaged description: one line naming the
+    file, exit 2, nothing written, nothing changed."""
+    exp = copy_exp(trained.exp, tmp_path / "damaged")
+    if damage == "truncated-checkpoint":
+        ckpt = exp / "fold0" / "checkpoint.pt"
+        ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 3])
+    elif damage == "info-not-json":
+        (exp / "experiment.json").write_text('{"format": 3, "features": ')
+    elif damage == "info-features":
+        info = json.loads((exp / "experiment.json").read_text())
+        info["features"]["voice"]["surprise"] = 1
+        (exp / "experiment.json").write_text(json.dumps(info))
+    else:
+        (exp / "experiment.json").unlink()
+    before = snapshot(exp)
+    out = tmp_path / "s.txt"
+    assert_user_error(run("score", "--exp", exp, "--trials", synth.test_list, "--out", out), *fragments)
+    assert not out.exists() and snapshot(exp) == before
+
+
 def test_unknown_config_key_is_named(synth, tmp_path):
     config = tmp_path / "bad.yaml"
     config.write_text("train:\n  epoch: 3\n")

@@ -309,7 +309,7 @@ def bench_vggface(manifest, work: Path, n: int, passes: int, settings, budget_s:
     import cv2
     from deepface import DeepFace
 
-    from fva.extract.demo_checkpoints import write_demo_vggface
+    from fva.synth.checkpoints import write_demo_vggface
     from fva.extract.encoders.vggface import VggFace
     from fva.extract.media import load_image
 
@@ -485,7 +485,7 @@ def rss_child(args) -> None:
 def bench_memory(manifest, work: Path, sizes: tuple[int, ...]) -> dict:
     import soundfile as sf
 
-    from fva.extract.demo_checkpoints import write_demo_speaker_ecapa
+    from fva.synth.checkpoints import write_demo_speaker_ecapa
 
     weights = write_demo_speaker_ecapa(work / "demo-speaker")
     root = Path(manifest.root)
@@ -614,7 +614,7 @@ def main() -> None:
     import torch
 
     from fva.data.datasets import build_manifest
-    from fva.data.demo import generate_demo
+    from fva.synth.demo import generate_demo
 
     quick = args.quick
     n = 40 if quick else 200

@@ -45,7 +45,7 @@ def main() -> None:
     repeats = args.repeats or (1 if args.quick else 3)
     batch = min(args.batch_size, items)
 
-    from fva.extract.demo_checkpoints import write_demo_vggface, write_organiser_ecapa
+    from fva.synth.checkpoints import write_demo_vggface, write_organiser_ecapa
     from fva.extract.encoders.ecapa_embedding import EcapaEmbedding
     from fva.extract.encoders.vggface import VggFaceKeras
 

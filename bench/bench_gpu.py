@@ -86,7 +86,7 @@ def write_weights(folder: Path, quick: bool) -> dict[str, Path]:
     """Random weights of the real sizes (``quick``: tiny, but VGG-Face has one size) in their real formats."""
     from transformers import ViTConfig
 
-    from fva.extract.demo_checkpoints import write_demo_speaker_ecapa, write_demo_vggface
+    from fva.synth.checkpoints import write_demo_speaker_ecapa, write_demo_vggface
     from fva.extract.encoders.vit_age_gender import save_vit_age_gender, tiny_config
     from fva.extract.encoders.voice_age_gender import DEFAULT_CHANNELS, init_voice_age_gender, save_voice_age_gender
     from fva.train.speaker import ecapa_sizes

@@ -174,12 +174,12 @@ class Signal:
 
 def write_cache(root: Path, layout: Layout, seed: int, shards: int = 1, bank_per_id: int = 0) -> dict:
     """The four encoder caches and manifest.jsonl of ``<root>/mavceleb-v3/train-full`` as ``fva extract``
-    lays them out (:func:`fva.testing.write_feature_cache`). ``bank_per_id`` > 0 (big caches): each row is one
+    lays them out (:func:`fva.synth.testing.write_feature_cache`). ``bank_per_id`` > 0 (big caches): each row is one
     of that many precomputed rows of its identity and language, made unique by its row number in the first
     two columns, which is far cheaper than drawing noise for gigabytes of rows. Returns the sizes written."""
     from fva.data.records import Manifest
     from fva.layout import features_folder, write_manifest
-    from fva.testing import write_feature_cache
+    from fva.synth.testing import write_feature_cache
 
     rng = np.random.default_rng(seed)
     signal = Signal(rng, layout.n_ids, layout.n_videos)

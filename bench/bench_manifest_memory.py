@@ -3,7 +3,7 @@
 Writes VoxCeleb2-shaped manifests (half voice clips, half face tracks; ~5,994 identities, ~7.5 clips a video,
 keys ``dev/aac/idNNNNN/<video>/NNNNN``) of each size, the first voice records pointing at a few tiny real wav
 files, and runs ``fva extract --limit 8 --workers 8`` with the demo speaker ECAPA checkpoint
-(:func:`fva.extract.demo_checkpoints.write_demo_speaker_ecapa`) in a fresh process each; records beyond the limit
+(:func:`fva.synth.checkpoints.write_demo_speaker_ecapa`) in a fresh process each; records beyond the limit
 are never decoded. Measured in that process (``torch``'s worker loop wrapped, nothing of fva changed):
 
 - ``main_vm_hwm``: the main process's peak resident set (VmHWM), reading the manifest included;
@@ -172,7 +172,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="smoke run: 2,000 and 20,000 records")
     args = ap.parse_args()
     sizes = [2_000, 20_000] if args.quick else args.sizes
-    from fva.extract.demo_checkpoints import write_demo_speaker_ecapa
+    from fva.synth.checkpoints import write_demo_speaker_ecapa
 
     fig: dict = {"fva": str(args.fva.resolve()), "limit": LIMIT, "workers": WORKERS,
                  "encoder": "speaker-ecapa demo checkpoint (write_demo_speaker_ecapa)", "runs": []}

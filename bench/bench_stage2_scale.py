@@ -3,7 +3,7 @@ and streaming read throughput.
 
 1. Scale: a synthetic VoxCeleb2-sized world at small dims (``--dim``, default 8): 6,000 identities,
    1.1 M voice clips and 1.1 M face tracks of 8 frames (8.8 M face rows), identity-sorted as extraction
-   writes them; per modality two encoders written with :func:`fva.testing.write_feature_cache` in different
+   writes them; per modality two encoders written with :func:`fva.synth.testing.write_feature_cache` in different
    row orders, as real caches are (encoder a: 1 shard in manifest order; encoder b: 4 shards, the manifest
    split strided across workers as ``fva extract --num-shards 4`` does, with 0.1 % of records missing).
    In a fresh subprocess (so VmHWM is its own peak): ``FeatureTable`` of each modality (open + join),
@@ -64,7 +64,7 @@ def world_keys(clips: int, modality: str) -> tuple[list[str], np.ndarray]:
 
 
 def write_world(root: Path, clips: int, dim: int) -> dict:
-    from fva.testing import write_feature_cache
+    from fva.synth.testing import write_feature_cache
 
     seconds = {}
     for modality in ("voice", "face"):
@@ -153,7 +153,7 @@ def identity_mix() -> dict:
 
 
 def write_stream_cache(root: Path, n: int) -> None:
-    from fva.testing import write_feature_cache
+    from fva.synth.testing import write_feature_cache
 
     keys, _ = world_keys(n, "voice")
     rng = np.random.default_rng(4)

@@ -51,13 +51,14 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     a = parser.parse_args()
     batch, steps = (8, 3) if a.quick else (None, 4)
-    from fva.train.synthetic import write_commonvoice, write_voxceleb2
+    from fva.synth.world import write_commonvoice, write_voxceleb2
 
     figures: dict = {"cpu_threads": os.cpu_count(), "load_average_at_start": os.getloadavg()[0]}
     with tempfile.TemporaryDirectory(prefix="fva-bench-train-") as tmp:
         tmp = Path(tmp)
-        vox = write_voxceleb2(tmp / "vox2", identities=16, videos=2, clips=4, segments=2)
-        cv = write_commonvoice(tmp / "cv", locales=("en", "de"), speakers=16, clips=4, segments=2)
+        vox, cv = tmp / "vox2", tmp / "cv"
+        write_voxceleb2(vox, identities=16, videos=2, clips=4, segments=2)
+        write_commonvoice(cv, locales=("en", "de"), speakers=16, clips=4, segments=2)
         runs = {
             "speaker": (["--dataset", "voxceleb2", "--root", str(vox), "--channels", "1024",
                          "--batch-size", str(batch or 32)], batch or 32),

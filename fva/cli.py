@@ -92,12 +92,12 @@ def demo_data(out: Path, seed: int, variant: str, train_identities: int | None, 
       fva demo-data --variant v4 --out data/demo-v4
     """
     if variant == "v4":
-        from fva.data.demo_v4 import generate_demo_v4
+        from fva.synth.demo_v4 import generate_demo_v4
 
         summary = generate_demo_v4(out, seed=seed, train_identities=train_identities or 40,
                                    test_identities=test_identities)
     else:
-        from fva.data.demo import generate_demo
+        from fva.synth.demo import generate_demo
 
         summary = generate_demo(out, seed=seed, train_identities=train_identities or 72,
                                 test_identities=test_identities)
@@ -116,7 +116,7 @@ def demo_world(out: Path, seed: int) -> None:
     Example:
       fva demo-world --out data/world --seed 0
     """
-    from fva.data.world import write_world
+    from fva.synth.world import write_world
 
     summary = write_world(out, seed=seed)
     for line in summary.lines():
@@ -683,7 +683,7 @@ def demo_checkpoints(out: Path, seed: int, encoders: str | None) -> None:
       fva demo-checkpoints --out data/demo-checkpoints
       fva demo-checkpoints --out data/world-models --encoders speaker-ecapa,vit-age-gender
     """
-    from fva.extract.demo_checkpoints import DEMO_ENCODERS, write_demo_checkpoints
+    from fva.synth.checkpoints import DEMO_ENCODERS, write_demo_checkpoints
 
     names = tuple(n.strip() for n in encoders.split(",") if n.strip()) if encoders else DEMO_ENCODERS
     for name, path in write_demo_checkpoints(out, seed, names).items():

@@ -137,8 +137,8 @@ def assert_user_error(result, *fragments: str) -> None:
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory):
     """The synthetic cache root with train-full and test-full, a FAME test list, and the stored features
-    (:func:`fva.testing.synthetic_heads_cache`), once per test module that asks for it."""
-    from fva.testing import synthetic_heads_cache
+    (:func:`fva.synth.testing.synthetic_heads_cache`), once per test module that asks for it."""
+    from fva.synth.testing import synthetic_heads_cache
 
     return synthetic_heads_cache(tmp_path_factory.mktemp("heads"))
 

@@ -1,6 +1,6 @@
 """The Python API (:class:`fva.api.FaceVoiceVerifier`) and the demo page (`fva serve`) on a small real
 experiment: demo media and demo encoder checkpoints through `fva extract` and `fva train-head`
-(:func:`fva.testing.tiny_experiment`).
+(:func:`fva.synth.testing.tiny_experiment`).
 The API's distances are `fva score`'s for the same pairs, its feature rows `fva extract`'s."""
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from fva.data.datasets import build_manifest
 from fva.data.mavceleb import media_key
 from fva.data.trials import read_trials
 from fva.errors import FvaError
-from fva.testing import run_cli
+from fva.synth.testing import run_cli
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -43,7 +43,7 @@ def models_home(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory, models_home):
-    from fva.testing import tiny_experiment
+    from fva.synth.testing import tiny_experiment
 
     return tiny_experiment(tmp_path_factory.mktemp("api"), folds=2)
 
@@ -164,7 +164,7 @@ def test_nearest_identities_rank_the_training_prototypes(verifier, pairs):
 
 def test_other_weights_than_trained_on_are_one_line(tiny, pairs):
     from fva.api import FaceVoiceVerifier
-    from fva.extract.demo_checkpoints import write_demo_speaker_ecapa
+    from fva.synth.checkpoints import write_demo_speaker_ecapa
 
     other = write_demo_speaker_ecapa(tiny.base / "other-ecapa", seed=5)
     with pytest.raises(FvaError) as err:

@@ -19,7 +19,7 @@ from fva.data.records import Manifest, MediaRecord
 from fva.errors import FvaError
 from fva.extract.cache import (CACHE_FORMAT, ShardWriter, cache_info, group_rows_by_key, open_cache, row_frame,
                                shard_name, validate_cache)
-from fva.testing import write_feature_cache
+from fva.synth.testing import write_feature_cache
 from conftest import replayable_seed
 
 REPO = Path(__file__).resolve().parents[1]

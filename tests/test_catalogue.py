@@ -33,7 +33,7 @@ def test_defaults_derive_from_the_catalogue():
     from click.testing import CliRunner
 
     from fva.cli import cli
-    from fva.extract.demo_checkpoints import DEMO_ENCODERS
+    from fva.synth.checkpoints import DEMO_ENCODERS
     from fva.heads.config import FeaturesConfig
 
     four = ["speaker-ecapa", "voice-age-gender-ecapa", "vggface", "vit-age-gender"]
@@ -45,7 +45,7 @@ def test_defaults_derive_from_the_catalogue():
 
 def test_widths_at_full_size(tmp_path):
     """The catalogue's widths against the models at their published sizes where those can be built here."""
-    from fva.extract.demo_checkpoints import write_demo_vggface, write_organiser_ecapa
+    from fva.synth.checkpoints import write_demo_vggface, write_organiser_ecapa
     from fva.extract.encoders.ecapa_embedding import EcapaEmbedding
     from fva.extract.encoders.vggface import VggFace, VggFaceKeras
 

@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 from scipy.stats import spearmanr
 
-from fva.data import demo as demo_module
-from fva.data.demo import generate_demo
+from fva.synth import demo as demo_module
+from fva.synth.demo import generate_demo
 from fva.data.trials import labels_path, read_labels, read_trials
 from fva.errors import FvaError
 
@@ -27,7 +27,7 @@ FACE_RE = re.compile(r"(id\d{4})/(English|German)/[A-Za-z0-9_-]{11}/\d{9}\.jpg")
 def generated(tmp_path_factory):
     """The default-size dataset, generated once, with the identity behind every rendered clip and frame."""
     rendered: list[tuple[str, str]] = []
-    voice, face = demo_module._voice, demo_module._face
+    voice, face = demo_module.render_voice, demo_module.render_face
 
     def spy_voice(ident, *args):
         rendered.append(("voice", ident.name))
@@ -39,8 +39,8 @@ def generated(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("demo") / "v3"
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(demo_module, "_voice", spy_voice)
-        mp.setattr(demo_module, "_face", spy_face)
+        mp.setattr(demo_module, "render_voice", spy_voice)
+        mp.setattr(demo_module, "render_face", spy_face)
         summary = generate_demo(root, seed=0)
     return root, summary, rendered
 

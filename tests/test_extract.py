@@ -107,8 +107,8 @@ def test_real_speaker_model_separates_speakers_and_batching_changes_nothing(tmp_
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory) -> tuple[Path, dict[str, Path]]:
     """A small demo dataset and the two fast demo checkpoints (audio encoders)."""
-    from fva.data.demo import generate_demo
-    from fva.extract.demo_checkpoints import write_demo_speaker_ecapa
+    from fva.synth.demo import generate_demo
+    from fva.synth.checkpoints import write_demo_speaker_ecapa
     from fva.extract.encoders.voice_age_gender import init_voice_age_gender, save_voice_age_gender
 
     base = tmp_path_factory.mktemp("demo")
@@ -195,7 +195,7 @@ def test_verify_runs_the_extraction_path_and_gives_the_distance_fva_score_gives(
     from fva.extract.encoders.vit_age_gender import demo_config, save_vit_age_gender
     from fva.api import verify_pair
     from fva.heads.scoring import score_trial_list
-    from fva.testing import tiny_head_config
+    from fva.synth.testing import tiny_head_config
 
     root, weights = demo
     weights = {"speaker-ecapa": weights["speaker-ecapa"],

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from conftest import assert_user_error, touch
 from fva.cli import cli
 from fva.data.datasets import build_manifest
-from fva.data.demo_v4 import generate_demo_v4
+from fva.synth.demo_v4 import generate_demo_v4
 from fva.data.folds import dev_trials
 from fva.data.mavceleb_v4 import track_trials
 from fva.data.records import MediaRecord
@@ -112,7 +112,7 @@ def test_demo_v4_layout_and_manifests(v4):
 
 
 def test_demo_v4_gender_track_negatives_share_the_positive_gender(v4):
-    from fva.data import demo_v4
+    from fva.synth import demo_v4
 
     ids = demo_v4._balanced(3, 9, 4)  # the fixture's test identities: seed 3, after 8 train identities
     assert sorted(i.female for i in ids) == [False, False, True, True]

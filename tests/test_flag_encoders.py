@@ -24,8 +24,8 @@ os.environ.setdefault("DEEPFACE_BACKEND_ENGINE", "pytorch")
 
 from fva.data.records import Manifest, MediaRecord  # noqa: E402
 from fva.extract.cache import open_cache  # noqa: E402
-from fva.extract.demo_checkpoints import write_demo_vggface, write_organiser_ecapa  # noqa: E402
-from fva.testing import run_cli  # noqa: E402
+from fva.synth.checkpoints import write_demo_vggface, write_organiser_ecapa  # noqa: E402
+from fva.synth.testing import run_cli  # noqa: E402
 from conftest import assert_user_error  # noqa: E402
 from test_extract import REAL_MODEL, SPEECH, need_shared  # noqa: E402
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fva.testing import run_cli
+from fva.synth.testing import run_cli
 from conftest import assert_user_error
 from test_recipes import REPO, shell, tree_times
 
@@ -39,8 +39,8 @@ def demo_config(base: Path, root: Path, models: dict[str, Path], **changes) -> P
 def flag_demo(tmp_path_factory):
     """The demo.yaml's data and models: fva demo-data --variant v4 (16 training identities, 4 test ones) and
     fva demo-checkpoints of the four encoders."""
-    from fva.data.demo_v4 import generate_demo_v4
-    from fva.extract.demo_checkpoints import write_demo_checkpoints
+    from fva.synth.demo_v4 import generate_demo_v4
+    from fva.synth.checkpoints import write_demo_checkpoints
 
     base = tmp_path_factory.mktemp("flag-demo")
     generate_demo_v4(base / "v4", train_identities=16, test_identities=4)

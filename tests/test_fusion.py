@@ -197,7 +197,7 @@ def test_real_seeds_share_dev_trials_and_fit(synth, tmp_path):
     trials; logistic weights fit over them, and a plan entry naming the folder expands to the seeds."""
     import torch
 
-    from fva.testing import run_cli
+    from fva.synth.testing import run_cli
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

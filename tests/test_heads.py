@@ -1,7 +1,7 @@
 """Stage-2 heads on a synthetic stage-1 cache: the model (one shared AAM classifier, input dropout, cosine
 scoring), the loaders, and the ``fva train-head`` / ``fva score`` commands end to end.
 
-No encoder runs here: the module fixture ``synth`` (conftest.py, :func:`fva.testing.synthetic_heads_cache`)
+No encoder runs here: the module fixture ``synth`` (conftest.py, :func:`fva.synth.testing.synthetic_heads_cache`)
 writes HDF5 caches with :class:`ShardWriter` in exactly the layout ``fva extract`` produces
 (``<cache>/mavceleb-v3/<subset>-full/<encoder>/shard-00000-of-00001.h5`` plus ``manifest.jsonl``), whose
 features carry an identity signal shared by voices and faces through a hidden per-identity vector, so that
@@ -36,7 +36,7 @@ from fva.heads.model import FameHead
 from fva.heads.systems.base import Batch
 from fva.heads.trialset import features_for_keys, score_distances
 from fva.layout import manifest_records
-from fva.testing import (CONFIG, DATASET, EPOCHS, FACE_ENCODERS, IDENTITIES, LANGUAGES, LATENT, NUM_FOLDS,
+from fva.synth.testing import (CONFIG, DATASET, EPOCHS, FACE_ENCODERS, IDENTITIES, LANGUAGES, LATENT, NUM_FOLDS,
                          PATIENCE, TRACK_FRAMES, VOICE_ENCODERS, naive_trial_features, naive_vector,
                          run_cli as run, write_split)
 

@@ -23,7 +23,7 @@ from fva.evaluate.metrics import (DEFAULT_OPERATING_POINTS, OperatingPoint, act_
                                   error_rates, min_cllr, min_dcf, parse_operating_points, trial_metrics)
 from fva.evaluate.scores import align, read_scores
 from fva.heads.experiment import load_checkpoint
-from fva.testing import run_cli as run
+from fva.synth.testing import run_cli as run
 
 POINTS = [OperatingPoint(0.01), OperatingPoint(0.05), OperatingPoint(0.5), OperatingPoint(0.2, c_miss=10, c_fa=1)]
 

@@ -395,7 +395,7 @@ def test_gated_fusion_opl_trains_and_scores_through_compare(synth, tmp_path):
     from fva.evaluate.scores import read_scores
     from fva.heads.experiment import load_checkpoint, read_experiment
     from fva.heads.systems.fop import FOP
-    from fva.testing import run_cli
+    from fva.synth.testing import run_cli
 
     for subset in ("train", "test"):
         folder = synth.train.parent / synth.train.name.replace("train", subset)
@@ -487,7 +487,7 @@ def test_fva_extract_with_the_new_encoders(wavlm_folder, wavlm, dinov2_folder, t
 
     from fva.data.records import Manifest, MediaRecord
     from fva.extract.cache import open_cache
-    from fva.testing import run_cli
+    from fva.synth.testing import run_cli
 
     media = tmp_path / "media"
     media.mkdir()
@@ -542,7 +542,7 @@ def test_extra_checkpoint_keys_alone_are_accepted(dinov2_folder, tmp_path):
 def test_weights_list_shows_the_new_sources(monkeypatch, tmp_path):
     from huggingface_hub import constants
 
-    from fva.testing import run_cli
+    from fva.synth.testing import run_cli
 
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))

@@ -22,8 +22,8 @@ def shell(script: Path, cwd: Path, env: dict, *args: str, timeout: int = 900) ->
 def test_make_submission_on_a_real_mavceleb_runs_the_reduced_system(tmp_path):
     """No trained voice age-gender model, no VoxCeleb2, lists in MAV-Celeb's separate splits folder: the chain
     runs to a valid zip and says, per file, which published condition it does not meet."""
-    from fva.data.demo import generate_demo
-    from fva.extract.demo_checkpoints import write_demo_speaker_ecapa
+    from fva.synth.demo import generate_demo
+    from fva.synth.checkpoints import write_demo_speaker_ecapa
     from fva.extract.encoders.vit_age_gender import demo_config, save_vit_age_gender
 
     root = tmp_path / "mavceleb_v3"
@@ -62,8 +62,8 @@ def world_config(tmp_path: Path) -> Path:
     written under ``tmp_path``; the real public speaker model stands in for the published one when it is here."""
     import yaml
 
-    from fva.data.world import write_world
-    from fva.extract.demo_checkpoints import write_demo_checkpoints
+    from fva.synth.world import write_world
+    from fva.synth.checkpoints import write_demo_checkpoints
 
     world = write_world(tmp_path / "world")
     models = write_demo_checkpoints(tmp_path / "models", names=("speaker-ecapa", "vit-age-gender"))

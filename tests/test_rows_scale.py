@@ -15,7 +15,7 @@ from fva.extract.cache import open_cache
 from fva.extract.cache.reader import group_rows_by_key, join_rows, key_codes
 from fva.heads.features import (BLOCK_ROWS, BUFFER_BLOCKS, FeatureTable, InMemoryRows, Labelled, StreamingRows,
                                 epoch_order, make_rows, select_rows)
-from fva.testing import write_feature_cache
+from fva.synth.testing import write_feature_cache
 from conftest import replayable_seed
 
 # ------------------------------------------------------------------------------ plain references (the old loops)

@@ -36,7 +36,7 @@ def models_home(tmp_path_factory, monkeypatch):
 def voices(tmp_path_factory) -> tuple[Manifest, dict[str, Path]]:
     """Nine noise clips of different lengths (one too short for ECAPA, one empty file) and two small voice
     encoders in their real formats."""
-    from fva.extract.demo_checkpoints import write_demo_speaker_ecapa
+    from fva.synth.checkpoints import write_demo_speaker_ecapa
     from fva.extract.encoders.voice_age_gender import init_voice_age_gender, save_voice_age_gender
 
     base = tmp_path_factory.mktemp("voices")
@@ -202,7 +202,7 @@ def test_two_face_encoders_in_one_pass_equal_one_at_a_time(tmp_path):
     import av
     from PIL import Image
 
-    from fva.extract.demo_checkpoints import write_demo_vggface
+    from fva.synth.checkpoints import write_demo_vggface
     from fva.extract.encoders.vit_age_gender import demo_config, save_vit_age_gender
 
     data = tmp_path / "data"

@@ -26,8 +26,8 @@ from fva.heads.model import FameHead
 from fva.heads.postprocess import PolariseConfig, SnormConfig, cohort_moments, polarise, snorm
 from fva.heads.trialset import Cohort, TrialSet, build_cohort, embed_rows, open_features
 from fva.layout import manifest_records
-from fva.testing import CONFIG, FACE_ENCODERS, IDENTITIES, NUM_FOLDS, VOICE_ENCODERS, naive_trial_features
-from fva.testing import run_cli as run
+from fva.synth.testing import CONFIG, FACE_ENCODERS, IDENTITIES, NUM_FOLDS, VOICE_ENCODERS, naive_trial_features
+from fva.synth.testing import run_cli as run
 
 TOP_K = 4
 

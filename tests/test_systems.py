@@ -27,7 +27,7 @@ from fva.heads.scoring import score_trial_list
 from fva.heads.experiment import load_checkpoint, read_experiment
 from fva.heads.trainer import paired_faces, train_epoch
 from fva.heads.trialset import TrialSet, embed_rows, open_features
-from fva.testing import naive_trial_features, official_state, reference_forward, run_cli as run, write_official
+from fva.synth.testing import naive_trial_features, official_state, reference_forward, run_cli as run, write_official
 
 SYSTEMS = ["fame2026", "xm-align", "fop", "dual-fop", "contrastive", "cross-attention"]
 

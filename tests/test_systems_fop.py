@@ -18,7 +18,7 @@ from fva.heads.experiment import read_experiment, save_checkpoint
 from fva.heads.systems import get_system
 from fva.heads.systems.base import Batch
 from fva.heads.systems.fop import DualFOP, FOP, multi_similarity_loss, opl_loss
-from fva.testing import (FOP_CLASSES, FOP_DIM, FOP_FACE_IN, FOP_GATE, FOP_VOICE_IN, official_state,
+from fva.synth.testing import (FOP_CLASSES, FOP_DIM, FOP_FACE_IN, FOP_GATE, FOP_VOICE_IN, official_state,
                          reference_forward, write_feature_cache, write_official)
 
 VOICE_IN, FACE_IN, DIM, GATE, CLASSES = FOP_VOICE_IN, FOP_FACE_IN, FOP_DIM, FOP_GATE, FOP_CLASSES

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from conftest import assert_user_error
 from fva.cli import cli
 from fva.extract.cache import cache_info, open_cache
-from fva.train.synthetic import write_commonvoice, write_voxceleb2
+from fva.synth.world import write_commonvoice, write_voxceleb2
 
 TINY = ["--channels", "16", "--batch-size", "8", "--workers", "0", "--no-progress"]
 
@@ -36,7 +36,8 @@ def run(*args):
 def vox(tmp_path_factory) -> tuple[Path, Path]:
     """4 speakers x 2 videos x 3 clips, and video labels: id00002 German, the others English or French."""
     base = tmp_path_factory.mktemp("vox")
-    root = write_voxceleb2(base / "vox2", identities=4, videos=2, clips=3, seed=0)
+    root = base / "vox2"
+    write_voxceleb2(root, identities=4, videos=2, clips=3, seed=0)
     lines = ["key\tlanguage\tconfidence"]
     for ident in sorted((root / "dev" / "aac").iterdir()):
         language = {"id00002": "German", "id00003": "French"}.get(ident.name, "English")
@@ -99,7 +100,8 @@ def test_speaker_trainer_learns_exports_the_public_format_and_resumes(tmp_path, 
 
 
 def test_age_gender_trainer_learns_and_writes_the_extraction_format(tmp_path):
-    root = write_commonvoice(tmp_path / "cv", locales=("en", "de"), speakers=5, clips=3, seed=0)
+    root = tmp_path / "cv"
+    write_commonvoice(root, locales=("en", "de"), speakers=5, clips=3, seed=0)
     out = tmp_path / "vag"
     result = run("train-encoder", "age-gender", "--dataset", "commonvoice", "--root", root, "--split",
                  "german-unheard", "--out", out, *TINY, "--head-hidden", "32", "--steps", "10", "--lr", "0.005",

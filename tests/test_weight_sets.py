@@ -2,7 +2,7 @@
 each set's training cache keeps every language, and every later use of features (scoring, pretraining,
 --init, plans, verify) refuses features of other weights with one line naming both identities.
 
-Synthetic caches (:func:`fva.testing.synthetic_heads_cache`: weights ids ``<encoder>@<n>abc``) stand in for
+Synthetic caches (:func:`fva.synth.testing.synthetic_heads_cache`: weights ids ``<encoder>@<n>abc``) stand in for
 extracted ones; one test runs the real extraction on a small demo dataset.
 """
 
@@ -21,9 +21,9 @@ from fva.data.trials import Trial, write_labels, write_trials
 from fva.heads.experiment import load_checkpoint
 from fva.heads.plan import plan_conditions
 from fva.layout import manifest_records
-from fva.testing import CONFIG, DATASET, LANGUAGES, run_cli as run, set_weights_id, tiny_head_config
+from fva.synth.testing import CONFIG, DATASET, LANGUAGES, run_cli as run, set_weights_id, tiny_head_config
 
-SPEAKER = "speaker-ecapa"  # the first voice encoder of the synthetic caches (fva.testing.VOICE_ENCODERS)
+SPEAKER = "speaker-ecapa"  # the first voice encoder of the synthetic caches (fva.synth.testing.VOICE_ENCODERS)
 
 
 def copy_set(root: Path, dataset: str, subset: str, src: str, dst: str, tag: str | None = None) -> Path:
@@ -196,7 +196,7 @@ def vox(synth, tmp_path_factory):
     import numpy as np
 
     from fva.data.records import MediaRecord
-    from fva.testing import LATENT, TRACK_FRAMES, write_split
+    from fva.synth.testing import LATENT, TRACK_FRAMES, write_split
 
     root = tmp_path_factory.mktemp("vox") / "cache"
     shutil.copytree(synth.root, root)
@@ -271,8 +271,8 @@ def test_zero_epochs_without_a_starting_point_is_one_line(synth, tmp_path):
 def test_extract_of_an_unheard_split_keeps_every_language_beside_the_full_set(tmp_path):
     """`fva extract --split english-unheard` on MAV-Celeb writes the set's own folders (train and test) and keeps
     English in the training cache; with another speaker model than the full set's, both sit side by side."""
-    from fva.data.demo import generate_demo
-    from fva.extract.demo_checkpoints import write_demo_speaker_ecapa
+    from fva.synth.demo import generate_demo
+    from fva.synth.checkpoints import write_demo_speaker_ecapa
     from fva.extract.encoders.vit_age_gender import demo_config, save_vit_age_gender
 
     data = tmp_path / "data"

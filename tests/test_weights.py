@@ -21,7 +21,7 @@ os.environ.setdefault("DEEPFACE_BACKEND_ENGINE", "pytorch")
 
 from fva.errors import FvaError  # noqa: E402
 from fva.extract import weights as W  # noqa: E402
-from fva.testing import run_cli  # noqa: E402
+from fva.synth.testing import run_cli  # noqa: E402
 from conftest import assert_user_error  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -50,7 +50,7 @@ def homes(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def hub_files(tmp_path_factory) -> dict[str, dict[str, Path]]:
     """What the fake Hub serves: repo id -> {file name in the repository: local file}."""
-    from fva.extract.demo_checkpoints import write_organiser_ecapa
+    from fva.synth.checkpoints import write_organiser_ecapa
     from fva.extract.encoders.vit_age_gender import save_vit_age_gender, tiny_config
     from fva.train.lid import write_lid_model
 

@@ -1,4 +1,4 @@
-"""The synthetic world (fva.data.world, ``fva demo-world``): real VoxCeleb2 / CommonVoice / MAV-Celeb V3 layouts,
+"""The synthetic world (fva.synth.world, ``fva demo-world``): real VoxCeleb2 / CommonVoice / MAV-Celeb V3 layouts,
 media that decode through fva's own decoders, manifests of every part, byte determinism, safe writing."""
 
 from __future__ import annotations
@@ -14,14 +14,14 @@ import numpy as np
 import pytest
 
 from conftest import assert_user_error
-from fva.data import demo, world
+from fva.synth import demo, world
 from fva.data.commonvoice import AGES
 from fva.data.datasets import build_manifest
 from fva.data.voxceleb2 import FACE_FRAME_STEP, read_language_labels
-from fva.data.world import write_world
+from fva.synth.world import write_world
 from fva.errors import FvaError
 from fva.extract.media import load_audio, load_face, video_frames
-from fva.testing import run_cli
+from fva.synth.testing import run_cli
 
 SEED = 0
 VOX_IDS = [f"id{n:05d}" for n in range(world.VOX_FIRST, world.VOX_FIRST + 8)]
@@ -51,10 +51,10 @@ def regenerated(utterance: str) -> np.ndarray:
     """The int16 samples the generator draws for a VoxCeleb2 utterance key of the seed-0 world."""
     identity, vid, number = UTTERANCE_RE.fullmatch(utterance).groups()
     n = int(identity[2:])
-    videos = demo._videos(SEED, n, 0, 2)
+    videos = demo.identity_videos(SEED, n, 0, 2)
     v = [video.vid for video in videos].index(vid)
     lang = "German" if (n + v) % 2 else "English"
-    return world.utterance(demo._identity(SEED, n), videos[v], SEED, n, v, int(number) - 1, language=lang)
+    return world.utterance(demo.make_identity(SEED, n), videos[v], SEED, n, v, int(number) - 1, language=lang)
 
 
 # ------------------------------------------------------------------------------------------------ layout
@@ -141,9 +141,9 @@ def test_voxceleb2_face_tracks_are_25fps_with_a_face_every_25_frames(made):
         # the sampled frames are the identity's drawn faces, through MPEG-4
         identity, vid, number = UTTERANCE_RE.fullmatch(key).groups()
         ident_n = int(identity[2:])
-        v = [video.vid for video in demo._videos(SEED, ident_n, 0, 2)].index(vid)
-        drawn = world.face_track(demo._identity(SEED, ident_n), demo._videos(SEED, ident_n, 0, 2)[v], n,
-                                 demo._rng(SEED, world._T_FACE_TRACK, ident_n, v, int(number) - 1))
+        v = [video.vid for video in demo.identity_videos(SEED, ident_n, 0, 2)].index(vid)
+        drawn = world.face_track(demo.make_identity(SEED, ident_n), demo.identity_videos(SEED, ident_n, 0, 2)[v], n,
+                                 demo.seeded_rng(SEED, world._T_FACE_TRACK, ident_n, v, int(number) - 1))
         for i, img in faces:
             assert np.abs(img.astype(float) - drawn[i]).mean() < 8, (key, i)
         assert load_face(path, frame=25)[0][0] == 25
@@ -181,7 +181,7 @@ def test_commonvoice_mp3_clips_and_labels(made):
         for row in rows:
             number = int(row["client_id"].removeprefix("client"))
             assert 1000 * (li + 1) <= number < 1000 * (li + 1) + 3
-            ident = demo._identity(SEED, number)
+            ident = demo.make_identity(SEED, number)
             assert row["gender"] == ("female_feminine" if ident.female else "male_masculine")
             assert AGES.index(row["age"]) == int(ident.age // 10) - 1  # 20-29 twenties, ...
             path = folder / "clips" / row["path"]
@@ -190,7 +190,7 @@ def test_commonvoice_mp3_clips_and_labels(made):
                 assert stream.codec_context.name.startswith("mp3") and (stream.rate, stream.channels) == (16000, 1)
             y = load_audio(path)  # soundfile's mp3 path
             u = int(row["sentence_id"].removeprefix("s"))
-            video = demo._videos(SEED, number, 0, 1)[0]
+            video = demo.identity_videos(SEED, number, 0, 1)[0]
             x = world.utterance(ident, video, SEED, number, u, language=world.CV_STYLES[locale]) / 32768
             assert abs(len(y) - len(x)) <= 1152
             n = min(len(x), len(y))
@@ -229,7 +229,7 @@ def test_commonvoice_manifest_every_locale_with_age_and_gender(made):
     assert all(r.modality == "voice" and r.age in AGES and r.gender in ("male", "female")
                for r in manifest.records)
     for r in manifest.records:
-        ident = demo._identity(SEED, int(r.identity.removeprefix("client")))
+        ident = demo.make_identity(SEED, int(r.identity.removeprefix("client")))
         assert r.gender == ("female" if ident.female else "male")
     assert len({r.gender for r in manifest.records}) == 2 and len({r.age for r in manifest.records}) >= 3
     no_german, _ = build_manifest("commonvoice", root / "commonvoice", split="german-unheard")

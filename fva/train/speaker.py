@@ -7,7 +7,7 @@ steps) or an exponential decay, and, when folders are given, augmentation with s
 and ``AddReverb`` (each batch is doubled: clean plus one augmented copy).
 
 The output folder is in the format of the public ``spkrec-ecapa-voxceleb`` model (see
-``fva.extract.demo_checkpoints.save_speaker_ecapa``), so ``fva extract --weights speaker-ecapa=OUT`` loads it
+``fva.synth.checkpoints.save_speaker_ecapa``), so ``fva extract --weights speaker-ecapa=OUT`` loads it
 through the same code; its pooled output is 6C-d (6144 at C = 1024). Validation: EER on a VoxCeleb1-O style
 trial list (``label enrol test`` lines, paths under ``--trials-root``) after every epoch.
 """
@@ -175,7 +175,7 @@ def brain_class():
             return {"trials_eer": round(trial_eer(self.hparams, self.device), 4)}
 
         def export(self, folder: Path, metrics: dict) -> None:
-            from fva.extract.demo_checkpoints import save_speaker_ecapa
+            from fva.synth.checkpoints import save_speaker_ecapa
 
             h = self.hparams
             channels, attention = ecapa_sizes(h.options.channels)

@@ -340,8 +340,8 @@ def tiny_experiment(base: Path, folds: int = 1) -> SimpleNamespace:
     demo checkpoints of speaker-ecapa and vit-age-gender (``ckpt/``), their train and test caches
     (``work/demo/cache``, extracted by ``fva extract``) and a head experiment ``work/demo/exp/english-unheard``
     trained on ``folds`` of its 2 folds (``fva train-head``): about ten seconds on a CPU."""
-    from fva.data.demo import generate_demo
-    from fva.extract.demo_checkpoints import write_demo_speaker_ecapa
+    from fva.synth.demo import generate_demo
+    from fva.synth.checkpoints import write_demo_speaker_ecapa
     from fva.extract.encoders.vit_age_gender import demo_config, save_vit_age_gender
 
     base = Path(base)

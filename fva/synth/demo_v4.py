@@ -1,6 +1,6 @@
 """A small synthetic dataset shaped like MAV-Celeb v4 (FLAG 2027: English train, English/Bangla tests per track).
 
-Identities, voices and faces come from :mod:`fva.data.demo` (Bengali shifts every voice in its own fixed way);
+Identities, voices and faces come from :mod:`fva.synth.demo` (Bengali shifts every voice in its own fixed way);
 the layout is the challenge download's (see :mod:`fva.data.mavceleb_v4`)::
 
     meta_file_train_set.csv                       idNNN,m|f (no header)
@@ -24,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from fva.data import demo
 from fva.data.mavceleb_v4 import META_FILE, TRACKS, TRAIN_LANGUAGE, TRAIN_LIST
 from fva.data.trials import Trial, write_labels, write_trials
 from fva.errors import FvaError
+from fva.synth import demo
 
 TEST_LANGUAGES = ("English", "Bangla")  # as the v4 lists spell them
 _VOICE_LANGUAGE = {"English": "English", "Bangla": "Bengali"}  # the synthetic voices' language
@@ -68,15 +68,15 @@ def generate_demo_v4(out: Path, *, seed: int = 0, train_identities: int = 40, te
     """
     start = time.perf_counter()
     out = Path(out)
-    demo._check_sizes(seed, train_identities, test_identities, videos, samples, 1, trials_per_identity)
+    demo.check_sizes(seed, train_identities, test_identities, videos, samples, 1, trials_per_identity)
     if test_identities % 2 or test_identities < 4:
         raise FvaError(f"test identities must be even and at least 4 (got {test_identities}): half are female, "
                        "and the gender track needs two of each gender")
     if train_identities + test_identities > 999:
         raise FvaError(f"{train_identities + test_identities} identities do not fit idNNN names; use at most 999")
-    tmp = demo._start(out)
+    tmp = demo.start_tree(out)
     try:
-        train = [demo._identity(seed, i) for i in range(1, train_identities + 1)]
+        train = [demo.make_identity(seed, i) for i in range(1, train_identities + 1)]
         test = _balanced(seed, train_identities + 1, test_identities)
         n_train = _write_train(tmp, seed, train, videos, samples)
         trials = {track: {lang: _write_test(tmp, seed, track, lang, test, videos, trials_per_identity)
@@ -86,7 +86,7 @@ def generate_demo_v4(out: Path, *, seed: int = 0, train_identities: int = 40, te
             f"no real people. {train_identities} English train identities with genders in {META_FILE}; "
             f"{test_identities} disjoint test identities in dev_set/<track>/ (tracks {', '.join(TRACKS)}), "
             "ground truth in ground_truth/<Lang>_test_<track>.txt.\n")
-        demo._publish(tmp, out, "the demo data were")
+        demo.publish_tree(tmp, out, "the demo data were")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -97,59 +97,59 @@ def _name(number: int) -> str:
     return f"id{number:03d}"
 
 
-def _balanced(seed: int, first: int, count: int) -> list[demo._Identity]:
+def _balanced(seed: int, first: int, count: int) -> list[demo.Identity]:
     """``count`` identities numbered from ``first`` on, half female and half male (in number order)."""
-    picked: dict[bool, list[demo._Identity]] = {True: [], False: []}
+    picked: dict[bool, list[demo.Identity]] = {True: [], False: []}
     number = first
     while min(len(v) for v in picked.values()) < count // 2:
-        ident = demo._identity(seed, number)
+        ident = demo.make_identity(seed, number)
         if len(picked[ident.female]) < count // 2:
             picked[ident.female].append(ident)
         number += 1
     return sorted(picked[True] + picked[False], key=lambda i: int(i.name[2:]))
 
 
-def _write_train(root: Path, seed: int, ids: list[demo._Identity], videos: int, samples: int) -> int:
+def _write_train(root: Path, seed: int, ids: list[demo.Identity], videos: int, samples: int) -> int:
     """English train samples (a voice clip and a face of one video, numbered alike), the list and the meta."""
     train = root / "train_set"
-    keys = iter(_keys(demo._rng(seed, _T_V4_KEYS, 0), len(ids) * videos * samples))
+    keys = iter(_keys(demo.seeded_rng(seed, _T_V4_KEYS, 0), len(ids) * videos * samples))
     lines: list[str] = []
     for cls, ident in enumerate(ids):
         number = int(ident.name[2:])
         name = _name(number)
-        for vi, video in enumerate(demo._videos(seed, number, 0, videos)):
+        for vi, video in enumerate(demo.identity_videos(seed, number, 0, videos)):
             for u in range(samples):
                 n = len(lines)
-                r = demo._rng(seed, _T_V4_TRAIN, number, vi, u)
+                r = demo.seeded_rng(seed, _T_V4_TRAIN, number, vi, u)
                 voice = f"voices/{TRAIN_LANGUAGE}/{name}/{n:05d}.wav"
                 face = f"faces/{TRAIN_LANGUAGE}/{name}/{n:05d}.jpg"
-                demo._write_wav(train / voice, demo._voice(ident, TRAIN_LANGUAGE, video, r))
-                demo._write_jpg(train / face, demo._face(ident, video, r))
+                demo.write_wav(train / voice, demo.render_voice(ident, TRAIN_LANGUAGE, video, r))
+                demo.write_jpg(train / face, demo.render_face(ident, video, r))
                 lines.append(f"{next(keys)} {TRAIN_LANGUAGE} {voice} {face} {name} {cls}\n")
     (train / TRAIN_LIST).write_text("".join(lines))
     (root / META_FILE).write_text("".join(f"{_name(int(i.name[2:]))},{'f' if i.female else 'm'}\n" for i in ids))
     return len(lines)
 
 
-def _write_test(root: Path, seed: int, track: str, lang: str, ids: list[demo._Identity], videos: int,
+def _write_test(root: Path, seed: int, track: str, lang: str, ids: list[demo.Identity], videos: int,
                 per_identity: int) -> int:
     """One track's list of one language, its media and ground truth. Track ``gender``: every impostor face
     has the voice's gender."""
     ti, li = TRACKS.index(track), TEST_LANGUAGES.index(lang)
     pairs = trial_pairs(seed, track, lang, ids, per_identity)
-    keys = _keys(demo._rng(seed, _T_V4_KEYS, 1 + ti * len(TEST_LANGUAGES) + li), len(pairs))
+    keys = _keys(demo.seeded_rng(seed, _T_V4_KEYS, 1 + ti * len(TEST_LANGUAGES) + li), len(pairs))
     voice_lang = _VOICE_LANGUAGE[lang]
-    contexts = {i: demo._videos(seed, int(ident.name[2:]), 1 + li, videos) for i, ident in enumerate(ids)}
+    contexts = {i: demo.identity_videos(seed, int(ident.name[2:]), 1 + li, videos) for i, ident in enumerate(ids)}
     folder = root / "dev_set" / track
     trials: list[Trial] = []
     labels: dict[str, int] = {}
     for k, (vi, fi) in enumerate(pairs):
-        rv = demo._rng(seed, _T_V4_VOICE, ti, li, k)
-        rf = demo._rng(seed, _T_V4_FACE, ti, li, k)
-        demo._write_wav(folder / f"{lang}_test" / "voices" / f"{k:05d}.wav",
-                        demo._voice(ids[vi], voice_lang, contexts[vi][int(rv.integers(videos))], rv))
-        demo._write_jpg(folder / f"{lang}_test" / "faces" / f"{k:05d}.jpg",
-                        demo._face(ids[fi], contexts[fi][int(rf.integers(videos))], rf))
+        rv = demo.seeded_rng(seed, _T_V4_VOICE, ti, li, k)
+        rf = demo.seeded_rng(seed, _T_V4_FACE, ti, li, k)
+        demo.write_wav(folder / f"{lang}_test" / "voices" / f"{k:05d}.wav",
+                        demo.render_voice(ids[vi], voice_lang, contexts[vi][int(rv.integers(videos))], rv))
+        demo.write_jpg(folder / f"{lang}_test" / "faces" / f"{k:05d}.jpg",
+                        demo.render_face(ids[fi], contexts[fi][int(rf.integers(videos))], rf))
         # the lists write voices/<Lang>/NNNNN.wav while the files sit in <Lang>_test/voices/, as the release's
         # README shows them
         trials.append(Trial(keys[k], f"voices/{lang}/{k:05d}.wav", f"faces/{lang}/{k:05d}.jpg"))
@@ -160,12 +160,12 @@ def _write_test(root: Path, seed: int, track: str, lang: str, ids: list[demo._Id
     return len(trials)
 
 
-def trial_pairs(seed: int, track: str, lang: str, ids: list[demo._Identity],
+def trial_pairs(seed: int, track: str, lang: str, ids: list[demo.Identity],
                 per_identity: int) -> list[tuple[int, int]]:
     """(voice identity, face identity) of each trial of a list, in list order, as indices into ``ids``: per
     identity ``per_identity // 2`` same-person trials and as many impostors, cycling over the others (track
     ``gender``: the others of its gender)."""
-    r = demo._rng(seed, _T_V4_TRIALS, TRACKS.index(track), TEST_LANGUAGES.index(lang))
+    r = demo.seeded_rng(seed, _T_V4_TRIALS, TRACKS.index(track), TEST_LANGUAGES.index(lang))
     half = per_identity // 2
     pairs: list[tuple[int, int]] = []
     for i, ident in enumerate(ids):
@@ -180,7 +180,7 @@ def _keys(r: np.random.Generator, n: int) -> list[str]:
     keys: list[str] = []
     seen: set[str] = set()
     while len(keys) < n:
-        key = "".join(r.choice(list(demo._KEY_ALPHABET), 8))
+        key = "".join(r.choice(list(demo.KEY_ALPHABET), 8))
         if key not in seen:
             seen.add(key)
             keys.append(key)

@@ -2,12 +2,12 @@
 
 :func:`write_world` writes, under one folder, VoxCeleb2 dev (AAC ``.m4a`` voices and MPEG-4 ``.mp4`` face
 tracks), CommonVoice (per-locale ``validated.tsv`` and ``.mp3`` clips) and MAV-Celeb V3 (the demo dataset,
-:func:`fva.data.demo.generate_demo`, with a copy of its lists in the release's separate splits folder). Every
+:func:`fva.synth.demo.generate_demo`, with a copy of its lists in the release's separate splits folder). Every
 voice and face comes from the demo dataset's generators, so one identity's voice and face share its hidden
 traits and heads have something to learn. Identity numbers are disjoint across the three datasets.
 
 This module also owns the VoxCeleb2 and CommonVoice layout writers (:func:`write_voxceleb2`,
-:func:`write_commonvoice`); :mod:`fva.train.synthetic` keeps its wav-only wrappers for the trainers' tests.
+:func:`write_commonvoice`); :mod:`fva.synth.world` keeps its wav-only wrappers for the trainers' tests.
 Output is a pure function of the seed and the sizes; FFmpeg's encoders run single-threaded, so the same
 stack writes the same bytes.
 """
@@ -23,9 +23,9 @@ from pathlib import Path
 import av
 import numpy as np
 
-from fva.data import demo
 from fva.data.commonvoice import AGES
 from fva.errors import FvaError
+from fva.synth import demo
 
 SAMPLE_RATE = demo.SAMPLE_RATE
 VIDEO_FPS = 25
@@ -102,11 +102,11 @@ def write_world(out: Path, seed: int = 0, *, vox_identities: int = 8, vox_videos
     start = time.perf_counter()
     out = Path(out)
     _check_sizes(seed, vox_identities, vox_videos, vox_clips, tuple(cv_locales), cv_speakers, cv_clips)
-    demo._check_sizes(seed, mav_train, mav_test, mav_videos, mav_clips, mav_frames, mav_trials)
+    demo.check_sizes(seed, mav_train, mav_test, mav_videos, mav_clips, mav_frames, mav_trials)
     if mav_train + mav_test >= VOX_FIRST:
         raise FvaError(f"{mav_train + mav_test} MAV-Celeb identities would reach the VoxCeleb2 ones "
                        f"(numbered from {VOX_FIRST}); use at most {VOX_FIRST - 1} in all")
-    tmp = demo._start(out)
+    tmp = demo.start_tree(out)
     try:
         vox = write_voxceleb2(tmp / "voxceleb2", identities=vox_identities, videos=vox_videos, clips=vox_clips,
                               seed=seed, first=VOX_FIRST, audio="m4a", faces=True, german=True)
@@ -127,7 +127,7 @@ def write_world(out: Path, seed: int = 0, *, vox_identities: int = 8, vox_videos
         _write_readme(tmp, seed, vox, cv, mav)
         files = [p for p in tmp.rglob("*") if p.is_file()]
         size = sum(p.stat().st_size for p in files)
-        demo._publish(tmp, out, "the world was")
+        demo.publish_tree(tmp, out, "the world was")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -179,7 +179,7 @@ def write_audio(path: Path, samples: np.ndarray) -> None:
     """16 kHz mono int16 ``samples`` as wav (:mod:`wave`), m4a (AAC) or mp3 (LAME), chosen by the suffix."""
     suffix = path.suffix.lower()
     if suffix == ".wav":
-        demo._write_wav(path, samples)
+        demo.write_wav(path, samples)
         return
     codec, container = {".m4a": ("aac", "ipod"), ".mp3": ("libmp3lame", "mp3")}[suffix]
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -233,11 +233,11 @@ def rgb_to_yuv420p(rgb: np.ndarray) -> np.ndarray:
     return np.clip(np.round(planes), 0, 255).astype(np.uint8).reshape(h * 3 // 2, w)
 
 
-def face_track(ident: demo._Identity, video: demo._Video, samples: int, r: np.random.Generator) -> list[np.ndarray]:
+def face_track(ident: demo.Identity, video: demo.Video, samples: int, r: np.random.Generator) -> list[np.ndarray]:
     """Frames of a face track as long as an utterance of ``samples`` audio samples (at least 26 frames, so
     every-25th-frame sampling finds two faces); a new drawing every 25 frames, held in between."""
     count = max(FACE_STEP + 1, math.ceil(samples / SAMPLE_RATE * VIDEO_FPS))
-    drawn = [np.asarray(demo._face(ident, video, r)) for _ in range(0, count, FACE_STEP)]
+    drawn = [np.asarray(demo.render_face(ident, video, r)) for _ in range(0, count, FACE_STEP)]
     return [drawn[k // FACE_STEP] for k in range(count)]
 
 
@@ -253,11 +253,11 @@ class VoxCeleb2Written:
     face_frames: int  # faces that every-25th-frame sampling finds over all face tracks (0 without tracks)
 
 
-def utterance(ident: demo._Identity, video: demo._Video, seed: int, *key: int, segments: int = 1,
+def utterance(ident: demo.Identity, video: demo.Video, seed: int, *key: int, segments: int = 1,
               language: str = "English") -> np.ndarray:
     """``segments`` generated clips (1.5-2.5 s each) of one identity, back to back."""
-    r = demo._rng(seed, _T_VOICE, *key)
-    return np.concatenate([demo._voice(ident, language, video, r) for _ in range(segments)])
+    r = demo.seeded_rng(seed, _T_VOICE, *key)
+    return np.concatenate([demo.render_voice(ident, language, video, r) for _ in range(segments)])
 
 
 def write_voxceleb2(root: Path, *, identities: int = 4, videos: int = 2, clips: int = 3, seed: int = 0,
@@ -270,8 +270,8 @@ def write_voxceleb2(root: Path, *, identities: int = 4, videos: int = 2, clips: 
     utterances: dict[str, int] = {}
     face_frames = 0
     for i in range(first, first + identities):
-        ident = demo._identity(seed, i)
-        for v, video in enumerate(demo._videos(seed, i, 0, videos)):
+        ident = demo.make_identity(seed, i)
+        for v, video in enumerate(demo.identity_videos(seed, i, 0, videos)):
             lang = "German" if german and (i + v) % 2 else "English"
             languages[f"id{i:05d}/{video.vid}"] = lang
             utterances[lang] = utterances.get(lang, 0) + clips
@@ -280,7 +280,7 @@ def write_voxceleb2(root: Path, *, identities: int = 4, videos: int = 2, clips: 
                 samples = utterance(ident, video, seed, i, v, u, segments=segments, language=lang)
                 write_audio(root / "dev" / "aac" / rel.with_suffix(f".{audio}"), samples)
                 if faces:
-                    frames = face_track(ident, video, len(samples), demo._rng(seed, _T_FACE_TRACK, i, v, u))
+                    frames = face_track(ident, video, len(samples), demo.seeded_rng(seed, _T_FACE_TRACK, i, v, u))
                     write_video(root / "dev" / "mp4" / rel.with_suffix(".mp4"), frames)
                     face_frames += len(range(0, len(frames), FACE_STEP))
     return VoxCeleb2Written(languages=languages, utterances=utterances, face_frames=face_frames)
@@ -300,8 +300,8 @@ def write_commonvoice(root: Path, *, locales: tuple[str, ...] = ("en", "de"), sp
         rows = ["\t".join(CV_COLUMNS)]
         for s in range(speakers):
             number = 1000 * (li + 1) + s
-            ident = demo._identity(seed, number)
-            video = demo._videos(seed, number, 0, 1)[0]
+            ident = demo.make_identity(seed, number)
+            video = demo.identity_videos(seed, number, 0, 1)[0]
             decade = AGES[min(len(AGES) - 1, max(1, int(ident.age // 10) - 1))]
             gender = "other" if other and s == speakers - 1 else genders[int(ident.female)]
             for u in range(clips):
@@ -320,7 +320,7 @@ def _write_readme(root: Path, seed: int, vox: VoxCeleb2Written, cv: dict[str, in
     text = (
         f"A tiny synthetic world in the real dataset layouts, written by fva demo-world with seed {seed}, for "
         f"recipes that run end to end offline. It holds no real people: every identity has hidden traits "
-        f"(gender, age, three latents) that shape both its generated voice and its drawn face (fva.data.demo), "
+        f"(gender, age, three latents) that shape both its generated voice and its drawn face (fva.synth.demo), "
         f"so faces and voices of one identity can be associated. Identity numbers are disjoint across the "
         f"datasets.\n\n"
         f"voxceleb2/dev/aac/idNNNNN/<video>/NNNNN.m4a: 16 kHz mono AAC voices ({vox_counts} utterances); "

@@ -35,7 +35,7 @@ JPEG_QUALITY = 90
 LANGUAGES = ("English", "German")
 _SS = 2  # faces are drawn at twice the size and downsampled, for smooth edges
 _VIDEO_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-_KEY_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
+KEY_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
 
 # Stream tags for keyed random generators: rng(seed, tag, ...) never depends on iteration order.
 (_T_IDENTITY, _T_VIDEOS, _T_TRAIN_VOICE, _T_TRAIN_FACE, _T_PAIRS, _T_TRIALS, _T_TEST_VOICE,
@@ -48,7 +48,7 @@ _VOWELS = {
     "German": ((280, 2250, 2900), (280, 1750, 2150), (390, 2100, 2700), (380, 1500, 2200),
                (700, 1300, 2500), (400, 800, 2400), (300, 750, 2300), (550, 1800, 2500)),
     "Bengali": ((290, 2300, 2950), (400, 2050, 2600), (560, 1850, 2500), (720, 1250, 2450),
-                (560, 950, 2400), (330, 800, 2300)),  # the v4 demo's (fva.data.demo_v4)
+                (560, 950, 2400), (330, 800, 2300)),  # the v4 demo's (fva.synth.demo_v4)
 }
 
 
@@ -106,7 +106,7 @@ class DemoSummary:
 
 
 @dataclass(frozen=True)
-class _Identity:
+class Identity:
     """An identity's hidden traits and the voice and face parameters derived from them."""
 
     name: str
@@ -151,16 +151,16 @@ def generate_demo(out: Path, *, seed: int = 0, train_identities: int = 72, test_
     """
     start = time.perf_counter()
     out = Path(out)
-    _check_sizes(seed, train_identities, test_identities, videos, utterances, frames, trials_per_identity)
-    tmp = _start(out)
+    check_sizes(seed, train_identities, test_identities, videos, utterances, frames, trials_per_identity)
+    tmp = start_tree(out)
     try:
-        ids = [_identity(seed, i) for i in range(1, train_identities + test_identities + 1)]
+        ids = [make_identity(seed, i) for i in range(1, train_identities + test_identities + 1)]
         train, test = ids[:train_identities], ids[train_identities:]
         train_voices, train_faces = _write_train(tmp, seed, train, videos, utterances, frames)
         test_trials = {lang: _write_test(tmp, seed, lang, test, videos, trials_per_identity)
                        for lang in LANGUAGES}
         _write_readme(tmp, seed, train, test, train_voices, train_faces, test_trials)
-        _publish(tmp, out, "the demo data were")
+        publish_tree(tmp, out, "the demo data were")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -169,7 +169,7 @@ def generate_demo(out: Path, *, seed: int = 0, train_identities: int = 72, test_
                        test_trials=test_trials, seconds=time.perf_counter() - start)
 
 
-def _check_sizes(seed: int, train: int, test: int, videos: int, utterances: int, frames: int,
+def check_sizes(seed: int, train: int, test: int, videos: int, utterances: int, frames: int,
                  trials: int) -> None:
     if seed < 0:
         raise FvaError(f"seed {seed} is negative; pass a seed >= 0")
@@ -184,7 +184,7 @@ def _check_sizes(seed: int, train: int, test: int, videos: int, utterances: int,
                        "same-person")
 
 
-def _publish(tmp: Path, out: Path, what: str) -> None:
+def publish_tree(tmp: Path, out: Path, what: str) -> None:
     """Rename the finished temporary sibling ``tmp`` to ``out`` (new, or an empty folder checked before)."""
     try:
         if out.exists():
@@ -195,9 +195,9 @@ def _publish(tmp: Path, out: Path, what: str) -> None:
                        "--out, or remove it") from None
 
 
-def _start(out: Path) -> Path:
+def start_tree(out: Path) -> Path:
     """The temporary sibling a generated tree is written into; ``out`` must be new or an empty folder (it is
-    replaced by :func:`_publish` only once the tree is complete)."""
+    replaced by :func:`publish_tree` only once the tree is complete)."""
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise FvaError(f"{out} already exists and is not an empty folder; pass an empty or new folder "
                        "as --out, or remove it")
@@ -218,16 +218,16 @@ def _make_temp_sibling(out: Path) -> Path:
                    f".{out.name}.partial-* folders")
 
 
-def _rng(seed: int, *key: int) -> np.random.Generator:
+def seeded_rng(seed: int, *key: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, *key]))
 
 
 # ---------------------------------------------------------------- identities
 
 
-def _identity(seed: int, number: int) -> _Identity:
+def make_identity(seed: int, number: int) -> Identity:
     """Draw identity ``number``'s traits and map them, differently per modality, to voice and face."""
-    r = _rng(seed, _T_IDENTITY, number)
+    r = seeded_rng(seed, _T_IDENTITY, number)
     female = bool(r.random() < 0.5)
     age = float(r.uniform(20, 70))
     z1, z2, z3 = (float(v) for v in r.standard_normal(3))
@@ -263,7 +263,7 @@ def _identity(seed: int, number: int) -> _Identity:
     brow = (1.3 if female else 2.3) * float(np.exp(0.15 * r.standard_normal()))
     stubble = 0.0 if female or r.random() < 0.6 else float(r.uniform(0.3, 1.0))
     mouth = 7.0 * (1 + 0.1 * r.standard_normal())
-    return _Identity(
+    return Identity(
         name=f"id{number:04d}", female=female, age=age, latent=(z1, z2, z3),
         f0=f0, vtl=vtl, rate=rate, tilt_hz=tilt_hz, breath=breath, jitter=jitter, vibrato=vibrato,
         vibrato_hz=vibrato_hz, bandwidth=bandwidth, intonation=intonation, pauses=pauses, half_width=half_width, half_height=half_height, jaw=jaw,
@@ -280,7 +280,7 @@ def _palette(colours: np.ndarray, t: float) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class _Video:
+class Video:
     """Per-video recording conditions shared by its clips and frames."""
 
     vid: str
@@ -291,16 +291,16 @@ class _Video:
     light: float  # left-right lighting slope
 
 
-def _videos(seed: int, identity: int, lang: int, count: int) -> list[_Video]:
-    r = _rng(seed, _T_VIDEOS, identity, lang)
-    out: list[_Video] = []
+def identity_videos(seed: int, identity: int, lang: int, count: int) -> list[Video]:
+    r = seeded_rng(seed, _T_VIDEOS, identity, lang)
+    out: list[Video] = []
     seen: set[str] = set()
     while len(out) < count:
         vid = "".join(r.choice(list(_VIDEO_ALPHABET[:62]), 1)) + "".join(r.choice(list(_VIDEO_ALPHABET), 10))
         if vid in seen:
             continue
         seen.add(vid)
-        out.append(_Video(
+        out.append(Video(
             vid=vid, channel_hz=float(r.uniform(60, 400)), noise_colour=float(r.uniform(0.0, 0.95)),
             # muted: a nuisance that varies per video without dominating the frame, as in real face crops
             background=tuple(float(v) for v in 128 + 0.35 * (r.uniform(40, 215, 3) - 128)),
@@ -328,7 +328,7 @@ def _white(r: np.random.Generator, n: int) -> np.ndarray:
     return (r.random(n) - 0.5) * math.sqrt(12.0)
 
 
-def _voice(ident: _Identity, lang: str, video: _Video, r: np.random.Generator) -> np.ndarray:
+def render_voice(ident: Identity, lang: str, video: Video, r: np.random.Generator) -> np.ndarray:
     """One int16 clip of syllable-like voiced speech by ``ident`` in ``lang``, recorded in ``video``."""
     L = _LANG[lang]
     n = int(r.uniform(1.5, 2.5) * SAMPLE_RATE)
@@ -412,7 +412,7 @@ def _voice(ident: _Identity, lang: str, video: _Video, r: np.random.Generator) -
     return np.clip(np.round((speech + noise) * 32767), -32768, 32767).astype(np.int16)
 
 
-def _write_wav(path: Path, samples: np.ndarray) -> None:
+def write_wav(path: Path, samples: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with wave.open(str(path), "wb") as fh:
         fh.setnchannels(1)
@@ -427,7 +427,7 @@ def _write_wav(path: Path, samples: np.ndarray) -> None:
 FACE_ZOOM = 1.35  # the face fills the frame, like a detector's crop
 
 
-def _face(ident: _Identity, video: _Video, r: np.random.Generator) -> Image.Image:
+def render_face(ident: Identity, video: Video, r: np.random.Generator) -> Image.Image:
     """One 96x96 RGB frame of ``ident``'s drawn face in ``video``, with per-frame pose and light jitter."""
     S = IMAGE_SIZE * _SS
     s = _SS * FACE_ZOOM * r.uniform(0.94, 1.06)  # tight crop as face tracks are, with scale jitter
@@ -518,7 +518,7 @@ def _face(ident: _Identity, video: _Video, r: np.random.Generator) -> Image.Imag
     return Image.fromarray(np.clip(np.round(x), 0, 255).astype(np.uint8), "RGB")
 
 
-def _write_jpg(path: Path, img: Image.Image) -> None:
+def write_jpg(path: Path, img: Image.Image) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     img.save(path, format="JPEG", quality=JPEG_QUALITY, optimize=False, progressive=False, subsampling=2)
 
@@ -526,7 +526,7 @@ def _write_jpg(path: Path, img: Image.Image) -> None:
 # ---------------------------------------------------------------- train and test
 
 
-def _write_train(root: Path, seed: int, ids: list[_Identity], videos: int, utterances: int,
+def _write_train(root: Path, seed: int, ids: list[Identity], videos: int, utterances: int,
                  frames: int) -> tuple[dict[str, int], dict[str, int]]:
     """Train media under voices/ and faces/ plus ``<Lang>_train.txt``; returns counts per language."""
     n_voices = {lang: 0 for lang in LANGUAGES}
@@ -537,19 +537,19 @@ def _write_train(root: Path, seed: int, ids: list[_Identity], videos: int, utter
             number = int(ident.name[2:])
             voices: list[str] = []
             faces: list[str] = []
-            for vi, video in enumerate(_videos(seed, number, li, videos)):
+            for vi, video in enumerate(identity_videos(seed, number, li, videos)):
                 rel = f"{ident.name}/{lang}/{video.vid}"
                 for u in range(utterances):
-                    r = _rng(seed, _T_TRAIN_VOICE, number, li, vi, u)
-                    _write_wav(root / "voices" / rel / f"{u:05d}.wav", _voice(ident, lang, video, r))
+                    r = seeded_rng(seed, _T_TRAIN_VOICE, number, li, vi, u)
+                    write_wav(root / "voices" / rel / f"{u:05d}.wav", render_voice(ident, lang, video, r))
                     voices.append(f"{rel}/{u:05d}.wav")
-                r = _rng(seed, _T_TRAIN_FACE, number, li, vi)
+                r = seeded_rng(seed, _T_TRAIN_FACE, number, li, vi)
                 numbers = np.sort(r.choice(30_000, size=frames, replace=False))
                 for fi, frame in enumerate(numbers):
-                    img = _face(ident, video, _rng(seed, _T_TRAIN_FACE, number, li, vi, fi + 1))
-                    _write_jpg(root / "faces" / rel / f"{int(frame):09d}.jpg", img)
+                    img = render_face(ident, video, seeded_rng(seed, _T_TRAIN_FACE, number, li, vi, fi + 1))
+                    write_jpg(root / "faces" / rel / f"{int(frame):09d}.jpg", img)
                     faces.append(f"{rel}/{int(frame):09d}.jpg")
-            pick = _rng(seed, _T_PAIRS, number, li).integers(len(faces), size=len(voices))
+            pick = seeded_rng(seed, _T_PAIRS, number, li).integers(len(faces), size=len(voices))
             lines.extend(f"{v} {faces[int(k)]}\n" for v, k in zip(voices, pick))
             n_voices[lang] += len(voices)
             n_faces[lang] += len(faces)
@@ -557,12 +557,12 @@ def _write_train(root: Path, seed: int, ids: list[_Identity], videos: int, utter
     return n_voices, n_faces
 
 
-def _write_test(root: Path, seed: int, lang: str, ids: list[_Identity], videos: int,
+def _write_test(root: Path, seed: int, lang: str, ids: list[Identity], videos: int,
                 per_identity: int) -> int:
     """One language's test media, list and labels: each test identity is the voice side of
     ``per_identity`` trials, half same-person; each identity is also the face side equally often."""
     li = LANGUAGES.index(lang)
-    r = _rng(seed, _T_TRIALS, li)
+    r = seeded_rng(seed, _T_TRIALS, li)
     n = len(ids)
     half = per_identity // 2
     pairs: list[tuple[int, int]] = []
@@ -575,22 +575,22 @@ def _write_test(root: Path, seed: int, lang: str, ids: list[_Identity], videos: 
     keys: list[str] = []
     seen: set[str] = set()
     while len(keys) < len(pairs):
-        key = "".join(r.choice(list(_KEY_ALPHABET), 8))
+        key = "".join(r.choice(list(KEY_ALPHABET), 8))
         if key not in seen:
             seen.add(key)
             keys.append(key)
     trials: list[Trial] = []
     labels: dict[str, int] = {}
-    contexts = {i: _videos(seed, int(ident.name[2:]), li, videos) for i, ident in enumerate(ids)}
+    contexts = {i: identity_videos(seed, int(ident.name[2:]), li, videos) for i, ident in enumerate(ids)}
     for k, p in enumerate(order):
         vi, fi = pairs[int(p)]
-        rv = _rng(seed, _T_TEST_VOICE, li, k)
-        rf = _rng(seed, _T_TEST_FACE, li, k)
+        rv = seeded_rng(seed, _T_TEST_VOICE, li, k)
+        rf = seeded_rng(seed, _T_TEST_FACE, li, k)
         voice_video = contexts[vi][int(rv.integers(videos))]
         face_video = contexts[fi][int(rf.integers(videos))]
-        _write_wav(root / f"{lang}_test" / "voice" / lang / f"{k:05d}.wav",
-                   _voice(ids[vi], lang, voice_video, rv))
-        _write_jpg(root / f"{lang}_test" / "face" / lang / f"{k:05d}.jpg", _face(ids[fi], face_video, rf))
+        write_wav(root / f"{lang}_test" / "voice" / lang / f"{k:05d}.wav",
+                   render_voice(ids[vi], lang, voice_video, rv))
+        write_jpg(root / f"{lang}_test" / "face" / lang / f"{k:05d}.jpg", render_face(ids[fi], face_video, rf))
         # the lists say voices/ and faces/ while the files sit in voice/ and face/, as in the V3 release
         trials.append(Trial(keys[k], f"{lang}_test/voices/{lang}/{k:05d}.wav",
                             f"{lang}_test/faces/{lang}/{k:05d}.jpg"))
@@ -600,7 +600,7 @@ def _write_test(root: Path, seed: int, lang: str, ids: list[_Identity], videos: 
     return len(trials)
 
 
-def _write_readme(root: Path, seed: int, train: list[_Identity], test: list[_Identity],
+def _write_readme(root: Path, seed: int, train: list[Identity], test: list[Identity],
                   voices: dict[str, int], faces: dict[str, int], trials: dict[str, int]) -> None:
     counts = "; ".join(f"{lang}: {voices[lang]} train voice clips, {faces[lang]} train face frames, "
                        f"{trials[lang]} test trials" for lang in LANGUAGES)

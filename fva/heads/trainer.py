@@ -54,7 +54,13 @@ class FoldRun:
     classes: dict[str, int]  # identity -> class index (pretraining identities after the fold's, when joint)
     voice_rows: object  # InMemoryRows / StreamingRows / ConcatRows
     face_rows: object
-    dev: dict  # dev list name (dev_list_name) -> (TrialSet, labels)
+    dev: dict  # dev list name (dev_list_name) -> (TrialSet, labels); empty for pretraining (no selection)
+    epochs: int = 0  # how many epochs the loop trains at most
+    stream: int | None = None  # the seed stream of its epochs' order (default: the fold number)
+
+    @property
+    def seed(self) -> int:
+        return self.fold if self.stream is None else self.stream
 
     @property
     def log_path(self) -> Path:
@@ -120,22 +126,18 @@ class FoldTrainer:
             return self._pretrained
         out = fold_folder(self.exp, "pretrain")
         ckpt = out / CHECKPOINT_FILE
-        if not ckpt.is_file():
+        if not ckpt.is_file():  # a fold of the one loop: its own rows and seed stream, no dev lists to select on
             out.mkdir(parents=True, exist_ok=True)
             voice_rows, face_rows, ids = self.pre_rows()
+            run = FoldRun("pretrain", out, {i: n for n, i in enumerate(ids)}, voice_rows, face_rows, {},
+                          epochs=self.cfg.train.pretrain_epochs, stream=PRETRAIN_STREAM)
             torch.manual_seed(self.cfg.seed)
             model = build_model(self.pre.voice.dim, self.pre.face.dim, len(ids), self.model_config("pretrain"))
             fit_input_norm(model, voice_rows, face_rows, [self.cfg.seed, PRETRAIN_STREAM])
-            tc = self.cfg.train
-            optimiser = make_optimiser(model, tc)
-            with (out / LOG_FILE).open("w") as fh:
-                for epoch in range(tc.pretrain_epochs):
-                    loss = train_epoch(model, optimiser, voice_rows, face_rows, tc.batch_size, seed=[self.cfg.seed, PRETRAIN_STREAM],
-                                       epoch=epoch, block_rows=tc.block_rows, buffer_blocks=tc.buffer_blocks,
-                                       rows=tc.rows_per_epoch, pair_repeats=tc.pair_repeats)
-                    fh.write(json.dumps({"epoch": epoch, "loss": loss}) + "\n")
+            run.log_path.write_text("")
+            self.fit(run, model, make_optimiser(model, self.cfg.train), fresh_state())
             save_checkpoint(ckpt, model, {"classes": ids, "dataset": self.cfg.data.pretrain_dataset,
-                                                    "epoch": tc.pretrain_epochs - 1})
+                                          "epoch": run.epochs - 1})
         model, _ = load_checkpoint(ckpt)
         self._pretrained = model.projections_state()
         return self._pretrained
@@ -251,23 +253,30 @@ class FoldTrainer:
                 raise FvaError("train.epochs 0 keeps each fold's starting point: give data.pretrain_dataset "
                                "or --init an experiment to start from")
             dev_eer, selection = self.evaluate(run, model)
-            self.select(run, model, {"epoch": 0, "best": math.inf, "best_epoch": -1, "stale": 0}, -1, dev_eer,
-                        selection)
+            self.select(run, model, fresh_state(), -1, dev_eer, selection)
             run.log_path.write_text(json.dumps({"fold": fold, "epoch": -1, "dev_eer": dev_eer,
                                                 "selection_eer": selection, "fine_tuned": False}) + "\n")
             return self.finish_fold(fold, run.dev)
         optimiser = make_optimiser(model, self.cfg.train)
-        state = self.resume_point(run, model, optimiser, resume)
-        while not self.finished(state):
+        self.fit(run, model, optimiser, self.resume_point(run, model, optimiser, resume))
+        return self.finish_fold(fold, run.dev)
+
+    def fit(self, run: "FoldRun", model: HeadSystem, optimiser: torch.optim.Optimizer, state: dict) -> None:
+        """The one epoch loop of every run (each fold, and pretraining): train; where the run has dev lists,
+        evaluate and keep the best epoch (:meth:`select`), log, and leave a resume point; else log the loss."""
+        while not self.finished(state, run.epochs):
             start = time.perf_counter()
             epoch = state["epoch"]
             loss = self.train_one_epoch(run, model, optimiser, epoch)
+            if not run.dev:
+                state["epoch"] = epoch + 1
+                self.log_epoch(run, {"epoch": epoch, "loss": loss})
+                continue
             dev_eer, selection = self.evaluate(run, model)
             self.select(run, model, state, epoch, dev_eer, selection)
-            self.log_epoch(run, {"fold": fold, "epoch": epoch, "loss": loss, "dev_eer": dev_eer,
+            self.log_epoch(run, {"fold": run.fold, "epoch": epoch, "loss": loss, "dev_eer": dev_eer,
                                  "selection_eer": selection, "seconds": round(time.perf_counter() - start, 4)})
             self.save_resume_point(run, model, optimiser, state)
-        return self.finish_fold(fold, run.dev)
 
     def fold_run(self, fold: int) -> "FoldRun":
         """The fold's training rows (with the pretraining dataset's when joint), classes and dev trial sets."""
@@ -288,7 +297,7 @@ class FoldTrainer:
             voice_rows = ConcatRows([voice_rows, pre_voice], [0, len(train_ids)])
             face_rows = ConcatRows([face_rows, pre_face], [0, len(train_ids)])
             classes.update({f"{cfg.data.pretrain_dataset}:{i}": len(train_ids) + n for n, i in enumerate(pre_ids)})
-        return FoldRun(fold, out, classes, voice_rows, face_rows, self.dev_sets(fold))
+        return FoldRun(fold, out, classes, voice_rows, face_rows, self.dev_sets(fold), epochs=tc.epochs)
 
     def new_model(self, run: "FoldRun", init_state: dict | None) -> HeadSystem:
         """The fold's model, seeded: its projections from ``init_state`` or the pretrained heads, else input
@@ -308,7 +317,7 @@ class FoldTrainer:
                      resume: bool) -> dict:
         """The selection state to start from: the last resume point's (model, optimiser and torch RNG
         restored) with ``resume``, else a fresh one; the log keeps only the epochs before it."""
-        state = {"epoch": 0, "best": math.inf, "best_epoch": -1, "stale": 0}
+        state = fresh_state()
         last = run.out / RESUME_FILE
         if resume and last.is_file():
             saved = torch.load(last, map_location="cpu", weights_only=True)
@@ -322,15 +331,15 @@ class FoldTrainer:
             run.log_path.write_text("".join(line + "\n" for line in kept))
         return state
 
-    def finished(self, state: dict) -> bool:
-        """All epochs done, or ``patience`` epochs without a better dev EER."""
-        return state["epoch"] >= self.cfg.train.epochs or state["stale"] >= self.cfg.train.patience
+    def finished(self, state: dict, epochs: int) -> bool:
+        """All ``epochs`` done, or ``patience`` epochs without a better dev EER."""
+        return state["epoch"] >= epochs or state["stale"] >= self.cfg.train.patience
 
     def train_one_epoch(self, run: "FoldRun", model: HeadSystem, optimiser: torch.optim.Optimizer,
                         epoch: int) -> float:
         tc = self.cfg.train
         return train_epoch(model, optimiser, run.voice_rows, run.face_rows, tc.batch_size,
-                           seed=[self.cfg.seed, run.fold], epoch=epoch, block_rows=tc.block_rows,
+                           seed=[self.cfg.seed, run.seed], epoch=epoch, block_rows=tc.block_rows,
                            buffer_blocks=tc.buffer_blocks, rows=tc.rows_per_epoch, pair_repeats=tc.pair_repeats)
 
     def evaluate(self, run: "FoldRun", model: HeadSystem) -> tuple[dict[str, float], float]:
@@ -360,18 +369,14 @@ class FoldTrainer:
     def save_resume_point(self, run: "FoldRun", model: HeadSystem, optimiser: torch.optim.Optimizer,
                           state: dict) -> None:
         """Every RESUME_EVERY epochs and at the end: model, optimiser, selection state and torch RNG."""
-        if self.finished(state) or state["epoch"] % RESUME_EVERY == 0:
+        if self.finished(state, run.epochs) or state["epoch"] % RESUME_EVERY == 0:
             with atomic_path(run.out / RESUME_FILE) as tmp:
                 torch.save({"model": model.state_dict(), "optimiser": optimiser.state_dict(), "state": state,
                             "torch_rng": torch.get_rng_state()}, tmp)
 
     def finish_fold(self, fold: int, dev: dict) -> dict:
-        """Score the dev trials with the selected model; write scores, truth, threshold, calibration and metrics.
-
-        The calibration (:class:`~fva.evaluate.calibration.Calibration`) is fitted on the heard dev trials, the
-        ones the EER threshold is taken on; its Cllr and actDCF in ``metrics.json`` are measured on those same
-        trials, so they show the affine map's fit (an optimistic figure), beside the calibration-free
-        min Cllr and minDCF."""
+        """Score the dev trials with the selected model, calibrate on the heard ones, write both into the fold:
+        :meth:`score_dev_lists` then :meth:`calibrate`, the checkpoint's payload and ``metrics.json`` last."""
         out = fold_folder(self.exp, fold)
         model, payload = load_checkpoint(out / CHECKPOINT_FILE)
         cohort = None
@@ -381,6 +386,17 @@ class FoldTrainer:
             payload["cohort"] = cohort.payload()
         metrics = {"fold": fold, "epoch": payload["epoch"], "heard": {}, "unheard": {},
                    "select_on": self.cfg.train.select_on}
+        heard_y, heard_d = self.score_dev_lists(out, model, dev, cohort, metrics)
+        self.calibrate(heard_y, heard_d, metrics, payload)
+        write_payload(out / CHECKPOINT_FILE, payload)
+        write_json(out / METRICS_FILE, metrics)
+        return metrics
+
+    def score_dev_lists(self, out: Path, model: HeadSystem, dev: dict, cohort, metrics: dict,
+                        ) -> tuple[np.ndarray, np.ndarray]:
+        """Write each dev list's trials, truth and distances (:class:`~fva.experiment.DevList`), put its EER in
+        ``metrics`` (heard / unheard; ``same_gender`` for the same-gender lists); returns the labels and
+        distances of the heard lists with impostors of any identity."""
         if "same-gender" in self.negatives:
             metrics["same_gender"] = {"heard": {}, "unheard": {}}
         all_labels, all_dist = [], []
@@ -397,7 +413,14 @@ class FoldTrainer:
             if negatives == "any" and lang in self.heard:
                 all_labels.append(y)
                 all_dist.append(dist)
-        heard_y, heard_d = np.concatenate(all_labels), np.concatenate(all_dist)
+        return np.concatenate(all_labels), np.concatenate(all_dist)
+
+    @staticmethod
+    def calibrate(heard_y: np.ndarray, heard_d: np.ndarray, metrics: dict, payload: dict) -> None:
+        """Fit the fold's calibration (:class:`~fva.evaluate.calibration.Calibration`) on its heard dev trials,
+        the ones the EER threshold is taken on; keep map and threshold in the checkpoint's payload. Its Cllr and
+        actDCF in ``metrics`` are measured on those same trials, so they show the affine map's fit (an
+        optimistic figure), beside the calibration-free min Cllr and minDCF."""
         calibration = Calibration.fit(heard_y, heard_d)  # logistic distance -> LLR on the heard dev trials
         threshold = calibration.eer_threshold  # eer_threshold() of the same trials
         metrics["threshold"] = threshold
@@ -408,9 +431,11 @@ class FoldTrainer:
                                   "min_cllr": min_cllr(heard_y, heard_d),
                                   "min_dcf": {p.name: min_dcf(heard_y, heard_d, p) for p in DEFAULT_OPERATING_POINTS},
                                   "act_dcf": {p.name: act_dcf(heard_y, llr, p) for p in DEFAULT_OPERATING_POINTS}}
-        write_payload(out / CHECKPOINT_FILE, payload)
-        write_json(out / METRICS_FILE, metrics)
-        return metrics
+
+
+def fresh_state() -> dict:
+    """The selection state a run starts from: epoch 0, no best dev EER yet, no epochs without improvement."""
+    return {"epoch": 0, "best": math.inf, "best_epoch": -1, "stale": 0}
 
 
 def choose_weight_set(cache_root: Path, dataset: str, wanted: str, split: Split) -> tuple[str, str]:

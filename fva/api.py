@@ -26,11 +26,12 @@ import numpy as np
 from fva.data.records import MediaRecord
 from fva.data.trials import Trial
 from fva.errors import FvaError
-from fva.extract.cache import group_rows_by_key, open_cache
+from fva.experiment import ExperimentInfo
+from fva.extract.cache import open_cache
 from fva.extract.encoders.base import Encoder, get_encoder_class
 from fva.heads.config import HeadConfig
-from fva.experiment import ExperimentInfo
 from fva.heads.experiment import check_same_weights, read_experiment
+from fva.heads.features import FeatureTable
 from fva.heads.scoring import FoldModels
 from fva.heads.trialset import Modalities, TrialSet, embed_rows, extras_for_keys, features_for_keys, open_features
 
@@ -66,59 +67,6 @@ class Embedding:
     #                       cache dtype as ``fva extract`` stores them, a face track's frames averaged
     extras: dict[str, float] = field(default_factory=dict)  # age, p_female where an encoder predicts them
     frames: int = 1  # rows behind ``features`` (a face track's frames)
-
-
-class _Collected:
-    """What :func:`fva.extract.runner.extract_records` writes (a shard writer's ``add`` / ``add_failure``),
-    kept in memory with the embeddings rounded to the cache dtype."""
-
-    def __init__(self, dtype: str) -> None:
-        self.dtype = dtype
-        self.rows: dict[str, tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]] = {}
-        self.failures: dict[str, str] = {}
-
-    def add(self, key: str, frames: np.ndarray, embeddings: np.ndarray, extras: dict | None = None) -> None:
-        emb = np.asarray(embeddings).astype(self.dtype).astype(np.float32)
-        self.rows[key] = (np.asarray(frames, dtype=np.int32), emb,
-                          {k: np.asarray(v, dtype=np.float32).reshape(-1) for k, v in (extras or {}).items()})
-
-    def add_failure(self, key: str, reason: str) -> None:
-        self.failures[key] = " ".join(str(reason).split()) or "unknown"
-
-
-class _MemoryTable:
-    """A :class:`fva.heads.features.FeatureTable` look-alike over rows held in memory: one modality's encoders
-    joined on (key, frame), features concatenated in the config's order."""
-
-    def __init__(self, modality: str, encoders: list[str], collected: list[_Collected], keys: list[str]) -> None:
-        self.modality, self.encoders, self.folder = modality, encoders, f"the {modality} media"
-        row_keys, frames, parts, extras = [], [], [], {}
-        for key in keys:
-            first = collected[0].rows[key][0].tolist()
-            common = [f for f in first if all(f in c.rows[key][0].tolist() for c in collected[1:])]
-            row_keys += [key] * len(common)
-            frames += common
-            per_encoder = []
-            for c in collected:
-                fr, emb, ext = c.rows[key]
-                at = [fr.tolist().index(f) for f in common]
-                per_encoder.append(emb[at])
-                for name, values in ext.items():
-                    extras.setdefault(name, []).append(values[at])
-            parts.append(np.concatenate(per_encoder, axis=1))
-        self.keys = np.array(row_keys, dtype=object)
-        self.frames = np.array(frames, dtype=np.int32)
-        self._rows = np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
-        self.extras = {name: np.concatenate(values) for name, values in extras.items()}
-
-    def rows(self, indices: np.ndarray) -> np.ndarray:
-        return self._rows[np.asarray(indices, dtype=np.int64)]
-
-    def rows_by_key(self) -> dict[str, np.ndarray]:
-        return group_rows_by_key(self.keys)
-
-    def close(self) -> None:
-        pass
 
 
 class FaceVoiceVerifier:
@@ -193,8 +141,8 @@ class FaceVoiceVerifier:
         return result, self._embeddings("face", face_keys, face_table)[0], self._embeddings("voice", voice_keys,
                                                                                              voice_table)[0]
 
-    def _verify_tables(self, voice_keys: list[str], voice_table: "_MemoryTable", face_keys: list[str],
-                       face_table: "_MemoryTable") -> list[Verification]:
+    def _verify_tables(self, voice_keys: list[str], voice_table: FeatureTable, face_keys: list[str],
+                       face_table: FeatureTable) -> list[Verification]:
         trials = [Trial(f"pair{i}", v, f) for i, (v, f) in enumerate(zip(voice_keys, face_keys))]
         if not trials:
             return []
@@ -234,7 +182,7 @@ class FaceVoiceVerifier:
             raise FvaError(f"modality {modality!r}: choose voice or face")
         return self._embeddings(modality, *self._encode(modality, paths))
 
-    def _embeddings(self, modality: str, keys: list[str], table: "_MemoryTable") -> list[Embedding]:
+    def _embeddings(self, modality: str, keys: list[str], table: FeatureTable) -> list[Embedding]:
         by_key = table.rows_by_key()
         features = features_for_keys(table, keys, by_key, f"the {modality} media")
         extras = extras_for_keys(table, keys, by_key)
@@ -293,25 +241,29 @@ class FaceVoiceVerifier:
 
     # ----------------------------------------------------------------------------------------------- media
 
-    def _encode(self, modality: str, paths: Sequence[str | Path]) -> tuple[list[str], _MemoryTable]:
-        """Each path's key and the joined features of the distinct media, through the extraction path."""
+    def _encode(self, modality: str, paths: Sequence[str | Path]) -> tuple[list[str], FeatureTable]:
+        """Each path's key and the joined features of the distinct media, through the extraction path: each
+        encoder writes into memory (:class:`~fva.extract.cache.memory.MemoryWriter`) and stage 2's own
+        :class:`~fva.heads.features.FeatureTable` joins the encoders' rows on (key, frame)."""
+        from fva.extract.cache.memory import MemoryWriter
         from fva.extract.runner import extract_records
 
         distinct = list(dict.fromkeys(Path(p).resolve() for p in paths))
         key_of = {p: f"{modality}s/{i:05d}" for i, p in enumerate(distinct)}  # keys media_key maps to themselves
         records = [MediaRecord(key=key_of[p], identity=None, language=None, modality=modality, path=str(p))
                    for p in distinct]
-        collected = []
+        where = f"the {modality} media"
+        tables = []
         for name in self.names[modality]:
-            rows = _Collected(self.dtypes[name])
+            rows = MemoryWriter(self.dtypes[name])
             if records:
                 extract_records(self.encoders[name], records, Path("/"), rows, batch_size=self.batch_size,
                                 workers=0, progress=False)
             for p in distinct:
                 if key_of[p] in rows.failures:
                     raise MediaUnreadable(f"{p}: {rows.failures[key_of[p]]}")
-            collected.append(rows)
-        table = _MemoryTable(modality, self.names[modality], collected, [key_of[p] for p in distinct])
+            tables.append(rows.table(name, modality, where))
+        table = FeatureTable(where, self.names[modality], tables)
         encoded = set(table.keys.tolist())
         for p in distinct:
             if key_of[p] not in encoded:

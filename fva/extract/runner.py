@@ -26,6 +26,7 @@ from fva.data.records import Manifest, MediaRecord
 from fva.errors import FvaError
 from fva.extract import COMMIT_ROWS
 from fva.extract.cache import ShardWriter
+from fva.extract.cache.memory import RowSink
 from fva.extract.encoders.base import Encoder
 from fva.extract.media import MediaError, load_audio, load_face
 from fva.layout import encoder_folder, write_manifest
@@ -197,7 +198,7 @@ def _first(batch):  # DataLoader with batch_size=None passes items through; keep
     return batch
 
 
-def extract_records(encoder: Encoder, records: Sequence[MediaRecord], root: Path, writer: ShardWriter, *,
+def extract_records(encoder: Encoder, records: Sequence[MediaRecord], root: Path, writer: RowSink, *,
                     batch_size: int = 64, workers: int = 2, strict: bool = False, progress: bool = True,
                     precision: str = "fp32") -> tuple[int, int, int]:
     """Encode ``records`` into ``writer``; returns (records extracted, rows written, records failed)."""
@@ -206,7 +207,7 @@ def extract_records(encoder: Encoder, records: Sequence[MediaRecord], root: Path
 
 
 def extract_records_many(encoders: Sequence[Encoder], records: Sequence[MediaRecord], root: Path,
-                         writers: Sequence[ShardWriter], pending: Sequence[set[str]] | None = None, *,
+                         writers: Sequence[RowSink], pending: Sequence[set[str]] | None = None, *,
                          batch_size: int = 64, workers: int = 2, strict: bool = False, progress: bool = True,
                          precision: str = "fp32") -> list[tuple[int, int, int]]:
     """Encode ``records`` (each encoder only the keys of its ``pending`` set; None: all) into each encoder's
@@ -263,7 +264,7 @@ def extract_records_many(encoders: Sequence[Encoder], records: Sequence[MediaRec
     return [tuple(c) for c in counts]
 
 
-def _encode_window(encoder: Encoder, window: list[tuple[str, list]], writer: ShardWriter, batch_size: int,
+def _encode_window(encoder: Encoder, window: list[tuple[str, list]], writer: RowSink, batch_size: int,
                    precision: str = "fp32") -> tuple[int, int]:
     """Encode every item of a window of decoded records (clips sorted by length, so batches pad little),
     then add each record's rows whole."""

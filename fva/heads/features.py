@@ -25,7 +25,8 @@ import numpy as np
 
 from fva.data.records import MediaRecord
 from fva.errors import FvaError
-from fva.extract.cache import CacheTable, open_cache
+from fva.extract.cache import open_cache
+from fva.extract.cache.memory import EncoderRows
 from fva.extract.cache.reader import decode_keys, group_rows_by_code, join_rows, key_codes
 
 BLOCK_ROWS = 8  # rows read together; a block is (almost always) one identity in an identity-sorted cache
@@ -37,14 +38,18 @@ BUFFER_BLOCKS = 4096  # blocks shuffled together: many more than a batch's rows,
 class FeatureTable:
     """Rows of one modality present in every given encoder cache, features concatenated in that order."""
 
-    def __init__(self, folder: Path, encoders: list[str]) -> None:
-        self.folder = Path(folder)
-        missing = [e for e in encoders if not (self.folder / e).is_dir()]
-        if missing:
-            raise FvaError(f"{self.folder}: no {missing[0]} cache; extract it with "
-                           f"'fva extract --encoders {missing[0]}' or change features in the config")
+    def __init__(self, folder: Path | str, encoders: list[str], tables: list[EncoderRows] | None = None) -> None:
+        """The caches of ``encoders`` in ``folder``, or the given ``tables`` (any :class:`EncoderRows`, e.g.
+        rows in memory; ``folder`` then only names them in messages)."""
+        self.folder = Path(folder) if tables is None else folder
+        if tables is None:
+            missing = [e for e in encoders if not (self.folder / e).is_dir()]
+            if missing:
+                raise FvaError(f"{self.folder}: no {missing[0]} cache; extract it with "
+                               f"'fva extract --encoders {missing[0]}' or change features in the config")
         self.encoders = list(encoders)
-        self.tables: list[CacheTable] = [open_cache(self.folder / e) for e in encoders]
+        self.tables: list[EncoderRows] = tables if tables is not None else [open_cache(self.folder / e)
+                                                                            for e in encoders]
         for name, table in zip(encoders, self.tables):
             made_by = table.attrs.get("encoder")
             if made_by and made_by != name:

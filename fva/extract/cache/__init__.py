@@ -23,7 +23,8 @@ cache, optionally against its manifest; :func:`cache_info` summarises one.
 
 Modules: :mod:`~fva.extract.cache.format` (the layout, names, attribute codec and the one shard checker),
 :mod:`~fva.extract.cache.writer`, :mod:`~fva.extract.cache.reader`, :mod:`~fva.extract.cache.info`,
-:mod:`~fva.extract.cache.validate`.
+:mod:`~fva.extract.cache.validate`, and :mod:`~fva.extract.cache.memory` (the writer and table interfaces,
+``RowSink`` and ``EncoderRows``, with their in-memory implementations, which the Python API uses).
 """
 
 from fva.extract import COMMIT_ROWS

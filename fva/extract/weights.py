@@ -57,6 +57,9 @@ SPEECHBRAIN_ID_FILES = {"speaker-ecapa": ("embedding_model.ckpt",), "ecapa-embed
 AGE_GENDER_ID_FILES = ("embedding_model.ckpt", "age_head.ckpt", "gender_head.ckpt")
 
 
+UNVERIFIED = "not verified here: read the source's model card"
+
+
 @dataclass(frozen=True)
 class Source:
     """Where a published model comes from: ``library`` ("speechbrain", "deepface", "huggingface_hub", or ""
@@ -68,6 +71,7 @@ class Source:
     ref: str
     by_default: bool = True
     patterns: tuple[str, ...] = ()
+    licence: str = UNVERIFIED  # of the published weights, as their source states it
 
     @property
     def published(self) -> bool:
@@ -80,17 +84,18 @@ class Source:
 
 
 SOURCES: dict[str, Source] = {s.name: s for s in (
-    Source("speaker-ecapa", "speechbrain", SPEAKER_HUB_ID),
-    Source("voice-age-gender-ecapa", "", ""),
+    Source("speaker-ecapa", "speechbrain", SPEAKER_HUB_ID, licence="Apache-2.0"),
+    Source("voice-age-gender-ecapa", "", "", licence="yours: trained by fva on your CommonVoice copy"),
     Source("vggface", "deepface", VGGFACE_FILE),
     Source("vit-age-gender", "huggingface_hub", VIT_HUB_ID),
     # the FLAG 2027 organisers' features: fetched when named (the FLAG recipe's stage 0 names them)
-    Source("ecapa-embedding", "speechbrain", ORGANISER_VOICE_HUB_ID, by_default=False),
+    Source("ecapa-embedding", "speechbrain", ORGANISER_VOICE_HUB_ID, by_default=False, licence="Apache-2.0"),
     Source("vggface-keras", "deepface", VGGFACE_FILE, by_default=False),
-    Source("lid", "speechbrain", LID_HUB_ID),
-    Source("wavlm", "huggingface_hub", WAVLM_HUB_ID, by_default=False, patterns=HUB_PATTERNS),
-    Source("dinov2", "huggingface_hub", DINOV2_HUB_ID, by_default=False, patterns=HUB_PATTERNS),
-    Source("clip-image", "huggingface_hub", CLIP_HUB_ID, by_default=False, patterns=HUB_PATTERNS),
+    Source("lid", "speechbrain", LID_HUB_ID, licence="Apache-2.0"),
+    Source("wavlm", "huggingface_hub", WAVLM_HUB_ID, by_default=False, patterns=HUB_PATTERNS, licence="MIT"),
+    Source("dinov2", "huggingface_hub", DINOV2_HUB_ID, by_default=False, patterns=HUB_PATTERNS,
+           licence="Apache-2.0"),
+    Source("clip-image", "huggingface_hub", CLIP_HUB_ID, by_default=False, patterns=HUB_PATTERNS, licence="MIT"),
 )}
 
 
@@ -109,7 +114,8 @@ class WeightsStatus:
         return self.path is not None
 
     def as_dict(self) -> dict:
-        return {"name": self.source.name, "source": self.source.describe(), "published": self.source.published,
+        return {"name": self.source.name, "source": self.source.describe(), "licence": self.source.licence,
+                "published": self.source.published,
                 "present": self.present, "path": None if self.path is None else str(self.path),
                 "location": self.location, "weights_id": self.weights_id}
 

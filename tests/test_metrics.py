@@ -419,6 +419,44 @@ def test_compare_with_seeds(synth, tmp_path):
     assert f"| fame2026 | {np.mean(heard):.2f} ± " in result.output and "| seeds |" in result.output
 
 
+def naive_identity_bootstrap(exp, folds, resamples: int, seed: int) -> tuple[float, float]:
+    """The documented procedure written out plainly: the folds' heard dev trials pooled in file order, grouped by
+    their voice's identity (groups in sorted order), ``resamples`` draws of as many identities with replacement
+    from one seeded generator (a draw holding one class only is drawn again), the organisers' EER of each
+    draw (sklearn's ROC, brentq), and the 2.5th and 97.5th percentiles."""
+    from scipy.interpolate import interp1d
+    from scipy.optimize import brentq
+    from sklearn.metrics import roc_curve
+
+    from fva.data.mavceleb import media_key
+    from fva.data.trials import read_labels, read_trials
+    from fva.evaluate.scores import read_scores
+    from fva.layout import manifest_records
+
+    info = json.loads((exp / "experiment.json").read_text())
+    records = manifest_records(info["train_features"])
+    trials = []  # (label, distance, identity)
+    for fold in folds:
+        for lang in info["heard"]:
+            voice = {t.key: t.voice for t in read_trials(exp / fold / f"dev_{lang}.txt")}
+            y, d = read_labels(exp / fold / f"dev_{lang}_labels.txt"), read_scores(exp / fold / f"dev_scores_{lang}.txt")
+            trials += [(y[k], d[k], records[media_key(voice[k])].identity) for k in y]
+    identities = sorted({t[2] for t in trials})
+    members = [[i for i, t in enumerate(trials) if t[2] == who] for who in identities]
+
+    def eer(rows):
+        fpr, tpr, _ = roc_curve([r[0] for r in rows], [-r[1] for r in rows])
+        return 100 * brentq(lambda x: 1.0 - x - interp1d(fpr, tpr)(x), 0.0, 1.0)
+
+    rng, eers = np.random.default_rng(seed), []
+    while len(eers) < resamples:
+        drawn = [trials[i] for g in rng.integers(len(identities), size=len(identities)) for i in members[g]]
+        if 0 < sum(r[0] for r in drawn) < len(drawn):
+            eers.append(eer(drawn))
+    low, high = np.percentile(eers, [2.5, 97.5])
+    return float(low), float(high)
+
+
 def test_compare_reports_the_pooled_dev_eer_with_its_interval_over_identities(synth, tmp_path):
     """fva compare: each system's heard dev trials of all folds pooled (each scored by the fold model that never
     saw its identities), their EER as the organisers compute it, and a bootstrap interval over identities."""
@@ -441,4 +479,6 @@ def test_compare_reports_the_pooled_dev_eer_with_its_interval_over_identities(sy
     assert pooled["eer"] == pytest.approx(compute_eer(np.array(labels), np.array(distances)))
     assert pooled["unit"] == "identities" and pooled["low"] <= pooled["eer"] <= pooled["high"]
     assert pooled == json.loads(json.dumps(experiment_dev_interval(exp, 200, 0).to_dict()))  # seeded: the same again
+    low, high = naive_identity_bootstrap(exp, ("fold0", "fold1"), 200, seed=0)
+    assert (pooled["low"], pooled["high"]) == (pytest.approx(low, abs=1e-6), pytest.approx(high, abs=1e-6))
     assert f"{pooled['eer']:.2f} [{pooled['low']:.2f}, {pooled['high']:.2f}]" in result.output

@@ -148,54 +148,35 @@ class ExperimentInfo(Mapping):
     def to_dict(self) -> dict:
         return dict(self._data)
 
-    @property
-    def format(self) -> int:
-        return int(self._data["format"])
+    def _text(self, key: str) -> str:
+        return str(self._data.get(key, ""))
 
-    @property
-    def cache(self) -> str:
-        return str(self._data.get("cache", ""))
-
-    @property
-    def dataset(self) -> str:
-        return str(self._data.get("dataset", ""))
+    format = property(lambda self: int(self._data["format"]))
+    cache = property(lambda self: self._text("cache"), doc="the cache root its features came from")
+    dataset = property(lambda self: self._text("dataset"))
+    train_features = property(lambda self: self._text("train_features"), doc="its training features' folder")
+    heard = property(lambda self: list(self._data.get("heard", [])), doc="the languages its heads trained on")
+    unheard = property(lambda self: list(self._data.get("unheard", [])), doc="the languages they never saw")
 
     @property
     def weight_set(self) -> str:
         """The weight set its features came from (the full set for experiments that predate weight sets)."""
         return str(self._data.get("weight_set") or FULL_SET)
 
-    @property
-    def train_features(self) -> str:
-        return str(self._data.get("train_features", ""))
-
-    @property
-    def heard(self) -> list[str]:
-        return list(self._data.get("heard", []))
-
-    @property
-    def unheard(self) -> list[str]:
-        return list(self._data.get("unheard", []))
-
-    @property
-    def voice(self) -> ModalityFeatures:
-        return self._features["voice"]
-
-    @property
-    def face(self) -> ModalityFeatures:
-        return self._features["face"]
-
     def modality(self, name: str) -> ModalityFeatures:
+        """The training features of ``voice`` or ``face``."""
         return self._features[name]
+
+    voice = property(lambda self: self.modality("voice"), doc="the voice training features (ModalityFeatures)")
+    face = property(lambda self: self.modality("face"), doc="the face training features (ModalityFeatures)")
 
     @property
     def weights_ids(self) -> dict[str, str]:
         """encoder -> weights identity of every feature it trained on (both modalities)."""
         return {**self.voice.weights_ids, **self.face.weights_ids}
 
-    @property
-    def encoders_unheard(self) -> str | None:
-        return self._data.get("encoders_unheard")
+    encoders_unheard = property(lambda self: self._data.get("encoders_unheard"),
+                                doc="the language its voice encoders never heard, as far as fva can tell (or None)")
 
     @property
     def fine_tuned(self) -> bool | None:
@@ -204,13 +185,8 @@ class ExperimentInfo(Mapping):
         value = self._data.get("fine_tuned")
         return None if value is None else bool(value)
 
-    @property
-    def pretrain(self) -> dict | None:
-        return self._data.get("pretrain")
-
-    @property
-    def init(self) -> dict | None:
-        return self._data.get("init")
+    pretrain = property(lambda self: self._data.get("pretrain"), doc="what its heads were pretrained on, if any")
+    init = property(lambda self: self._data.get("init"), doc="the experiment it started from, if any")
 
     @property
     def pretrained_on(self) -> dict | None:
@@ -225,25 +201,15 @@ class DevList:
     folder: Path
     name: str
 
-    @property
-    def language(self) -> str:
-        return parse_dev_list_name(self.name)[0]
+    language = property(lambda self: parse_dev_list_name(self.name)[0], doc="the language of its trials")
+    negatives = property(lambda self: parse_dev_list_name(self.name)[1], doc="its impostors: any or same-gender")
 
-    @property
-    def negatives(self) -> str:
-        return parse_dev_list_name(self.name)[1]
+    def _file(self, pattern: str) -> Path:
+        return self.folder / pattern.format(name=self.name)
 
-    @property
-    def trials_path(self) -> Path:
-        return self.folder / f"dev_{self.name}.txt"
-
-    @property
-    def labels_path(self) -> Path:
-        return self.folder / f"dev_{self.name}_labels.txt"
-
-    @property
-    def scores_path(self) -> Path:
-        return self.folder / f"dev_scores_{self.name}.txt"
+    trials_path = property(lambda self: self._file("dev_{name}.txt"), doc="its trials (FAME list format)")
+    labels_path = property(lambda self: self._file("dev_{name}_labels.txt"), doc="its truth, 1 = same person")
+    scores_path = property(lambda self: self._file("dev_scores_{name}.txt"), doc="the selected model's distances")
 
 
 @dataclass(frozen=True)
@@ -253,13 +219,9 @@ class Fold:
     index: int
     folder: Path
 
-    @property
-    def checkpoint(self) -> Path:
-        return self.folder / CHECKPOINT_FILE
-
-    @property
-    def metrics(self) -> dict:
-        return read_json(self.folder / METRICS_FILE, "fold metrics")
+    checkpoint = property(lambda self: self.folder / CHECKPOINT_FILE, doc="its selected model's checkpoint")
+    metrics = property(lambda self: read_json(self.folder / METRICS_FILE, "fold metrics"),
+                       doc="its ``metrics.json``: selected epoch, dev EERs, calibration")
 
     def dev_lists(self, names: list[str] | None = None, negatives: str | None = None) -> list[DevList]:
         """The scored dev lists (scores and truth present), by name; ``names`` (e.g. languages) and

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from fva.errors import FvaError
+
 
 def report(thing: Path, problems: list[str]) -> None:
     """Print every problem of a validation and exit 1, or say the thing is valid."""

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fva import __version__
+from fva.atomic import write_text
 from fva.data.folds import NEGATIVES
 from fva.errors import FvaError
 from fva.layout import FULL_SET
@@ -84,8 +85,6 @@ def read_json(path: Path, what: str) -> dict:
 
 def write_json(path: Path, data: dict) -> None:
     """An experiment's JSON files, indented one space, written atomically."""
-    from fva.atomic import write_text
-
     write_text(path, json.dumps(data, indent=1) + "\n")
 
 
@@ -259,13 +258,9 @@ class Experiment:
         """``metrics.json``: per fold and mean dev EERs (``mean_heard``, ``mean_unheard``, ``mean_same_gender``)."""
         return read_json(self.path / METRICS_FILE, "metrics")
 
-    def write(self, config_text: str | None = None) -> None:
-        """Write its description (and the resolved config's YAML text, when given)."""
-        from fva.atomic import write_text
-
+    def write(self) -> None:
+        """Write its description (the folder made when new)."""
         self.path.mkdir(parents=True, exist_ok=True)
-        if config_text is not None:
-            write_text(self.config_path, config_text)
         write_json(self.path / INFO_FILE, self.info.to_dict())
 
     def folds(self) -> list[Fold]:
@@ -278,6 +273,18 @@ class Experiment:
         if not done:
             raise FvaError(f"{self.path}: no trained fold (fold*/{CHECKPOINT_FILE}); train it with 'fva train-head'")
         return done
+
+
+def heard_eers(metrics: dict, negatives: str = "any") -> dict[str, float]:
+    """Language -> mean over folds of the heard dev EER with impostors ``negatives`` (``any`` or
+    ``same-gender``), from an experiment's ``metrics.json``; {} where those impostors were not measured.
+
+    >>> heard_eers({"mean_heard": {"English": 30.0}, "mean_same_gender": {"heard": {"English": 33.0}}}, "same-gender")
+    {'English': 33.0}
+    """
+    if negatives == "any":
+        return metrics["mean_heard"]
+    return metrics.get("mean_same_gender", {}).get("heard", {})
 
 
 def experiment_folds(path: str | Path) -> list[Fold]:

@@ -26,7 +26,8 @@ from pathlib import Path
 import yaml
 
 from fva.errors import FvaError
-from fva.experiment import Experiment
+from fva.data.mavceleb_v4 import TRACKS as FLAG_TRACKS
+from fva.experiment import Experiment, heard_eers
 from fva.heads.typed import build_dataclass
 from fva.yamlio import read_yaml_mapping
 
@@ -172,8 +173,7 @@ def dev_eer_table(exps: list[Path]) -> str:
         metrics, info = opened.metrics, opened.info
         eers = {**{f"{k} heard": v for k, v in metrics["mean_heard"].items()},
                 **{f"{k} unheard": v for k, v in metrics["mean_unheard"].items()},
-                **{f"{k} heard, same-gender impostors": v
-                   for k, v in metrics.get("mean_same_gender", {}).get("heard", {}).items()}}
+                **{f"{k} heard, same-gender impostors": v for k, v in heard_eers(metrics, "same-gender").items()}}
         languages += [k for k in eers if k not in languages]
         tuned = {True: "yes", False: "no", None: "not recorded"}[info.fine_tuned]
         rows.append((Path(exp).name, info.weight_set, tuned, eers))
@@ -187,7 +187,6 @@ def dev_eer_table(exps: list[Path]) -> str:
 
 
 # ------------------------------------------------------------------------------------------------- FLAG 2027
-FLAG_TRACKS = ("no_gender", "gender")  # the organisers' track folders
 # the dev impostors that match each track: model selection and the per-track choice of system read them
 TRACK_SELECT_ON = {"no_gender": "any", "gender": "same-gender"}
 
@@ -282,9 +281,7 @@ def flag_shell_assignments(cfg: FlagRecipeConfig) -> str:
 def experiment_track_eer(exp: Path, track: str) -> float:
     """An experiment's mean heard dev EER with the impostors of ``track`` (any, or same-gender for the gender
     track); FvaError when it was not measured."""
-    metrics = Experiment.open(exp).metrics
-    heard = (metrics["mean_heard"] if TRACK_SELECT_ON[track] == "any"
-             else metrics.get("mean_same_gender", {}).get("heard", {}))
+    heard = heard_eers(Experiment.open(exp).metrics, TRACK_SELECT_ON[track])
     if not heard:
         raise FvaError(f"{exp}: no heard dev EER with {TRACK_SELECT_ON[track]} impostors in its metrics; train it "
                        "on features whose manifest has every identity's gender")
@@ -326,7 +323,8 @@ def flag_dev_table(work: str | Path, systems: list[str]) -> str:
             metrics = Experiment.open(Path(work) / "exp" / f"{system}-{track}").metrics
             select_on = next(iter(metrics["folds"].values()), {}).get("select_on", "any")
             cells = []
-            for section in (metrics["mean_heard"], metrics.get("mean_same_gender", {}).get("heard", {})):
-                cells.append(f"{sum(section.values()) / len(section):.2f}" if section else "–")
+            for negatives in ("any", "same-gender"):
+                heard = heard_eers(metrics, negatives)
+                cells.append(f"{sum(heard.values()) / len(heard):.2f}" if heard else "–")
             lines.append(f"| {system} | {track} | {select_on} impostors | {cells[0]} | {cells[1]} |")
     return "\n".join(lines)

@@ -94,7 +94,9 @@ def train_head_cmd(fold: str, config_path: Path | None, cache_root: Path, exp: P
         means = metrics[f"mean_{kind}"]
         if means:
             click.echo(f"mean dev EER {kind}: " + ", ".join(f"{k} {v:.2f}%" for k, v in means.items()))
-    same = metrics.get("mean_same_gender", {}).get("heard")
+    from fva.experiment import heard_eers
+
+    same = heard_eers(metrics, "same-gender")
     if same:
         click.echo("mean dev EER heard, same-gender impostors: " + ", ".join(f"{k} {v:.2f}%" for k, v in same.items()))
     from fva.experiment import METRICS_FILE

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fva.errors import FvaError
+from fva.experiment import heard_eers
 from fva.heads.config import HeadConfig, load_config, merge_sections, system_configs
 from fva.yamlio import read_yaml_mapping
 
@@ -55,7 +56,7 @@ def summary_row(name: str, metrics: dict, seconds: float) -> dict:
     dev EER with same-gender impostors (None where not measured)."""
     heard = list(metrics["mean_heard"].values())
     unheard = list(metrics["mean_unheard"].values())
-    same = list(metrics.get("mean_same_gender", {}).get("heard", {}).values())
+    same = list(heard_eers(metrics, "same-gender").values())
     both = heard + unheard
     return {"system": name, "heard": float(np.mean(heard)) if heard else None,
             "unheard": float(np.mean(unheard)) if unheard else None,

@@ -72,9 +72,8 @@ def read_experiment(exp: Path) -> tuple[HeadConfig, ExperimentInfo]:
 
 def write_experiment(exp: Path, cfg: HeadConfig, info: ExperimentInfo) -> None:
     """The resolved config and the description that :func:`read_experiment` reads back."""
-    Path(exp).mkdir(parents=True, exist_ok=True)
-    cfg.dump(Path(exp) / CONFIG_FILE)
     Experiment(Path(exp), info).write()
+    cfg.dump(Path(exp) / CONFIG_FILE)
 
 
 def prepare_experiment(exp: Path, force: bool, resume: bool) -> bool:

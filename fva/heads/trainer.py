@@ -171,16 +171,25 @@ class FoldTrainer:
             return ("any",)
         return NEGATIVES
 
+    def fold_dev_trials(self, fold: int, negatives: str) -> dict[str, tuple[list, dict[str, int]]]:
+        """Per language with any: the fold's dev trials and truth with impostors ``negatives``, as ``fva folds
+        --negatives`` writes them (the same seed per fold and language)."""
+        records = list(self.records.values())
+        languages = sorted({r.language for r in records if r.language})
+        out = {}
+        for li, language in enumerate(languages):
+            trials, labels = dev_trials(records, self.folds.held_out(fold), language,
+                                        seed=[self.folds.seed, fold, li], negatives=negatives)
+            if trials:
+                out[language] = (trials, labels)
+        return out
+
     def check_selection_trials(self, fold: int) -> None:
         """One line when the fold has no dev trials of the impostors selection reads (e.g. same-gender ones when
         its held-out identities are one of each gender), before anything is written."""
-        records = list(self.records.values())
-        languages = sorted({r.language for r in records if r.language})
         select_on = self.cfg.train.select_on
-        for li, language in enumerate(languages):
-            if language in self.heard and dev_trials(records, self.folds.held_out(fold), language,
-                                                     seed=[self.folds.seed, fold, li], negatives=select_on)[0]:
-                return
+        if any(lang in self.heard for lang in self.fold_dev_trials(fold, select_on)):
+            return
         raise FvaError(f"fold {fold}: no heard dev trials with {select_on} impostors among its held-out identities "
                        f"({', '.join(self.folds.held_out(fold))}); use fewer folds (more identities each) or "
                        "select on any")
@@ -231,17 +240,10 @@ class FoldTrainer:
     def dev_sets(self, fold: int) -> dict[str, tuple[TrialSet, dict[str, int]]]:
         """Per language and kind of impostor (:func:`dev_list_name`): the fold's dev trials (as ``fva folds
         --negatives`` writes them) with features and truth."""
-        records = list(self.records.values())
-        languages = sorted({r.language for r in records if r.language})
-        out = {}
-        for negatives in self.negatives:
-            for li, language in enumerate(languages):
-                trials, labels = dev_trials(records, self.folds.held_out(fold), language,
-                                            seed=[self.folds.seed, fold, li], negatives=negatives)
-                if trials:
-                    out[dev_list_name(language, negatives)] = (
-                        TrialSet.build(trials, self.feats, f"fold {fold} dev trials", self.by_key), labels)
-        return out
+        return {dev_list_name(language, negatives): (
+                    TrialSet.build(trials, self.feats, f"fold {fold} dev trials", self.by_key), labels)
+                for negatives in self.negatives
+                for language, (trials, labels) in self.fold_dev_trials(fold, negatives).items()}
 
     def train_fold(self, fold: int, init_state: dict | None = None, resume: bool = False,
                    log=print) -> dict:
@@ -591,14 +593,14 @@ def train_head(cfg: HeadConfig, cache_root: Path, exp: Path, folds: list[int] | 
 def summarise(results: dict[int, dict]) -> dict:
     """Per-fold dev EERs and their means, heard and unheard separately; with same-gender impostors too
     (``mean_same_gender``) where the folds measured them."""
-    def mean(kind: str, section=lambda r: r) -> dict[str, float]:
-        parts = [section(r) for r in results.values() if section(r) is not None]
+    def mean(parts: list[dict], kind: str) -> dict[str, float]:
         langs = sorted({lang for p in parts for lang in p[kind]})
         return {lang: float(np.mean([p[kind][lang] for p in parts if lang in p[kind]])) for lang in langs}
 
-    out = {"folds": {str(f): r for f, r in sorted(results.items())}, "mean_heard": mean("heard"),
-           "mean_unheard": mean("unheard")}
-    if any("same_gender" in r for r in results.values()):
-        same = lambda r: r.get("same_gender")  # noqa: E731
-        out["mean_same_gender"] = {"heard": mean("heard", same), "unheard": mean("unheard", same)}
+    folds = list(results.values())
+    out = {"folds": {str(f): r for f, r in sorted(results.items())}, "mean_heard": mean(folds, "heard"),
+           "mean_unheard": mean(folds, "unheard")}
+    same = [r["same_gender"] for r in folds if "same_gender" in r]
+    if same:
+        out["mean_same_gender"] = {kind: mean(same, kind) for kind in ("heard", "unheard")}
     return out

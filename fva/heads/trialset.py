@@ -41,7 +41,8 @@ def open_features(cfg: HeadConfig, folder: Path) -> Modalities:
         raise
     for table, want in ((voice, "voice"), (face, "face")):
         if table.modality and table.modality != want:
-            voice.close(), face.close()
+            voice.close()
+            face.close()
             raise FvaError(f"{folder}: features.{want}_encoders names {', '.join(table.encoders)}, whose features "
                            f"are of {table.modality}s; name {want} encoders there")
     return Modalities(voice, face)

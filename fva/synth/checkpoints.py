@@ -22,6 +22,7 @@ which is all the demo needs; real systems use the published weights.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import torch
@@ -57,12 +58,19 @@ label_encoder: !new:speechbrain.dataio.encoder.CategoricalEncoder
 {pretrainer}"""
 
 
+def save_label_encoder(folder: Path, labels: list[str]) -> None:
+    """speechbrain's ``label_encoder.txt`` of ``labels`` (the file its pretrainer collects)."""
+    from speechbrain.dataio.encoder import CategoricalEncoder
+
+    encoder = CategoricalEncoder()
+    encoder.update_from_iterable(labels)
+    encoder.save(folder / "label_encoder.txt")
+
+
 def save_speaker_ecapa(folder: str | Path, embedding_model: torch.nn.Module, classifier: torch.nn.Module,
                        mean_var_norm_emb: torch.nn.Module, labels: list[str], channels: list[int],
                        attention: int, lin_neurons: int, note: str = "written by fva") -> Path:
     """Write a speechbrain speaker-model folder that ``EncoderClassifier.from_hparams`` loads."""
-    from speechbrain.dataio.encoder import CategoricalEncoder
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "hyperparams.yaml").write_text(SPEAKER_HPARAMS.format(
@@ -72,9 +80,7 @@ def save_speaker_ecapa(folder: str | Path, embedding_model: torch.nn.Module, cla
     torch.save(embedding_model.state_dict(), folder / "embedding_model.ckpt")
     torch.save(classifier.state_dict(), folder / "classifier.ckpt")
     mean_var_norm_emb._save(folder / "mean_var_norm_emb.ckpt")
-    encoder = CategoricalEncoder()
-    encoder.update_from_iterable(labels)
-    encoder.save(folder / "label_encoder.txt")
+    save_label_encoder(folder, labels)
     return folder
 
 
@@ -135,7 +141,6 @@ def write_organiser_ecapa(folder: str | Path, seed: int = 0, channels: tuple[int
     as it loads the hub model): hyperparams.yaml, embedding_model.ckpt, classifier.ckpt, label_encoder.txt and
     speechbrain's config.json. ``pretrained_path``: where the hyperparams say the files are (the hub's copy
     names its hub id; a local folder is loaded with it pointed at the folder)."""
-    from speechbrain.dataio.encoder import CategoricalEncoder
     from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN, Classifier
 
     folder = Path(folder)
@@ -151,9 +156,7 @@ def write_organiser_ecapa(folder: str | Path, seed: int = 0, channels: tuple[int
     (folder / "config.json").write_text('{\n    "speechbrain_interface": "EncoderClassifier"\n}\n')
     torch.save(model.state_dict(), folder / "embedding_model.ckpt")
     torch.save(classifier.state_dict(), folder / "classifier.ckpt")
-    encoder = CategoricalEncoder()
-    encoder.update_from_iterable([f"id{i:05d}" for i in range(n_classes)])
-    encoder.save(folder / "label_encoder.txt")
+    save_label_encoder(folder, [f"id{i:05d}" for i in range(n_classes)])
     return folder
 
 
@@ -179,12 +182,11 @@ def write_demo_vggface(deepface_home: Path, seed: int = 0) -> Path:
 
 
 DEMO_ENCODERS = tuple(default_encoders())  # the catalogue's default four
-FLAG_ENCODERS = ("ecapa-embedding", "vggface-keras")  # the FLAG 2027 organisers' features
 
 
 def write_demo_checkpoints(out: str | Path, seed: int = 0, names: tuple[str, ...] = DEMO_ENCODERS) -> dict[str, Path]:
-    """Write the demo checkpoints of the encoders ``names`` (default: the four of FAME 2026; also
-    ``FLAG_ENCODERS``) under ``out``; returns name -> ``--weights`` value. Both VGG-Face encoders read one file."""
+    """Write the demo checkpoints of the encoders ``names`` (default: the four of FAME 2026; also the FLAG 2027
+    organisers' ``ecapa-embedding`` and ``vggface-keras``) under ``out``; returns name -> ``--weights`` value. Both VGG-Face encoders read one file."""
     from fva.errors import FvaError
     from fva.extract.encoders.vit_age_gender import demo_config, save_vit_age_gender
     from fva.extract.encoders.voice_age_gender import init_voice_age_gender, save_voice_age_gender
@@ -198,14 +200,9 @@ def write_demo_checkpoints(out: str | Path, seed: int = 0, names: tuple[str, ...
         "vit-age-gender": lambda: save_vit_age_gender(out / "vit-age-gender", demo_config(), seed=seed + 3),
         "ecapa-embedding": lambda: write_organiser_ecapa(out / "ecapa-embedding", seed + 4),
     }
-    written: dict[str, Path] = {}
-
-    def vggface_file() -> Path:  # one deepface weights file for vggface and vggface-keras
-        if "vggface" not in written:
-            written["vggface"] = write_demo_vggface(out / "deepface", seed + 2)
-        return written["vggface"]
-
-    writers["vggface"] = writers["vggface-keras"] = vggface_file
+    # one deepface weights file for vggface and vggface-keras, written once
+    writers["vggface"] = writers["vggface-keras"] = functools.cache(lambda: write_demo_vggface(out / "deepface",
+                                                                                               seed + 2))
     unknown = [n for n in names if n not in writers]
     if unknown:
         raise FvaError(f"no demo checkpoint {unknown[0]!r}; choose from {', '.join(writers)}")

@@ -231,7 +231,7 @@ class EcapaEncoder(Encoder):
     def __init__(self, weights: str | Path | None = None, device: str | torch.device = "cpu",
                  savedir: Path | None = None) -> None:
         super().__init__(weights, device)
-        self.load(self.interface(), savedir, self.output)
+        self.load(savedir)
 
     @staticmethod
     def interface() -> Any:
@@ -248,14 +248,14 @@ class EcapaEncoder(Encoder):
     def collate(self, items: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
         return collate_audio(items)
 
-    def load(self, interface: Any, savedir: Path | None, output: str = "pooled") -> None:
-        """Load ``self.weights`` with speechbrain's ``interface.from_hparams`` (:func:`load_pretrained`), check
-        it with :meth:`check_model`, wrap its modules for ``output`` and take the weights identity."""
-        self.pretrained = load_pretrained(interface, self.weights, self.device, savedir)
+    def load(self, savedir: Path | None) -> None:
+        """Load ``self.weights`` with speechbrain's ``from_hparams`` of :meth:`interface` (:func:`load_pretrained`),
+        check it with :meth:`check_model`, wrap its modules for :attr:`output` and take the weights identity."""
+        self.pretrained = load_pretrained(self.interface(), self.weights, self.device, savedir)
         self.pretrained.mods.eval()
         mods = self.pretrained.mods
         self.check_model(mods)
-        self.use_model(mods.compute_features, mods.mean_var_norm, mods.embedding_model, output)
+        self.use_model(mods.compute_features, mods.mean_var_norm, mods.embedding_model, self.output)
         self._weights_id = model_identity(self.weights, self.pretrained)
 
     def check_model(self, mods: Any) -> None:

@@ -115,6 +115,7 @@ class VggFace(Encoder):
     modality = "face"
     default_weights = "deepface"
     extras = ()
+    l2_normalise = True  # DeepFace.represent's unit-length fc7; the organisers' variant keeps it as it is
 
     def __init__(self, weights: str | Path | None = None, device: str | torch.device = "cpu") -> None:
         super().__init__(weights, device)
@@ -133,9 +134,9 @@ class VggFace(Encoder):
     def encode(self, batch: torch.Tensor) -> Encoded:
         self.model.eval()
         with torch.inference_mode():
-            fc7 = self.model.embed(batch.to(self.device, torch.float32))
-            norm = torch.linalg.vector_norm(fc7, dim=1, keepdim=True)
-            emb = fc7 / (norm + L2_EPSILON)
+            emb = self.model.embed(batch.to(self.device, torch.float32))
+            if self.l2_normalise:
+                emb = emb / (torch.linalg.vector_norm(emb, dim=1, keepdim=True) + L2_EPSILON)
         return Encoded(emb.float().cpu(), {})
 
     def config(self) -> dict:
@@ -166,16 +167,11 @@ class VggFaceKeras(VggFace):
     """The FLAG 2027 organisers' face feature: fc7 after its ReLU, not normalised, Keras-style input."""
 
     name = "vggface-keras"
+    l2_normalise = False
 
     @property
     def preprocess(self) -> Callable[[np.ndarray], np.ndarray]:
         return KerasVggFacePreprocess()
-
-    def encode(self, batch: torch.Tensor) -> Encoded:
-        self.model.eval()
-        with torch.inference_mode():
-            fc7 = self.model.embed(batch.to(self.device, torch.float32))
-        return Encoded(fc7.float().cpu(), {})
 
     def config(self) -> dict:
         return {"output": "fc7 after ReLU, not normalised (FLAG 2027 organisers)",

@@ -261,7 +261,8 @@ def load_flag_config(path: str | Path) -> FlagRecipeConfig:
 
 
 def flag_shell_assignments(cfg: FlagRecipeConfig) -> str:
-    """:func:`shell_assignments` of the FLAG config; its weights mapping becomes ``WEIGHTS_ARGS`` (``--weights
+    """:func:`shell_assignments` of the FLAG config with the tracks (``FLAG_TRACKS``) and the impostors each
+    selects on (``SELECT_ON_<TRACK>``); its weights mapping becomes ``WEIGHTS_ARGS`` (``--weights
     ENCODER=PATH`` options, split on spaces by the recipe: paths without spaces) and ``WEIGHTS_LOCAL``
     (``ENCODER=PATH`` of each local copy, for stage 0 to check and not fetch).
 
@@ -273,6 +274,8 @@ def flag_shell_assignments(cfg: FlagRecipeConfig) -> str:
     if spaced:
         raise FvaError(f"weights: {spaced[0]!r} has a space; the recipe passes weights paths without spaces")
     lines = [line for line in shell_assignments(cfg).splitlines() if not line.startswith("WEIGHTS=")]
+    lines.append("FLAG_TRACKS=" + shlex.quote(" ".join(FLAG_TRACKS)))
+    lines += [f"SELECT_ON_{track.upper()}={TRACK_SELECT_ON[track]}" for track in FLAG_TRACKS]
     lines.append("WEIGHTS_ARGS=" + shlex.quote(" ".join(f"--weights {k}={v}" for k, v in given.items())))
     lines.append("WEIGHTS_LOCAL=" + shlex.quote(" ".join(f"{k}={v}" for k, v in given.items())))
     return "\n".join(lines) + "\n"

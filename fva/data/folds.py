@@ -82,8 +82,10 @@ def make_folds(identities: list[str], k: int = DEFAULT_FOLDS, seed: int = 0, dat
     return Folds(folds=folds, seed=seed, dataset=dataset)
 
 
-def identity_genders(records: list[MediaRecord], identities: list[str]) -> dict[str, str]:
-    """Gender of each of ``identities`` from its records; one without a gender, or with two, is an error."""
+def identity_genders(records: list[MediaRecord], identities: list[str],
+                     instead: str = "use --negatives any") -> dict[str, str]:
+    """Gender of each of ``identities`` from its records; one without a gender, or with two, is an error
+    (whose last words, ``instead``, say what the caller can do without genders)."""
     wanted = set(identities)
     seen: dict[str, set[str]] = {i: set() for i in wanted}
     for r in records:
@@ -94,7 +96,7 @@ def identity_genders(records: list[MediaRecord], identities: list[str]) -> dict[
             what = "no gender" if not seen[identity] else f"genders {sorted(seen[identity])}"
             raise FvaError(f"identity {identity} has {what} in the manifest; same-gender negatives need one gender "
                            "per identity (MAV-Celeb v4: meta_file_train_set.csv beside train_set/, read by fva manifest), "
-                           "or use --negatives any")
+                           f"or {instead}")
     return {i: next(iter(g)) for i, g in seen.items()}
 
 

@@ -161,13 +161,11 @@ class FoldTrainer:
             raise FvaError(f"train.select_on: {select_on!r}; choose from {', '.join(NEGATIVES)}")
         identities = sorted({r.identity for r in self.records.values() if r.identity})
         try:
-            identity_genders(list(self.records.values()), identities)
+            identity_genders(list(self.records.values()), identities,
+                             instead=f"select on any impostors (the features in {self.folder})")
         except FvaError as err:
             if select_on == "same-gender":
-                missing = str(err).split(";")[0]
-                raise FvaError(f"train.select_on same-gender: {missing} of {self.folder} (MAV-Celeb v4 reads genders "
-                               "from meta_file_train_set.csv beside train_set/: put it there and run fva manifest and "
-                               "fva extract again), or select on any") from None
+                raise FvaError(f"train.select_on same-gender: {err}") from None
             return ("any",)
         return NEGATIVES
 

@@ -20,18 +20,18 @@ set -euo pipefail
 # shellcheck source=recipes/common.sh
 source "$(dirname "$0")/../common.sh"  # parse_options, run_stage, done_before, mark, launch, device_arg
 parse_options 5 recipes/flag2027/conf/flag2027.yaml 2,17 "$@"
-# WORK, DATA_*, WEIGHTS_ARGS, WEIGHTS_LOCAL, DEVICES_*, ENCODERS_EXTRA, HEADS_*, OPTIONS_*
+# WORK, DATA_*, WEIGHTS_ARGS, WEIGHTS_LOCAL, DEVICES_*, ENCODERS_EXTRA, HEADS_*, OPTIONS_*, FLAG_TRACKS,
+# SELECT_ON_<TRACK>
 eval "$(fva recipe config --recipe flag2027 "$config")"
 
 V4=mavceleb-v4
-TRACKS="no_gender gender"
 ORGANISER="ecapa-embedding vggface-keras"
 ENCODERS="$ORGANISER ${ENCODERS_EXTRA//,/ }"
 M=$WORK/manifests
 DONE=$WORK/.done
 mkdir -p "$WORK" "$DONE"
 
-select_on() { if [ "$1" = gender ]; then echo same-gender; else echo any; fi; }  # the track's own impostors
+select_on() { local var="SELECT_ON_${1^^}"; echo "${!var}"; }  # the track's own impostors (fva.recipe's)
 name_of() { basename "$1" .yaml; }  # a system's experiment name: its shipped name or its YAML file's stem
 SETS=dev
 [ -n "$DATA_EVAL" ] && SETS="dev eval"
@@ -101,7 +101,7 @@ train_heads() {  # NAME CONFIG TRACK EXTRA...: train (or resume) one experiment,
 
 if run_stage 3; then
   echo "== stage 3: the organisers' baseline ($HEADS_BASELINE) per track -> $WORK/exp/baseline-<track>"
-  for track in $TRACKS; do
+  for track in $FLAG_TRACKS; do
     # shellcheck disable=SC2086
     train_heads baseline "$HEADS_BASELINE" "$track" $OPTIONS_BASELINE
   done
@@ -110,7 +110,7 @@ fi
 if run_stage 4; then
   echo "== stage 4: systems (${HEADS_SYSTEMS:-none}) per track -> $WORK/exp/<system>-<track>"
   for system in ${HEADS_SYSTEMS//,/ }; do
-    for track in $TRACKS; do
+    for track in $FLAG_TRACKS; do
       # shellcheck disable=SC2086
       train_heads "$(name_of "$system")" "$system" "$track" $OPTIONS_SYSTEMS
     done

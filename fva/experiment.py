@@ -123,12 +123,12 @@ class ExperimentInfo(Mapping):
     def new(cls, *, cache: str, dataset: str, weight_set: str, train_features: str, heard: list[str],
             unheard: list[str], folds: int, voice: ModalityFeatures, face: ModalityFeatures,
             encoders_unheard: str | None, fine_tuned: bool, pretrain: dict | None = None,
-            init: dict | None = None) -> "ExperimentInfo":
+            init: dict | None = None, score_level: int = 0) -> "ExperimentInfo":
         data = {"format": EXPERIMENT_FORMAT, "fva_version": __version__, "cache": cache, "dataset": dataset,
                 "weight_set": weight_set, "train_features": train_features, "heard": heard, "unheard": unheard,
                 "folds": folds, "features": {m: {"encoders": f.encoders, "dims": f.dims, "weights_ids": f.weights_ids}
                                              for m, f in (("voice", voice), ("face", face))},
-                "encoders_unheard": encoders_unheard, "fine_tuned": fine_tuned}
+                "encoders_unheard": encoders_unheard, "fine_tuned": fine_tuned, "score_level": score_level}
         if pretrain is not None:
             data["pretrain"] = pretrain
         if init is not None:

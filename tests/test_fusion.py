@@ -12,6 +12,8 @@ import pytest
 import yaml
 
 from fva.errors import FvaError
+from fva.experiment import CONFIG_FILE, Experiment, ExperimentInfo, ModalityFeatures
+from fva.heads.config import load_config
 from fva.heads import plan as plan_module
 from fva.heads.postprocess import fit_fusion_weights, weighted_znorm_fusion, znorm_fusion
 
@@ -24,7 +26,11 @@ def write_experiment(exp: Path, seed: int, quality: float, trial_seed: int = 0) 
     ``dev_<Lang>.txt``, ``dev_<Lang>_labels.txt``, ``dev_scores_<Lang>.txt`` (distances: lower for same-person
     trials by ``quality``, with noise of this seed)."""
     exp.mkdir(parents=True)
-    (exp / "experiment.json").write_text(json.dumps({"seed": seed, "heard": ["English"]}))
+    features = ModalityFeatures(["speaker-ecapa"], [4], {})
+    Experiment(exp, ExperimentInfo.new(cache="cache", dataset="mavceleb-v3", weight_set="full", train_features="f",
+                                       heard=["English"], unheard=[], folds=FOLDS, voice=features, face=features,
+                                       encoders_unheard=None, fine_tuned=True)).write()
+    load_config(overrides={"seed": seed}).dump(exp / CONFIG_FILE)
     trials = np.random.default_rng(trial_seed)
     noise = np.random.default_rng(1000 + seed + int(quality * 100))
     for k in range(FOLDS):
@@ -59,7 +65,7 @@ def trials_dir(tmp_path: Path) -> Path:
     return root
 
 
-def fake_scores(exp, trials_path, cache_root=None) -> dict[str, float]:
+def fake_scores(exp, trials_path, cache_root=None, **_) -> dict[str, float]:
     """Test-list distances that depend on the experiment folder."""
     keys = [line.split()[0] for line in Path(trials_path).read_text().splitlines()]
     rng = np.random.default_rng(abs(hash(str(exp))) % 2**32)
@@ -97,7 +103,7 @@ def test_seed_folder_expands_to_its_seeds_and_fuses(tmp_path, trials_dir, monkey
     assert plan_module.seed_experiments(plain) == []
     calls = []
 
-    def scored(exp, trials, cache=None):
+    def scored(exp, trials, cache=None, **_):
         calls.append(str(exp))
         return fake_scores(exp, trials)
 
@@ -136,6 +142,10 @@ def test_logistic_weights_are_scikit_learns_fit_and_fuse_as_a_weighted_sum(tmp_p
     assert weights[0] > abs(weights[1]) and weights[0] > 0  # the better experiment weighs more (a distance: > 0)
 
     monkeypatch.setattr(plan_module, "score_trial_list", fake_scores)
+    # the plan lists a seeds folder: one weight for the mean of its seeds' z-scores, shared by its seeds
+    grouped = np.column_stack([z_hand[:, 0], z_hand[:, 1], z_hand[:, 2:].mean(axis=1)])
+    item_weights = -LogisticRegression().fit(grouped, y_hand).coef_[0]
+    weights = [item_weights[0], item_weights[1], item_weights[2] / 2, item_weights[2] / 2]
     entry = {"fuse": [str(good), str(weak), str(seeds)], "weights": "logistic"}
     files = {"English_heard": entry, "English_unheard": str(good), "German_heard": str(good),
              "German_unheard": {"fuse": [str(good), str(weak)], "weights": [0.25, 2]}}
@@ -174,7 +184,7 @@ def test_plan_fusion_entries_are_checked(tmp_path, trials_dir, monkeypatch):
     seeds = write_seeds(tmp_path / "s", seeds=(0, 1))
     monkeypatch.setattr(plan_module, "score_trial_list", fake_scores)
     rest = {"English_unheard": str(a), "German_heard": str(a), "German_unheard": str(a)}
-    cases = [({"fuse": [str(a), str(seeds)], "weights": [1, 2]}, "2 weights for 3 experiments"),
+    cases = [({"fuse": [str(a), str(seeds)], "weights": [1, 2, 3, 4]}, "4 weights for 2 listed items"),
              ({"fuse": [str(a)], "weights": "softmax"}, "weights must be 'logistic' or a list of numbers"),
              ({"fuse": [str(a)], "weight": 1}, "unknown key 'weight'"),
              ({"fuse": [str(a)], "weights": "logistic"}, "name at least two experiments")]
@@ -190,6 +200,25 @@ def test_plan_fusion_entries_are_checked(tmp_path, trials_dir, monkeypatch):
     plan = plan_module.read_plan(path)
     assert plan_module.entry_experiments("English_heard", plan["files"]["English_heard"], None) == [
         (str(a), None), (str(seeds / "seed0"), None), (str(seeds / "seed1"), None)]
+
+
+def test_fixed_weights_per_listed_item_share_a_seeds_folders_weight(tmp_path, trials_dir, monkeypatch):
+    """FLAG 2027's 0.75 x (mean over seeds) + 0.25 x CCA: ``weights: [0.75, 0.25]`` over a seeds folder and one
+    experiment is the weighted sum of the seeds' mean z-score and the other's z-score; one weight per seed
+    weighs each seed on its own."""
+    seeds = write_seeds(tmp_path / "bridge", seeds=(1, 101, 201), quality=1.5)
+    cca = write_experiment(tmp_path / "cca", 0, 1.0)
+    monkeypatch.setattr(plan_module, "score_trial_list", fake_scores)
+    english = trials_dir / "English_test.txt"
+    rest = {"English_unheard": str(cca), "German_heard": str(cca), "German_unheard": str(cca)}
+    for weights, per_seed in (([0.75, 0.25], [0.25, 0.25, 0.25, 0.25]), ([0.1, 0.2, 0.3, 0.4], [0.1, 0.2, 0.3, 0.4])):
+        entry = {"fuse": [str(seeds), str(cca)], "weights": weights}
+        written = read_zip(plan_module.make_submission({"trials": str(trials_dir), "files": {
+            "English_heard": entry, **rest}}, tmp_path / "s.zip"))
+        sources = [fake_scores(seeds / f"seed{k}", english) for k in (1, 101, 201)] + [fake_scores(cca, english)]
+        z = [(np.array(list(t.values())) - np.mean(list(t.values()))) / np.std(list(t.values())) for t in sources]
+        by_hand = sum(w * zi for w, zi in zip(per_seed, z))
+        assert list(written["sub_score_English_heard.txt"].values()) == pytest.approx(list(by_hand), abs=1e-5)
 
 
 def test_real_seeds_share_dev_trials_and_fit(synth, tmp_path):

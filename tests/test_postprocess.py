@@ -250,11 +250,12 @@ def read_zip(path: Path) -> dict[str, dict[str, float]]:
 def test_plan_with_a_list_entry_fuses_its_experiments(trials_dir: Path, tmp_path: Path, monkeypatch):
     calls = []
 
-    def scored(exp, trials, cache=None):
+    def scored(exp, trials, cache=None, **_):
         calls.append((exp, Path(trials).name))
         return fake_scores(exp, trials)
 
     monkeypatch.setattr(plan_module, "score_trial_list", scored)
+    monkeypatch.setattr(plan_module, "experiment_level", lambda exp: 0)  # no experiment folders here
     files = {"English_heard": "exp/full", "English_unheard": ["exp/a", "exp/bbbb-unheard"],
              "German_heard": "exp/english-unheard", "German_unheard": "exp/german-unheard"}
     out = plan_module.make_submission({"trials": str(trials_dir), "files": files}, tmp_path / "sub.zip")

@@ -61,3 +61,14 @@ heads_cache_option = click.option("--cache", "cache_root", type=click.Path(path_
                                   show_default=True)
 test_cache_option = click.option("--cache", "cache_root", type=click.Path(path_type=Path), required=True,
                                  help="Test features' cache root.")
+pairwise_option = click.option(
+    "--pairwise", is_flag=True,
+    help="Score each pair alone (level 0): refuse score steps that read other test samples (file statistics, "
+         "clusters, the list's pairing).")
+
+
+def pairwise_overrides(pairwise: bool) -> dict:
+    """The config layer of ``--pairwise``: ``score.max_level`` 0 (:data:`fva.heads.postprocess.PAIRWISE`)."""
+    from fva.heads.postprocess import PAIRWISE
+
+    return {"score": {"max_level": PAIRWISE}} if pairwise else {}

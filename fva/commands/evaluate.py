@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from fva.commands.common import report
+from fva.commands.common import pairwise_option, report
 
 
 @click.command(short_help="EER as the FAME organisers compute it.")
@@ -147,7 +147,8 @@ def submission_plan(trials: Path, exp_root: Path, cache_root: Path | None, out: 
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Zip to write.")
 @click.option("--ground-truth", type=click.Path(path_type=Path), default=None,
               help="Folder with <Lang>_test_labels.txt: also print the four EERs and their mean.")
-def submission_make(plan_path: Path, out: Path, ground_truth: Path | None) -> None:
+@pairwise_option
+def submission_make(plan_path: Path, out: Path, ground_truth: Path | None, pairwise: bool) -> None:
     """Score the four files with the experiments a plan names, write the zip and validate it.
 
     \b
@@ -157,9 +158,14 @@ def submission_make(plan_path: Path, out: Path, ground_truth: Path | None) -> No
     from fva.evaluate.submission import evaluate_submission
     from fva.heads.plan import make_submission, plan_conditions, read_plan
 
+    from fva.experiment import read_json
+    from fva.heads.plan import levels_path
+    from fva.heads.postprocess import LEVELS, PAIRWISE
+
     plan = read_plan(plan_path)
-    make_submission(plan, out)
-    click.echo(f"{out}: valid")
+    make_submission(plan, out, max_level=PAIRWISE if pairwise else None)
+    level = read_json(levels_path(out), "submission levels")["level"]
+    click.echo(f"{out}: valid; scoring level {level} ({LEVELS[level]}), per file in {levels_path(out)}")
     for line in plan_conditions(plan):  # what keeps each file from the published condition
         click.echo(f"not as published: {line}")
     if ground_truth is not None:

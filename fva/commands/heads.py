@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from fva.commands.common import heads_cache_option, parse_folds, trained_exp_option
+from fva.commands.common import (heads_cache_option, pairwise_option, pairwise_overrides, parse_folds,
+                                 trained_exp_option)
 
 
 @click.command("train-head", short_help="Train projection heads per fold.")
@@ -33,6 +34,7 @@ from fva.commands.common import heads_cache_option, parse_folds, trained_exp_opt
 @click.option("--seeds", "seeds_text", default=None, metavar="0,1,2",
               help="Train one experiment per seed into EXP/seed<k>/ and report the dev EERs' mean and spread "
                    "(EXP/seeds.json); one seed: as --seed.")
+@pairwise_option
 @click.option("--resume", is_flag=True, help="Continue an interrupted experiment.")
 @click.option("--force", is_flag=True, help="Overwrite an existing experiment folder.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
@@ -40,7 +42,7 @@ from fva.commands.common import heads_cache_option, parse_folds, trained_exp_opt
 def train_head_cmd(fold: str, config_path: Path | None, cache_root: Path, exp: Path, split: str | None,
                    weight_set: str | None, dataset: str | None, folds_path: Path | None, init: Path | None,
                    epochs: int | None, pretrain_dataset: str | None, seed: int | None, select_on: str | None,
-                   seeds_text: str | None, resume: bool, force: bool, workers: int) -> None:
+                   seeds_text: str | None, pairwise: bool, resume: bool, force: bool, workers: int) -> None:
     """Train projection heads per identity-disjoint fold on cached features, selecting on dev EER.
 
     Prints each fold's dev EER, heard and unheard separately, and their mean; where the training identities
@@ -69,6 +71,7 @@ def train_head_cmd(fold: str, config_path: Path | None, cache_root: Path, exp: P
         overrides["data"]["folds"] = str(folds_path)
     if seed is not None:
         overrides["seed"] = seed
+    overrides.update(pairwise_overrides(pairwise))
     cfg = load_config(config_path, overrides)
     if seeds_text is not None:
         from fva.heads.compare import parse_seeds, train_seeds
@@ -123,8 +126,9 @@ def train_head_cmd(fold: str, config_path: Path | None, cache_root: Path, exp: P
                    "(min–max) over seeds. One seed: as the configs' seed replaced.")
 @click.option("--bootstrap", type=click.IntRange(min=0), default=1000, show_default=True,
               help="Resamples of the pooled dev EER's interval over identities (0: none).")
+@pairwise_option
 def compare(systems: str, config_path: Path | None, cache_root: Path, fold: str, split: str | None, out: Path,
-            force: bool, workers: int, seeds_text: str | None, bootstrap: int) -> None:
+            force: bool, workers: int, seeds_text: str | None, bootstrap: int, pairwise: bool) -> None:
     """Train the named head systems over the same folds and print dev EER heard, unheard, their mean and the
     training seconds of each, as a markdown table (also written with JSON to OUT).
 
@@ -135,7 +139,7 @@ def compare(systems: str, config_path: Path | None, cache_root: Path, fold: str,
     """
     from fva.heads.compare import compare_systems, markdown_table, parse_seeds
 
-    overrides = {"data": {"split": split}} if split else None
+    overrides = {**({"data": {"split": split}} if split else {}), **pairwise_overrides(pairwise)} or None
     seeds = parse_seeds(seeds_text) if seeds_text is not None else None
     rows = compare_systems([n.strip() for n in systems.split(",") if n.strip()], cache_root, out,
                            base=config_path, folds=parse_folds(fold), overrides=overrides, force=force,
@@ -182,7 +186,8 @@ def import_fop_cmd(checkpoint: Path, out: Path, voice_encoders: str, face_encode
 @click.option("--cache", "cache_root", type=click.Path(path_type=Path), default=None,
               help="Cache root with the trial media's features (default: the experiment's).")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Score file to write.")
-def score(exp: Path, trials: Path, cache_root: Path | None, out: Path) -> None:
+@pairwise_option
+def score(exp: Path, trials: Path, cache_root: Path | None, out: Path, pairwise: bool) -> None:
     """Score a FAME trial list with an experiment: the system's distance (fame2026: 1 - cosine), post-processed
     as its config says, averaged over its fold models.
 
@@ -192,7 +197,9 @@ def score(exp: Path, trials: Path, cache_root: Path | None, out: Path) -> None:
     """
     from fva.heads.scoring import score_trial_list
 
-    result = score_trial_list(exp, trials, cache_root)
+    from fva.heads.postprocess import PAIRWISE
+
+    result = score_trial_list(exp, trials, cache_root, max_level=PAIRWISE if pairwise else 3)
     from fva.evaluate.scores import write_scores
 
     write_scores(out, result)

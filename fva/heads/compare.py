@@ -3,7 +3,8 @@
 A system is named by its config: the shipped ``fva/configs/systems/<name>.yaml`` (or a path to a YAML file).
 Its settings are laid over an optional base config (the dataset's settings, e.g. the shipped ``demo``), so
 every system sees the same data, folds and seed. The table gives, per system, the mean over folds of the dev EER on the
-heard and on the unheard languages, their mean, and the training seconds; where the folds measured dev trials
+heard and on the unheard languages, their mean, the training seconds and the scoring level of its scores
+(:data:`fva.heads.postprocess.LEVELS`: what besides the pair they read); where the folds measured dev trials
 with same-gender impostors too (MAV-Celeb v4: FLAG 2027's gender track), also their heard dev EER.
 
 Seeds: with several seeds each system is trained once per seed, into ``out/seed<k>/<system>`` (a seed's folder
@@ -62,7 +63,13 @@ def summary_row(name: str, metrics: dict, seconds: float) -> dict:
             "unheard": float(np.mean(unheard)) if unheard else None,
             "mean": float(np.mean(both)) if both else None,
             "same_gender": float(np.mean(same)) if same else None, "seconds": round(seconds, 1),
-            "folds": len(metrics["folds"])}
+            "folds": len(metrics["folds"]), "level": score_level(metrics)}
+
+
+def score_level(metrics: dict) -> int:
+    """The scoring level of an experiment's dev scores (:data:`fva.heads.postprocess.LEVELS`): the highest its
+    folds' metrics record (0 for folds written before levels were recorded)."""
+    return max((int(m.get("score_level", 0)) for m in metrics["folds"].values()), default=0)
 
 
 
@@ -118,7 +125,7 @@ def seeds_row(name: str, per_seed: dict[int, dict], seconds: float) -> dict:
     ``<key>_spread`` (:func:`spread`); ``seeds`` lists them."""
     summary = seed_summary(per_seed)
     row = {"system": name, "seconds": round(seconds, 1), "folds": len(next(iter(per_seed.values()))["folds"]),
-           "seeds": summary["seeds"]}
+           "seeds": summary["seeds"], "level": max(score_level(m) for m in per_seed.values())}
     for key in ROW_FIGURES:
         row[key] = None if summary[key] is None else summary[key]["mean"]
         row[f"{key}_spread"] = summary[key]
@@ -167,12 +174,12 @@ def markdown_table(rows: list[dict]) -> str:
     gendered = any(r.get("same_gender") is not None for r in rows)
     head = "| system | dev EER heard % | dev EER unheard % | mean % |"
     head += " dev EER heard, same-gender impostors % |" if gendered else ""
-    head += " training s |"
+    head += " training s | scoring level |"
     head += " pooled dev EER heard % [95% CI] |" if pooled else ""
     head += " seeds |" if seeded else ""
     lines = [head, "|---" * head.count(" |") + "|"]
     lines += [f"| {r['system']} | {cell(r, 'heard')} | {cell(r, 'unheard')} | {cell(r, 'mean')} |"
-              + (f" {cell(r, 'same_gender')} |" if gendered else "") + f" {r['seconds']:.1f} |"
+              + (f" {cell(r, 'same_gender')} |" if gendered else "") + f" {r['seconds']:.1f} | {r.get('level', 0)} |"
               + (f" {interval(r)} |" if pooled else "")
               + (f" {','.join(map(str, r.get('seeds', ())))} |" if seeded else "") for r in rows]
     return "\n".join(lines)

@@ -18,7 +18,8 @@ import yaml
 from fva.errors import FvaError
 from fva.extract.catalogue import default_encoders
 from fva.heads.features import BLOCK_ROWS, BUFFER_BLOCKS
-from fva.heads.postprocess import PolariseConfig, RefineConfig, SnormConfig
+from fva.heads.postprocess import (LEVELS, ClusterConfig, PolariseConfig, RefineConfig, SnormConfig, ZnormConfig,
+                                   check_level)
 from fva.heads.typed import build_dataclass, parse_params
 from fva.yamlio import read_yaml_mapping
 
@@ -66,6 +67,9 @@ class TrainConfig:
     batch_size: int = 128  # per modality
     lr: float = 1e-3
     weight_decay: float = 1e-4
+    optimiser: str = "adam"  # adam, or adamw (decoupled weight decay: the InfoNCE bridge's)
+    schedule: str = "constant"  # constant, or cosine (lr to 0 over the epochs after the warm-up; per epoch)
+    warmup_epochs: int = 0  # lr rises linearly over these first epochs
     # epochs without a better dev EER before stopping (not published). Measured, 7 folds: on a MAV-Celeb-V3-sized
     # synthetic cache 10 selects the same models as 20 (mean dev EER heard 14.77 vs 14.73%) in 143 epochs
     # instead of 243; on the demo's small, noisy dev sets 20 is up to 1.6 points better (fva/configs/demo.yaml).
@@ -86,16 +90,59 @@ class TrainConfig:
     buffer_blocks: int = BUFFER_BLOCKS
     in_memory_limit_gb: float = 4.0  # caches up to this size are loaded; larger ones stream
 
+    def __post_init__(self) -> None:
+        if self.optimiser not in ("adam", "adamw"):
+            raise FvaError(f"train.optimiser: {self.optimiser!r}; choose adam or adamw")
+        if self.schedule not in ("constant", "cosine"):
+            raise FvaError(f"train.schedule: {self.schedule!r}; choose constant or cosine")
+        if self.warmup_epochs < 0:
+            raise FvaError(f"train.warmup_epochs must be >= 0, got {self.warmup_epochs}")
+
+
+CENTRES = {"none": 0, "train": 0, "file": 1}  # score.centre -> its scoring level
+
 
 @dataclass
 class ScoreConfig:
-    """Post-processing of every trial set's distances (dev and test; any system), in this order: S-norm
-    against the fold's training-identity cohort (it needs the model's raw distances), chaining-cluster
-    refinement, then age-gender polarisation (each off unless enabled)."""
+    """Post-processing of every trial set's distances (dev and test; any system), in this order: the
+    embeddings centred (``centre``: on the fold's training mean, or on the file's own mean), S-norm against the
+    fold's training-identity cohort, z-normalisation with random training pairs, within-file clustering and
+    block mixing, chaining-cluster refinement, then age-gender polarisation (each off unless enabled).
 
+    Each step has a scoring level (:data:`fva.heads.postprocess.LEVELS`); :attr:`level` is the highest enabled,
+    and a config above ``max_level`` is refused (``--pairwise`` sets it to 0)."""
+
+    centre: str = "none"
     snorm: SnormConfig = field(default_factory=SnormConfig)
+    znorm: ZnormConfig = field(default_factory=ZnormConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
     refine: RefineConfig = field(default_factory=RefineConfig)
     polarise: PolariseConfig = field(default_factory=PolariseConfig)
+    max_level: int = 3
+
+    def __post_init__(self) -> None:
+        if self.centre not in CENTRES:
+            raise FvaError(f"score.centre: {self.centre!r}; choose from {', '.join(CENTRES)}")
+        if self.max_level not in LEVELS:
+            raise FvaError(f"score.max_level must be one of {', '.join(map(str, LEVELS))}, got {self.max_level}")
+        check_level(self.level, self.max_level, f"score.{self.steps()[-1][0] if self.steps() else 'centre'}")
+
+    def steps(self) -> list[tuple[str, int]]:
+        """The enabled steps with their scoring levels, in order of level."""
+        found = [("centre", CENTRES[self.centre])] if self.centre != "none" else []
+        found += [(name, level) for name, level in (("snorm", 0), ("znorm", 0), ("polarise", 0), ("cluster", 2),
+                                                   ("refine", 3)) if getattr(self, name).enabled]
+        return sorted(found, key=lambda item: item[1])
+
+    @property
+    def level(self) -> int:
+        """What the scores look at besides their own pair: the highest level of the enabled steps (0 when none)."""
+        return max((level for _, level in self.steps()), default=0)
+
+    @property
+    def plain(self) -> bool:
+        """No step enabled: the system's own distances."""
+        return not self.steps()
 
 
 @dataclass

@@ -311,6 +311,31 @@ class ConcatRows:
         return x, y
 
 
+class MappedRows:
+    """A row source seen through a fixed map of its features (e.g. a fitted reduction): computed once for every
+    row, in chunks, when the source is held in memory; else per batch, as the rows stream."""
+
+    def __init__(self, source, fn, chunk: int = 16384) -> None:
+        self.source, self.fn = source, fn
+        self.data = None
+        if isinstance(source, InMemoryRows):
+            self.data = np.concatenate([fn(source.batch(np.arange(lo, min(lo + chunk, len(source))))[0])
+                                        for lo in range(0, len(source), chunk)])
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.source.labels
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def batch(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self.data is not None:
+            return self.data[positions], self.source.labels[positions]
+        x, y = self.source.batch(positions)
+        return self.fn(x), y
+
+
 def row_statistics(rows, seed: list[int], max_rows: int = 65536, block_rows: int = 4096,
                    chunk: int = 8192) -> tuple[np.ndarray, np.ndarray]:
     """Per-feature mean and standard deviation of training rows (any row source: in memory, streaming,

@@ -1,5 +1,5 @@
-"""Layers the head systems share: the cosine classifier, input dropout and standardisation, the FAME 2026
-projection and speechbrain's additive angular margin softmax."""
+"""Layers the head systems share: the cosine classifier, input dropout, standardisation and reduction, the FAME
+2026 projection and speechbrain's additive angular margin softmax."""
 
 from __future__ import annotations
 
@@ -62,6 +62,43 @@ class Standardize(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) * self.inv_std if self.enabled else x
+
+
+class Reduce(nn.Module):
+    """A fixed input reduction fitted on training rows (:func:`fva.heads.linalg.fit_reduction`): every feature
+    standardised, then projected onto ``dims`` principal axes (none when ``dims`` is 0 or at least ``dim``).
+    Buffers only: saved in checkpoints, never trained."""
+
+    def __init__(self, dim: int, dims: int) -> None:
+        super().__init__()
+        self.out_dim = dims if 0 < dims < dim else dim
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("inv_std", torch.ones(dim))
+        self.register_buffer("axes", torch.zeros(dim, self.out_dim) if self.out_dim < dim else None)
+
+    def fit(self, x: np.ndarray, seed: int = 0) -> None:
+        from fva.heads.linalg import STD_FLOOR, fit_reduction
+
+        mean, std, axes = fit_reduction(x, self.out_dim if self.axes is not None else 0, seed)
+        self.mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+        self.inv_std.copy_(1.0 / torch.as_tensor(np.maximum(std, STD_FLOOR), dtype=torch.float32))
+        if self.axes is not None:
+            self.axes.copy_(torch.as_tensor(axes, dtype=torch.float32))
+
+    def fit_rows(self, rows, seed: int, stream: int) -> None:
+        """:meth:`fit` on a row source's rows (a seeded sample beyond :data:`fva.heads.linalg.FIT_ROWS`)."""
+        from fva.heads.linalg import fit_sample
+
+        self.fit(fit_sample(rows, [seed, stream]), seed)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = (x - self.mean) * self.inv_std
+        return z @ self.axes if self.axes is not None else z
+
+    @torch.inference_mode()
+    def rows(self, x: np.ndarray) -> np.ndarray:
+        """The reduction of float32 rows, numpy in and out (:class:`~fva.heads.features.MappedRows`' map)."""
+        return self(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))).numpy()
 
 
 def projection(dim: int, cfg: ModelConfig) -> nn.Sequential:

@@ -23,6 +23,9 @@ An entry that lists several experiments gives the mean of their scores, each z-n
 
 * an experiment folder written by ``fva train-head --seeds`` (``seed<k>/`` experiments, no experiment of its
   own) stands for its seeds, in seed order, wherever it is named (:func:`expand_seeds`);
+* ``max_level`` (optional, 0-3): the highest scoring level a file may use (:data:`fva.heads.postprocess.LEVELS`;
+  ``fva submission make --pairwise``: 0); ``<zip>.levels.json`` records each file's level;
+* weights: one per listed item (a seeds folder's weight shared by its seeds) or one per experiment;
 * ``weights: logistic`` fits the weights when the submission is made (nothing is stored): scikit-learn's
   logistic regression of same/different over the experiments' dev distances, every fold's
   ``fold<k>/dev_scores_<Lang>.txt`` with ``dev_<Lang>_labels.txt``, each dev list z-normalised on its own as
@@ -50,6 +53,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from fva.data import mavceleb_v4
@@ -57,12 +61,13 @@ from fva.data.trials import write_trials
 from fva.errors import FvaError
 from fva.evaluate.submission import (FLAG_2027, SubmissionFile, detect_layout, submission_files,
                                      submission_languages, write_valid_submission)
-from fva.experiment import DevList, Experiment, ExperimentInfo, experiment_folds, seed_experiments
+from fva.experiment import DevList, Experiment, ExperimentInfo, experiment_folds, seed_experiments, write_json
 from fva.heads.postprocess import znorm_fusion
 from fva.heads.scoring import score_trial_list
 from fva.yamlio import read_yaml_mapping
 
-PLAN_KEYS = {"trials", "cache", "files"}
+PLAN_KEYS = {"trials", "cache", "files", "max_level"}
+LEVELS_SUFFIX = ".levels.json"  # beside a submission zip: the scoring level of each of its files
 
 
 def default_files(languages: list[str], exp_root: str | Path, first: str = "English") -> dict[str, str]:
@@ -112,6 +117,11 @@ FUSION_KEYS = {"fuse", "weights"}
 def entry_experiments(name: str, entry, cache: str | None) -> list[tuple[str, str | None]]:
     """``(experiment, cache)`` of each experiment a plan's file names: a folder, ``{exp, cache}``, a non-empty
     list of those, or ``{fuse: LIST, weights: ...}``; seed folders expanded (:func:`expand_seeds`)."""
+    return [exp for group in entry_groups(name, entry, cache) for exp in group]
+
+
+def entry_groups(name: str, entry, cache: str | None) -> list[list[tuple[str, str | None]]]:
+    """Per item a plan's file lists, its ``(experiment, cache)`` pairs: one, or a seeds folder's seeds."""
     items = fusion_items(name, entry)
     out = []
     for item in items:
@@ -125,7 +135,20 @@ def entry_experiments(name: str, entry, cache: str | None) -> list[tuple[str, st
     if not out:
         raise FvaError(f"plan: {name} must be an experiment folder, {{exp: FOLDER, cache: FOLDER}} or a non-empty "
                        f"list of them, got {entry!r}")
-    return expand_seeds(out)
+    return [expand_seeds([item]) for item in out]
+
+
+def entry_level(name: str, entry, cache: str | None) -> int:
+    """The scoring level of a plan's file (:data:`fva.heads.postprocess.LEVELS`): the highest of its experiments'
+    (each experiment's config says what its scores read)."""
+    return max(experiment_level(exp) for exp, _ in entry_experiments(name, entry, cache))
+
+
+def experiment_level(exp: str | Path) -> int:
+    """An experiment's scoring level, from the config its scores follow."""
+    from fva.heads.config import load_config
+
+    return load_config(Experiment.open(exp).config_path).score.level
 
 
 # ---------------------------------------------------------------------------------------------------- fusion
@@ -154,22 +177,43 @@ def expand_seeds(exps: list[tuple[str, str | None]]) -> list[tuple[str, str | No
     return out
 
 
-def fusion_weights(name: str, entry, exps: list[str]) -> list[float] | None:
-    """The weights of an entry's fusion: None for the plain z-norm mean, the plan's list, or (``logistic``)
-    weights fitted on the experiments' shared dev trials."""
+def fusion_weights(name: str, entry, exps: list[str], sizes: list[int] | None = None) -> list[float] | None:
+    """The weights of an entry's fusion, one per experiment of ``exps``: None for the plain z-norm mean, the
+    plan's list, or (``logistic``) weights fitted on the experiments' shared dev trials.
+
+    ``sizes``: how many of ``exps`` each listed item stands for (a seeds folder: its seeds). A list with one
+    weight per listed item gives a seeds folder's weight to the mean of its seeds' z-scores (each seed
+    weight / seeds: FLAG 2027's 0.75 x mean over seeds + 0.25 x CCA is ``weights: [0.75, 0.25]``); so does
+    ``logistic``, which then fits one weight per item on the items' mean z-scores. A list with one weight per
+    experiment weighs each seed on its own."""
     spec = entry.get("weights") if isinstance(entry, dict) and "fuse" in entry else None
     if spec is None:
         return None
+    sizes = sizes or [1] * len(exps)
     if spec == "logistic":
         from fva.heads.postprocess import fit_fusion_weights
 
-        return [float(w) for w in fit_fusion_weights(*dev_fusion_trials(exps))]
+        z, labels = dev_fusion_trials(exps)
+        starts = np.cumsum([0] + sizes[:-1])
+        grouped = np.add.reduceat(z, starts, axis=1) / np.asarray(sizes)  # each item's mean z-score
+        return expand_weights(fit_fusion_weights(grouped, labels), sizes)
     if not isinstance(spec, list) or not all(isinstance(w, (int, float)) and not isinstance(w, bool) for w in spec):
         raise FvaError(f"plan: {name}: weights must be 'logistic' or a list of numbers, got {spec!r}")
+    if len(spec) == len(sizes):
+        return expand_weights(spec, sizes)
     if len(spec) != len(exps):
-        raise FvaError(f"plan: {name}: {len(spec)} weights for {len(exps)} experiments (seed folders count each "
-                       "seed); give one weight per experiment")
+        raise FvaError(f"plan: {name}: {len(spec)} weights for {len(sizes)} listed items ({len(exps)} experiments "
+                       "with each seed); give one weight per item or one per experiment")
     return [float(w) for w in spec]
+
+
+def expand_weights(weights, sizes: list[int]) -> list[float]:
+    """One weight per experiment from one per item: an item of n seeds gives each weight / n.
+
+    >>> expand_weights([0.75, 0.25], [3, 1])
+    [0.25, 0.25, 0.25, 0.25]
+    """
+    return [float(w) / n for w, n in zip(weights, sizes) for _ in range(n)]
 
 
 def _dev_lists(exp: Path) -> dict[tuple[str, str], DevList]:
@@ -182,8 +226,6 @@ def dev_fusion_trials(exps: list[str]):
     """``(z, labels)`` over every fold's and language's dev trials: (n_trials, n_experiments) distances, each
     dev list z-normalised on its own per experiment, and 1/0 same-person labels. The experiments must hold the
     same dev lists with the same trials (the same folds and seed); else one line naming the first difference."""
-    import numpy as np
-
     from fva.data.trials import read_labels
     from fva.evaluate.scores import read_scores
     from fva.heads.postprocess import znorm_matrix
@@ -222,18 +264,19 @@ def dev_fusion_trials(exps: list[str]):
     return np.concatenate(zs), np.concatenate(ys)
 
 
-def score_entry(name: str, entry, trials_path: Path, cache: str | None) -> dict[str, float]:
+def score_entry(name: str, entry, trials_path: Path, cache: str | None, max_level: int = 3) -> dict[str, float]:
     """key -> distance for one file of a plan: one experiment's scores, or the fusion of several (the z-norm
-    mean, or the weighted sum of :func:`fusion_weights`)."""
-    exps = entry_experiments(name, entry, cache)
+    mean, or the weighted sum of :func:`fusion_weights`); experiments scoring above ``max_level`` are refused."""
+    groups = entry_groups(name, entry, cache)
+    exps = [exp for group in groups for exp in group]
     if not is_fusion(entry, exps):
-        return score_trial_list(exps[0][0], trials_path, exps[0][1])
+        return score_trial_list(exps[0][0], trials_path, exps[0][1], max_level=max_level)
     from fva.heads.postprocess import weighted_znorm_fusion
 
     names = [exp for exp, _ in exps]
     try:
-        weights = fusion_weights(name, entry, names)
-        scores = [score_trial_list(exp, trials_path, c) for exp, c in exps]
+        weights = fusion_weights(name, entry, names, [len(group) for group in groups])
+        scores = [score_trial_list(exp, trials_path, c, max_level=max_level) for exp, c in exps]
         return znorm_fusion(scores, names) if weights is None else weighted_znorm_fusion(scores, weights, names)
     except FvaError as err:
         text = str(err)
@@ -283,8 +326,23 @@ def plan_conditions(plan: dict) -> list[str]:
     return lines
 
 
-def make_submission(plan: dict, out: str | Path) -> Path:
-    """Score every file of the plan, write the zip and validate it against the trial lists."""
+def plan_max_level(plan: dict, max_level: int | None = None) -> int:
+    """The highest scoring level a plan allows: its ``max_level`` (default 3), lowered by ``max_level``
+    (``--pairwise``: 0)."""
+    from fva.heads.postprocess import LEVELS
+
+    value = plan.get("max_level", 3)
+    if value not in LEVELS or isinstance(value, bool):
+        raise FvaError(f"plan: max_level must be one of {', '.join(map(str, LEVELS))}, got {value!r}")
+    return value if max_level is None else min(value, max_level)
+
+
+def make_submission(plan: dict, out: str | Path, max_level: int | None = None) -> Path:
+    """Score every file of the plan, write the zip and validate it against the trial lists; beside it,
+    ``<zip>.levels.json`` records each file's scoring level. A file scored above the plan's allowed level
+    (:func:`plan_max_level`) is refused before anything is scored."""
+    from fva.heads.postprocess import LEVELS, check_level
+
     trials_dir = Path(plan["trials"])
     subs = submission_files(trials_dir)
     expected = [plan_name(sub) for sub in subs]
@@ -292,6 +350,10 @@ def make_submission(plan: dict, out: str | Path) -> Path:
     missing = [name for name in expected if name not in files]
     if missing:
         raise FvaError(f"plan: no experiment for {missing[0]}; give one for each of {', '.join(expected)}")
+    allowed = plan_max_level(plan, max_level)
+    levels = {name: entry_level(name, files[name], plan.get("cache")) for name in expected}
+    for name, level in levels.items():
+        check_level(level, allowed, f"plan: {name}")
     scores = {}
     with tempfile.TemporaryDirectory(prefix="fva-plan-") as tmp:
         for sub, name in zip(subs, expected):
@@ -300,7 +362,16 @@ def make_submission(plan: dict, out: str | Path) -> Path:
                 path.parent.mkdir(exist_ok=True)
                 write_trials(path, mavceleb_v4.track_trials(trials_dir, sub.track, sub.language))
                 scores[(sub.track, sub.language, sub.condition)] = score_entry(name, files[name], path,
-                                                                               plan.get("cache"))
+                                                                               plan.get("cache"), allowed)
             else:
-                scores[(sub.language, sub.condition)] = score_entry(name, files[name], sub.trials, plan.get("cache"))
-    return write_valid_submission(out, scores, trials_dir)
+                scores[(sub.language, sub.condition)] = score_entry(name, files[name], sub.trials, plan.get("cache"),
+                                                                    allowed)
+    zip_path = write_valid_submission(out, scores, trials_dir)
+    level = max(levels.values())
+    write_json(levels_path(zip_path), {"level": level, "meaning": LEVELS[level], "allowed": allowed, "files": levels})
+    return zip_path
+
+
+def levels_path(zip_path: str | Path) -> Path:
+    """``<zip>.levels.json``: the scoring levels of a submission's files."""
+    return Path(str(zip_path) + LEVELS_SUFFIX)

@@ -1,9 +1,13 @@
-"""Score post-processing over a trial set: S-norm, age-gender polarisation, chaining-cluster refinement, z-norm
-fusion.
+"""Score post-processing over a trial set: S-norm, z-normalisation on training pairs, within-file clustering,
+age-gender polarisation, chaining-cluster refinement, z-norm fusion; and the scoring levels they belong to.
 
 All of them work on distances (lower = same person), one numpy array (or dict) per trial list, so they apply
 to any system's scores:
 
+- scoring levels (:data:`LEVELS`): 0 = each pair alone with training statistics, 1 = statistics of the test
+  file, 2 = clusters of the test file's media, 3 = the trial list's pairing; ``--pairwise`` allows 0 only.
+- :class:`ZnormConfig` (level 0): distances standardised with random training pairs' statistics.
+- :class:`ClusterConfig` (level 2): within-file clustering of each modality and block-mean mixing.
 - :func:`snorm` (symmetric score normalisation, plain or adaptive, as speaker-verification toolkits do it):
   each trial's distance standardised by its voice's distances to a cohort of faces and by its face's
   distances to a cohort of voices (:func:`cohort_moments` gives those statistics).
@@ -11,7 +15,8 @@ to any system's scores:
   gets a smaller distance, one that disagrees a larger one.
 - :func:`refine` (FAME 2024, 2nd place, "chaining cluster"): gender and identity clusters of the trial
   set's own media pull likely same-person trials towards the lowest distance and push cross-gender trials
-  to the highest.
+  to the highest. Level 3: the lowest and highest distance are those of the listed trials, so re-pairing
+  the other trials of a file moves a trial's score.
 - :func:`znorm_fusion`: the mean of several experiments' z-normalised scores of one trial list;
   :func:`weighted_znorm_fusion` their weighted sum, with weights from :func:`fit_fusion_weights` (logistic
   regression on dev trials).
@@ -22,15 +27,32 @@ The config dataclasses hold scalars only (the head config's parser coerces by th
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from fva.errors import FvaError
 
-__all__ = ["SnormConfig", "cohort_moments", "snorm", "PolariseConfig", "RefineConfig", "MediaClusters", "polarise",
+__all__ = ["LEVELS", "PAIRWISE", "check_level", "ZnormConfig", "ClusterConfig", "cluster_space", "SnormConfig", "cohort_moments", "snorm", "PolariseConfig", "RefineConfig", "MediaClusters", "polarise",
            "match_confidence", "elbow", "cluster_media", "refine", "znorm_fusion", "znorm_matrix",
            "weighted_znorm_fusion", "fit_fusion_weights"]
+
+
+# --------------------------------------------------------------------------------------------------------
+# Scoring levels: what a score may look at besides its own pair (DESIGN.md, "Scoring levels")
+# --------------------------------------------------------------------------------------------------------
+
+LEVELS = {0: "each pair alone, with training statistics only", 1: "statistics of the test file",
+          2: "clusters of the test file's media", 3: "the trial list's pairing"}
+PAIRWISE = 0  # --pairwise: the highest level allowed
+
+
+def check_level(level: int, allowed: int, what: str) -> None:
+    """One line when ``what`` scores at a level above ``allowed`` (``--pairwise``: 0)."""
+    if level > allowed:
+        raise FvaError(f"{what} scores at level {level} ({LEVELS[level]}), above the allowed level {allowed} "
+                       f"({LEVELS[allowed]}){'; drop --pairwise or' if allowed == PAIRWISE else ';'} "
+                       "use a system that does not read it")
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -99,6 +121,67 @@ def snorm(distances: np.ndarray, voice_mean: np.ndarray, voice_std: np.ndarray, 
             raise FvaError(f"score.snorm: a {side}'s distances to the cohort are all equal (deviation 0); "
                            "use a larger cohort or adaptive_top_k")
     return 0.5 * ((d - mu_v) / sd_v + (d - mu_f) / sd_f)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Pairwise-safe z-normalisation and transductive clustering (FLAG 2027 participants)
+# --------------------------------------------------------------------------------------------------------
+
+@dataclass
+class ZnormConfig:
+    """Every distance standardised by the mean and standard deviation of the system's distances of ``pairs``
+    random TRAINING pairs (a voice row and a face row of the fold's training identities, drawn independently,
+    seeded by ``seed`` and the fold), computed the same way (centring, S-norm) when the fold is trained and kept
+    in its checkpoint: the same affine map for dev and test, whatever else the file holds (level 0). 20,000
+    pairs as published (FourFusion_FLAG2027, INDEP-01)."""
+
+    enabled: bool = False
+    pairs: int = 20000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.pairs < 2:
+            raise FvaError(f"score.znorm.pairs must be at least 2, got {self.pairs}")
+
+
+def published_grid() -> list:
+    return [round(0.4 + 0.05 * i, 2) for i in range(17)]  # 0.40 .. 1.20, FourFusion_FLAG2027's search
+
+
+@dataclass
+class ClusterConfig:
+    """Within-file clustering (level 2): each modality's media of the test file clustered on their encoder
+    features (L2-normalised, centred on the file's mean, L2-normalised again; average linkage, cosine distance,
+    :func:`fva.heads.transductive.cluster_labels`), then every distance mixed with its block's mean:
+    d' = (1 - weight) d + weight * mean of d over the voice's cluster x the face's cluster (all media pairs of
+    the two clusters, listed or not: :func:`fva.heads.transductive.block_mix`).
+
+    Thresholds: a value > 0 is used as given; 0 fits it per fold on the TRAINING identities (at most
+    ``fit_rows`` seeded rows per modality) by the adjusted Rand index over ``grid``. Published
+    (FourFusion_FLAG2027, BEST/v6_eval): weight 0.99, grid 0.40-1.20, fitted thresholds face 0.75 / voice 0.70.
+    """
+
+    enabled: bool = False
+    weight: float = 0.99
+    voice_threshold: float = 0.0
+    face_threshold: float = 0.0
+    grid: list = field(default_factory=published_grid)
+    fit_rows: int = 3000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.weight <= 1.0:
+            raise FvaError(f"score.cluster.weight must be in [0, 1], got {self.weight}")
+        if self.voice_threshold < 0 or self.face_threshold < 0 or any(t <= 0 for t in self.grid):
+            raise FvaError("score.cluster thresholds must be > 0 (0: fitted on the training identities)")
+        if self.fit_rows < 4:
+            raise FvaError(f"score.cluster.fit_rows must be at least 4, got {self.fit_rows}")
+
+
+def cluster_space(x: np.ndarray, mean: np.ndarray | None = None) -> np.ndarray:
+    """Rows as clustered: L2-normalised, centred (on ``mean``, default their own mean), L2-normalised again."""
+    u = _unit(np.asarray(x, dtype=np.float64))
+    return _unit(u - (u.mean(axis=0) if mean is None else mean))
 
 
 # --------------------------------------------------------------------------------------------------------

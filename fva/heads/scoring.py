@@ -12,17 +12,20 @@ import numpy as np
 from fva.data.trials import read_trials
 from fva.errors import FvaError
 from fva.heads.experiment import check_same_weights, fold_checkpoints, load_checkpoint, read_experiment
+from fva.heads.postprocess import check_level
 from fva.heads.systems.base import HeadSystem
-from fva.heads.trialset import Cohort, TrialSet, open_features
+from fva.heads.trialset import Cohort, TrainStats, TrialSet, open_features
 from fva.layout import find_features_folder
 
 
 def score_trial_list(exp: str | Path, trials_path: str | Path, cache_root: str | Path | None = None,
-                     subset: str = "test") -> dict[str, float]:
+                     subset: str = "test", max_level: int = 3) -> dict[str, float]:
     """key -> distance for every trial of ``trials_path``, features from the ``subset`` caches of the weight set
-    the experiment was trained on; features of other weights are refused."""
+    the experiment was trained on; features of other weights are refused, and so is an experiment whose score
+    steps read more than ``max_level`` allows (:data:`fva.heads.postprocess.LEVELS`; ``--pairwise``: 0)."""
     exp = Path(exp)
     cfg, info = read_experiment(exp)
+    check_level(cfg.score.level, max_level, str(exp))
     root = Path(cache_root) if cache_root else Path(info.cache)
     trials = read_trials(trials_path)
     weight_set = info.weight_set
@@ -59,7 +62,7 @@ class FoldModels:
 
     def distances(self, ts: TrialSet, post=None) -> np.ndarray:
         """(folds, trials): each fold model's distances; their mean over axis 0 is the experiment's score."""
-        return np.stack([ts.distances(model, post, Cohort.from_payload(payload))
+        return np.stack([ts.distances(model, post, Cohort.from_payload(payload), TrainStats.from_payload(payload))
                          for model, payload in zip(self.models, self.payloads)])
 
     def threshold(self) -> float | None:

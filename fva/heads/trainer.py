@@ -37,7 +37,7 @@ from fva.heads.experiment import (build_model, check_same_weights, fold_line, in
 from fva.heads.features import ConcatRows, epoch_order, make_rows, row_statistics, select_rows
 from fva.heads.parallel import train_folds_in_workers
 from fva.heads.systems.base import Batch, HeadSystem
-from fva.heads.trialset import Modalities, TrialSet, build_cohort, open_features
+from fva.heads.trialset import Modalities, TrialSet, build_cohort, build_train_stats, open_features
 from fva.layout import (FULL_SET, check_weight_set, features_folder, find_features_folder, folds_path,
                         manifest_records)
 
@@ -134,6 +134,9 @@ class FoldTrainer:
             torch.manual_seed(self.cfg.seed)
             model = build_model(self.pre.voice.dim, self.pre.face.dim, len(ids), self.model_config("pretrain"))
             fit_input_norm(model, voice_rows, face_rows, [self.cfg.seed, PRETRAIN_STREAM])
+            model.fit_inputs(voice_rows, face_rows, self.cfg.seed * 1000 + PRETRAIN_STREAM)
+            run.voice_rows, run.face_rows = (model.training_rows("voice", voice_rows),
+                                             model.training_rows("face", face_rows))
             run.log_path.write_text("")
             self.fit(run, model, make_optimiser(model, self.cfg.train), fresh_state())
             save_checkpoint(ckpt, model, {"classes": ids, "dataset": self.cfg.data.pretrain_dataset,
@@ -233,7 +236,7 @@ class FoldTrainer:
             train_features=str(self.folder), heard=self.heard, unheard=self.unheard, folds=self.folds.k,
             voice=features["voice"], face=features["face"],
             encoders_unheard=encoders_unheard(self.weight_set, split, self.feats),
-            fine_tuned=self.cfg.train.epochs > 0, pretrain=pretrain, init=started)
+            fine_tuned=self.cfg.train.epochs > 0, pretrain=pretrain, init=started, score_level=self.cfg.score.level)
 
     def dev_sets(self, fold: int) -> dict[str, tuple[TrialSet, dict[str, int]]]:
         """Per language and kind of impostor (:func:`dev_list_name`): the fold's dev trials (as ``fva folds
@@ -248,6 +251,9 @@ class FoldTrainer:
         """Train one fold, keep the epoch with the best dev EER heard, then score its dev trials."""
         run = self.fold_run(fold)
         model = self.new_model(run, init_state)
+        if model.closed_form:
+            self.solve(run, model)
+            return self.finish_fold(fold, run.dev)
         if self.cfg.train.epochs == 0:  # no fine-tuning: the starting point is the fold's model
             if init_state is None and self.pre is None:
                 raise FvaError("train.epochs 0 keeps each fold's starting point: give data.pretrain_dataset "
@@ -261,12 +267,27 @@ class FoldTrainer:
         self.fit(run, model, optimiser, self.resume_point(run, model, optimiser, resume))
         return self.finish_fold(fold, run.dev)
 
+    def solve(self, run: "FoldRun", model: HeadSystem) -> None:
+        """A closed-form system's run: each candidate of :meth:`HeadSystem.solutions` evaluated on the dev trials
+        and kept when its selection EER is the best so far (the first best wins ties), one log line each."""
+        state = fresh_state()
+        run.log_path.write_text("")
+        for step, setting in enumerate(model.solutions(run.voice_rows, run.face_rows)):
+            start = time.perf_counter()
+            dev_eer, selection = self.evaluate(run, model)
+            self.select(run, model, state, step, dev_eer, selection, {"setting": setting})
+            self.log_epoch(run, {"fold": run.fold, "epoch": step, "setting": setting, "dev_eer": dev_eer,
+                                 "selection_eer": selection, "seconds": round(time.perf_counter() - start, 4)})
+        if state["best_epoch"] < 0:
+            raise FvaError(f"fold {run.fold}: {model.name} gave no candidate solution; check model.params")
+
     def fit(self, run: "FoldRun", model: HeadSystem, optimiser: torch.optim.Optimizer, state: dict) -> None:
         """The one epoch loop of every run (each fold, and pretraining): train; where the run has dev lists,
         evaluate and keep the best epoch (:meth:`select`), log, and leave a resume point; else log the loss."""
         while not self.finished(state, run.epochs):
             start = time.perf_counter()
             epoch = state["epoch"]
+            set_learning_rate(optimiser, self.cfg.train, epoch, run.epochs)
             loss = self.train_one_epoch(run, model, optimiser, epoch)
             if not run.dev:
                 state["epoch"] = epoch + 1
@@ -311,6 +332,9 @@ class FoldTrainer:
             model.load_projections(init_state)
         else:
             fit_input_norm(model, run.voice_rows, run.face_rows, [cfg.seed, run.fold])
+            model.fit_inputs(run.voice_rows, run.face_rows, cfg.seed * 1000 + run.fold)
+        run.voice_rows = model.training_rows("voice", run.voice_rows)
+        run.face_rows = model.training_rows("face", run.face_rows)
         return model
 
     def resume_point(self, run: "FoldRun", model: HeadSystem, optimiser: torch.optim.Optimizer,
@@ -351,14 +375,16 @@ class FoldTrainer:
         return dev_eer, float(np.mean([dev_eer[name] for name in chosen if name in dev_eer]))
 
     def select(self, run: "FoldRun", model: HeadSystem, state: dict, epoch: int, dev_eer: dict[str, float],
-               selection: float) -> None:
-        """Keep this epoch's model as the fold's checkpoint when its selection EER is the best so far."""
+               selection: float, extra: dict | None = None) -> None:
+        """Keep this epoch's model as the fold's checkpoint (with ``extra`` in its payload) when its selection
+        EER is the best so far."""
         state["epoch"] = epoch + 1
         if selection < state["best"]:
             state.update(best=selection, best_epoch=epoch, stale=0)
             save_checkpoint(run.out / CHECKPOINT_FILE, model,
                             {"classes": list(run.classes), "fold": run.fold, "split": self.cfg.data.split,
-                             "heard": self.heard, "unheard": self.unheard, "epoch": epoch, "dev_eer": dev_eer})
+                             "heard": self.heard, "unheard": self.unheard, "epoch": epoch, "dev_eer": dev_eer,
+                             **(extra or {})})
         else:
             state["stale"] += 1
 
@@ -384,15 +410,24 @@ class FoldTrainer:
             cohort = build_cohort(model, self.feats, self.records, self.folds.train_identities(fold),
                                   self.unheard[0] if self.unheard else None, self.cfg.score.snorm, fold)
             payload["cohort"] = cohort.payload()
+        stats = None
+        post = self.cfg.score
+        if post.centre != "none" or post.znorm.enabled or post.cluster.enabled:
+            stats = build_train_stats(model, self.feats, self.records, self.folds.train_identities(fold),
+                                      self.unheard[0] if self.unheard else None, post, fold, cohort)
+            payload["train_stats"] = stats.payload()
         metrics = {"fold": fold, "epoch": payload["epoch"], "heard": {}, "unheard": {},
                    "select_on": self.cfg.train.select_on}
-        heard_y, heard_d = self.score_dev_lists(out, model, dev, cohort, metrics)
+        if "setting" in payload:  # a closed-form system's selected grid point
+            metrics["setting"] = payload["setting"]
+        heard_y, heard_d = self.score_dev_lists(out, model, dev, cohort, metrics, stats)
+        metrics["score_level"] = post.level
         self.calibrate(heard_y, heard_d, metrics, payload)
         write_payload(out / CHECKPOINT_FILE, payload)
         write_json(out / METRICS_FILE, metrics)
         return metrics
 
-    def score_dev_lists(self, out: Path, model: HeadSystem, dev: dict, cohort, metrics: dict,
+    def score_dev_lists(self, out: Path, model: HeadSystem, dev: dict, cohort, metrics: dict, stats=None,
                         ) -> tuple[np.ndarray, np.ndarray]:
         """Write each dev list's trials, truth and distances (:class:`~fva.experiment.DevList`), put its EER in
         ``metrics`` (heard / unheard; ``same_gender`` for the same-gender lists); returns the labels and
@@ -402,7 +437,7 @@ class FoldTrainer:
         all_labels, all_dist = [], []
         for name, (ts, labels) in dev.items():
             lang, negatives = parse_dev_list_name(name)
-            dist = ts.distances(model, self.cfg.score, cohort)
+            dist = ts.distances(model, self.cfg.score, cohort, stats)
             files = DevList(out, name)
             write_trials(files.trials_path, ts.trials)
             write_labels(files.labels_path, labels)
@@ -469,11 +504,40 @@ def encoders_unheard(weight_set: str, split: Split, feats) -> str | None:
     return None if public else split.unheard
 
 
+OPTIMISERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}  # train.optimiser
+
+
 def make_optimiser(model: HeadSystem, tc) -> torch.optim.Optimizer:
-    """Adam over the trainable parameters (a frozen branch has none); fused: one pass per step, ~5x faster
-    on the CPU than the default."""
-    return torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=tc.lr,
-                            weight_decay=tc.weight_decay, fused=True)
+    """``train.optimiser`` (Adam, or AdamW's decoupled weight decay) over the trainable parameters (a frozen
+    branch has none); fused: one pass per step, ~5x faster on the CPU than the default."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise FvaError(f"the {model.name} head has no trainable parameters; train it with its own method")
+    return OPTIMISERS[tc.optimiser](params, lr=tc.lr, weight_decay=tc.weight_decay, fused=True)
+
+
+def learning_rate(tc, epoch: int, epochs: int) -> float:
+    """The learning rate of ``epoch`` (from 0) of ``epochs``: ``train.lr``, times (epoch + 1) / warmup_epochs
+    during the warm-up, times 0.5 (1 + cos(pi e / E)) after it under the cosine schedule (e, E: epochs after
+    the warm-up; torch's CosineAnnealingLR stepped once per epoch, down to 0). A function of the epoch alone,
+    so a resumed run continues the same curve.
+
+    >>> from fva.heads.config import TrainConfig
+    >>> [round(learning_rate(TrainConfig(lr=1.0, schedule="cosine"), e, 4), 3) for e in range(4)]
+    [1.0, 0.854, 0.5, 0.146]
+    """
+    if epoch < tc.warmup_epochs:
+        return tc.lr * (epoch + 1) / tc.warmup_epochs
+    if tc.schedule == "cosine":
+        span = max(epochs - tc.warmup_epochs, 1)
+        return tc.lr * 0.5 * (1.0 + math.cos(math.pi * (epoch - tc.warmup_epochs) / span))
+    return tc.lr
+
+
+def set_learning_rate(optimiser: torch.optim.Optimizer, tc, epoch: int, epochs: int) -> None:
+    lr = learning_rate(tc, epoch, epochs)
+    for group in optimiser.param_groups:
+        group["lr"] = lr
 
 
 def fit_input_norm(model: HeadSystem, voice_rows, face_rows, seed: list[int]) -> None:

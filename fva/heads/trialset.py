@@ -3,7 +3,7 @@ trials of each fold) and scoring (any trial list) share; and S-norm's cohort of 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +16,8 @@ from fva.data.trials import Trial
 from fva.errors import FvaError
 from fva.heads.config import HeadConfig, ScoreConfig
 from fva.heads.features import FeatureTable, select_rows
-from fva.heads.postprocess import SnormConfig, cohort_moments, polarise, refine, snorm
+from fva.heads.postprocess import SnormConfig, cluster_space, cohort_moments, polarise, refine, snorm
+from fva.heads.transductive import block_mix, cluster_labels, fit_threshold
 from fva.heads.systems.base import HeadSystem
 
 
@@ -71,9 +72,9 @@ def extras_for_keys(table: FeatureTable, keys: list[str], by_key: dict[str, np.n
 
 def distinct_features(table: FeatureTable, keys: list[str], by_key: dict[str, np.ndarray],
                       what: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Features of the distinct keys (first-seen order), per key of ``keys`` its row in them, and the
-    distinct keys."""
-    row = {k: i for i, k in enumerate(dict.fromkeys(keys))}
+    """Features of the distinct keys (sorted, so that the rows do not depend on how the trials pair them), per key
+    of ``keys`` its row in them, and the distinct keys."""
+    row = {k: i for i, k in enumerate(sorted(set(keys)))}  # canonical: the same media, the same rows
     return (features_for_keys(table, list(row), by_key, what), np.array([row[k] for k in keys], dtype=np.int64),
             list(row))
 
@@ -101,21 +102,24 @@ class TrialSet:
         return cls(trials, voice, face, voice_of, face_of, extras_for_keys(feats.voice, voices, vk),
                    extras_for_keys(feats.face, faces, fk))
 
-    def distances(self, model: HeadSystem, post: ScoreConfig | None = None,
-                  cohort: "Cohort | None" = None) -> np.ndarray:
-        """The system's distance of each trial, post-processed as ``post`` says (S-norm against ``cohort``,
-        the model's own, then refinement, then polarisation) when given."""
-        if post is None or not (post.snorm.enabled or post.refine.enabled or post.polarise.enabled):
+    def distances(self, model: HeadSystem, post: ScoreConfig | None = None, cohort: "Cohort | None" = None,
+                  stats: "TrainStats | None" = None) -> np.ndarray:
+        """The system's distance of each trial, post-processed as ``post`` says when given: embeddings centred,
+        S-norm against ``cohort`` (the model's own), z-norm and cluster thresholds from ``stats`` (the fold's
+        :class:`TrainStats`), block mixing over the file's clusters, refinement, polarisation.
+
+        Only refinement (level 3) reads which voice the list pairs with which face: every other step sees the
+        file's distinct media (in sorted order) and each trial's own pair."""
+        if post is None or post.plain:
             return score_distances(model, self.voice, self.face, voice_of=self.voice_of, face_of=self.face_of)
         ev, ef = embed_rows(model, "voice", self.voice), embed_rows(model, "face", self.face)
-        dist = pair_distances(model, ev, ef, self.voice_of, self.face_of)
-        if post.snorm.enabled:
-            if cohort is None:
-                raise FvaError("score.snorm needs the cohort that training stores in each fold's checkpoint; "
-                               "retrain the experiment with score.snorm enabled")
-            mu_v, sd_v = cohort_statistics(model, "voice", ev, cohort.face, post.snorm.adaptive_top_k)
-            mu_f, sd_f = cohort_statistics(model, "face", ef, cohort.voice, post.snorm.adaptive_top_k)
-            dist = snorm(dist, mu_v[self.voice_of], sd_v[self.voice_of], mu_f[self.face_of], sd_f[self.face_of])
+        ev, ef, centres = centre_embeddings(model, ev, ef, post.centre, stats)
+        per_pair = PairSteps(model, ev, ef, post, cohort, stats, centres)
+        if post.cluster.enabled:
+            full = block_mix(per_pair.matrix(), *self.clusters(post, stats), post.cluster.weight)
+            dist = full[self.voice_of, self.face_of]
+        else:
+            dist = per_pair(pair_distances(model, ev, ef, self.voice_of, self.face_of), self.voice_of, self.face_of)
         if post.refine.enabled:
             if ev.dim() != 2:
                 raise FvaError(f"score.refine: the {model.name} system has no embedding per medium to cluster; "
@@ -130,6 +134,162 @@ class TrialSet:
                             self.face_extras["age"][self.face_of], self.face_extras["p_female"][self.face_of],
                             post.polarise)
         return dist
+
+
+    def clusters(self, post: ScoreConfig, stats: "TrainStats | None") -> tuple[np.ndarray, np.ndarray]:
+        """Cluster labels of the file's distinct voices and faces (:class:`~fva.heads.postprocess.ClusterConfig`),
+        each modality on its encoder features, at the configured or the fold's fitted threshold."""
+        labels = []
+        for modality, x in (("voice", self.voice), ("face", self.face)):
+            threshold = getattr(post.cluster, f"{modality}_threshold") or (
+                getattr(stats, f"{modality}_threshold", None) if stats is not None else None)
+            if not threshold:
+                raise FvaError(f"score.cluster: no {modality} threshold; retrain the experiment with score.cluster "
+                               "enabled (it fits them on the training identities) or set score.cluster."
+                               f"{modality}_threshold")
+            labels.append(cluster_labels(cluster_space(x), threshold))
+        return labels[0], labels[1]
+
+
+def centre_embeddings(model: HeadSystem, ev: torch.Tensor, ef: torch.Tensor, centre: str,
+                      stats: "TrainStats | None") -> tuple[torch.Tensor, torch.Tensor, tuple | None]:
+    """The embeddings centred as ``score.centre`` says (``train``: the fold's training means from ``stats``;
+    ``file``: the mean of the file's distinct media) and the two means subtracted (None when not centred)."""
+    if centre == "none":
+        return ev, ef, None
+    if ev.dim() != 2:
+        raise FvaError(f"score.centre: the {model.name} system has no embedding per medium to centre; set "
+                       "score.centre none")
+    if centre == "train":
+        if stats is None or stats.voice_mean is None:
+            raise FvaError("score.centre train needs the training means that training stores in each fold's "
+                           "checkpoint; retrain the experiment with it")
+        means = (stats.voice_mean, stats.face_mean)
+    else:
+        means = (ev.mean(dim=0), ef.mean(dim=0))
+    return ev - means[0], ef - means[1], means
+
+
+class PairSteps:
+    """The per-pair steps of :meth:`TrialSet.distances` on the (centred) embeddings ``ev``, ``ef``: the system's
+    distance, then S-norm (its cohort centred like the media) and z-norm on training pairs. Called with a
+    trial's voice and face rows; :meth:`matrix` gives every voice x face pair."""
+
+    def __init__(self, model: HeadSystem, ev: torch.Tensor, ef: torch.Tensor, post: ScoreConfig,
+                 cohort: "Cohort | None", stats: "TrainStats | None", centres: tuple | None) -> None:
+        self.model, self.ev, self.ef, self.post = model, ev, ef, post
+        self.moments = None
+        if post.snorm.enabled:
+            if cohort is None:
+                raise FvaError("score.snorm needs the cohort that training stores in each fold's checkpoint; "
+                               "retrain the experiment with score.snorm enabled")
+            cv, cf = (cohort.voice, cohort.face) if centres is None else (cohort.voice - centres[0],
+                                                                           cohort.face - centres[1])
+            k = post.snorm.adaptive_top_k
+            self.moments = (*cohort_statistics(model, "voice", ev, cf, k), *cohort_statistics(model, "face", ef, cv, k))
+        self.z = None
+        if post.znorm.enabled:
+            if stats is None or stats.pair_mean is None:
+                raise FvaError("score.znorm needs the training pairs' statistics that training stores in each "
+                               "fold's checkpoint; retrain the experiment with score.znorm enabled")
+            self.z = (stats.pair_mean, stats.pair_std)
+
+    def __call__(self, dist: np.ndarray, voice_of: np.ndarray, face_of: np.ndarray) -> np.ndarray:
+        if self.moments is not None:
+            mu_v, sd_v, mu_f, sd_f = self.moments
+            dist = snorm(dist, mu_v[voice_of], sd_v[voice_of], mu_f[face_of], sd_f[face_of])
+        if self.z is not None:
+            dist = (dist - self.z[0]) / self.z[1]
+        return dist
+
+    def matrix(self) -> np.ndarray:
+        """(voices, faces): every pair of the file's media through the same steps."""
+        nv, nf = len(self.ev), len(self.ef)
+        voice_of, face_of = np.repeat(np.arange(nv), nf), np.tile(np.arange(nf), nv)
+        return self(cross_distances(self.model, "voice", self.ev, self.ef).reshape(-1), voice_of,
+                    face_of).reshape(nv, nf)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Training statistics of level-0 and level-2 steps
+# --------------------------------------------------------------------------------------------------------
+
+STATS_ROWS = 65536  # training rows per modality the mean embeddings are taken over at most
+
+
+@dataclass
+class TrainStats:
+    """What the score steps take from a fold's training identities, kept in its checkpoint as plain tensors
+    and floats (``weights_only`` loading works): mean embeddings (``score.centre train``), the mean and
+    deviation of random training pairs' distances (``score.znorm``), fitted cluster thresholds with their
+    adjusted Rand index (``score.cluster``). Parts a config does not use are None."""
+
+    voice_mean: torch.Tensor | None = None
+    face_mean: torch.Tensor | None = None
+    pair_mean: float | None = None
+    pair_std: float | None = None
+    voice_threshold: float | None = None
+    face_threshold: float | None = None
+    voice_ari: float | None = None
+    face_ari: float | None = None
+
+    def payload(self) -> dict:
+        return {k: v for k, v in vars(self).items() if v is not None}
+
+    @classmethod
+    def from_payload(cls, payload: dict) -> "TrainStats | None":
+        stats = payload.get("train_stats")
+        return None if stats is None else cls(**stats)
+
+
+def _sample(n: int, size: int, seed: list[int]) -> np.ndarray:
+    """Sorted positions of a seeded sample of ``size`` of ``n`` (all of them when ``size`` >= ``n``)."""
+    if size >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size, replace=False))
+
+
+def build_train_stats(model: HeadSystem, feats: Modalities, records: dict[str, MediaRecord], identities: list[str],
+                      unheard: str | None, post: ScoreConfig, fold: int, cohort: "Cohort | None") -> TrainStats:
+    """:class:`TrainStats` of a fold model from its training identities' rows (the ``unheard`` language left
+    out): the parts ``post`` needs. Z-norm's pairs go through the same centring and S-norm as scoring (with
+    ``score.centre file`` the training mean stands for a file's)."""
+    classes = {identity: i for i, identity in enumerate(identities)}
+    tables = {"voice": feats.voice, "face": feats.face}
+    chosen = {m: select_rows(t, records, set(identities), unheard, classes) for m, t in tables.items()}
+    stats = TrainStats()
+    if post.centre != "none" or post.znorm.enabled:
+        means = {}
+        for stream, (m, sel) in enumerate(chosen.items()):
+            rows = sel.rows[_sample(len(sel.rows), STATS_ROWS, [post.znorm.seed, fold, stream])]
+            means[m] = embed_rows(model, m, tables[m].rows(rows)).mean(dim=0)
+        stats.voice_mean, stats.face_mean = means["voice"], means["face"]
+    if post.znorm.enabled:
+        rng = np.random.default_rng([post.znorm.seed, fold, 2])
+        picks = {m: rng.integers(len(sel.rows), size=post.znorm.pairs) for m, sel in chosen.items()}
+        emb, index = {}, {}
+        for m, sel in chosen.items():
+            distinct, index[m] = np.unique(sel.rows[picks[m]], return_inverse=True)
+            emb[m] = embed_rows(model, m, tables[m].rows(distinct))
+        centre = "train" if post.centre != "none" else "none"
+        ev, ef, centres = centre_embeddings(model, emb["voice"], emb["face"], centre, stats)
+        steps = PairSteps(model, ev, ef, replace(post, znorm=replace(post.znorm, enabled=False)), cohort, None,
+                          centres)
+        d = steps(pair_distances(model, ev, ef, index["voice"], index["face"]), index["voice"], index["face"])
+        if d.std() <= 1e-12:
+            raise FvaError(f"score.znorm: fold {fold}'s training pairs all have the same distance; it cannot "
+                           "z-normalise")
+        stats.pair_mean, stats.pair_std = float(d.mean()), float(d.std())
+    if post.cluster.enabled:
+        for stream, (m, sel) in enumerate(chosen.items()):
+            if getattr(post.cluster, f"{m}_threshold"):
+                continue
+            rows = _sample(len(sel.rows), post.cluster.fit_rows, [post.cluster.seed, fold, 3 + stream])
+            threshold, ari = fit_threshold(cluster_space(tables[m].rows(sel.rows[rows])), sel.labels[rows],
+                                           np.asarray(post.cluster.grid, dtype=np.float64))
+            setattr(stats, f"{m}_threshold", threshold)
+            setattr(stats, f"{m}_ari", ari)
+    return stats
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -47,6 +47,11 @@ def _coerce(value: Any, default: Any, source: str, name: str) -> Any:
             raise FvaError(f"{source}: {name} must be a mapping, got {value!r}")
         return dict(value)
     if kind is list:
+        numeric = bool(default) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in default)
+        if numeric:  # a list of numbers (e.g. a grid): each entry coerced like the default's first
+            if not isinstance(value, list) or not value:
+                raise FvaError(f"{source}: {name} must be a non-empty list of numbers, got {value!r}")
+            return [_coerce(v, default[0], source, name) for v in value]
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise FvaError(f"{source}: {name} must be a list of names, got {value!r}")
         return list(value)

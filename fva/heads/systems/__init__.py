@@ -15,7 +15,8 @@ SYSTEMS: Registry[type] = Registry("head system", choices="known systems:")
 for _name, _module in (("fame2026", "fva.heads.model"), ("xm-align", "fva.heads.systems.xmalign"),
                        ("fop", "fva.heads.systems.fop"), ("dual-fop", "fva.heads.systems.fop"),
                        ("contrastive", "fva.heads.systems.contrastive"),
-                       ("cross-attention", "fva.heads.systems.crossattn")):
+                       ("cross-attention", "fva.heads.systems.crossattn"), ("cca", "fva.heads.systems.cca"),
+                       ("bridge", "fva.heads.systems.contrastive")):
     SYSTEMS.lazy(_name, _module)
 
 

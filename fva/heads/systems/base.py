@@ -50,6 +50,9 @@ class HeadSystem(nn.Module):
     Params: ClassVar[type] = NoParams
     pairing: ClassVar[str] = "independent"  # or "paired"
     classifier_modules: ClassVar[tuple[str, ...]] = ("classifier",)  # not carried by projections_state
+    # closed-form systems are not trained by gradient steps: the trainer calls :meth:`solutions` instead of
+    # running epochs, and selects among its candidates on the dev trials as it selects among epochs
+    closed_form: ClassVar[bool] = False
 
     def __init__(self, voice_dim: int, face_dim: int, n_classes: int, cfg: Any) -> None:
         super().__init__()
@@ -63,6 +66,22 @@ class HeadSystem(nn.Module):
     def embed(self, modality: str, x: torch.Tensor) -> torch.Tensor:
         """Representation of each row of one modality, (N, ...), used for scoring (called in eval mode)."""
         raise NotImplementedError
+
+    def fit_inputs(self, voice_rows, face_rows, seed: int) -> None:
+        """Fit fixed input transforms (e.g. a :class:`~fva.heads.layers.Reduce`) on a fold's training rows,
+        before training; a model started from other weights keeps theirs. Default: nothing to fit."""
+
+    def training_rows(self, modality: str, rows):
+        """The rows :meth:`loss` (or :meth:`solutions`) sees for ``modality``: by default the cache's rows; a
+        system with a fixed input transform returns them transformed once (:class:`~fva.heads.features.MappedRows`)
+        so that no epoch repeats it."""
+        return rows
+
+    def solutions(self, voice_rows, face_rows):
+        """Closed-form systems: a generator that sets the model to each candidate solution in turn (e.g. each
+        point of a hyper-parameter grid) and yields a mapping describing it, fitted on the training rows
+        (:meth:`training_rows`)."""
+        raise NotImplementedError(f"{self.name} is trained by gradient steps, not in closed form")
 
     def pair_distances(self, voice: torch.Tensor, face: torch.Tensor) -> torch.Tensor:
         """(N,) distance of voice row i and face row i of :meth:`embed` outputs; default 1 - cosine."""

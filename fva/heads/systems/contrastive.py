@@ -1,6 +1,7 @@
 """Supervised cross-contrastive learning (FAME 2024, 2nd place): voice and face projections to a shared
 space trained with a cross-modal InfoNCE over the batch's same-identity voice-face pairs; score = 1 - cosine.
-(The chaining-cluster score refinement of that system is a separate score post-processor.)
+(The chaining-cluster score refinement of that system is a separate score post-processor.) The same loss trains
+the InfoNCE "bridge" of FLAG 2027 participants (:class:`Bridge`: MLP branches over reduced inputs).
 
 With L2-normalised embeddings and s_ij = v_i · f_j / τ, the voice→face term of row i is
 
@@ -18,9 +19,11 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from fva.errors import FvaError
-from fva.heads.layers import CosineClassifier, aam_softmax, projection
+from fva.heads.features import MappedRows
+from fva.heads.layers import CosineClassifier, Reduce, aam_softmax, projection
 from fva.heads.systems import register_system
 from fva.heads.systems.base import Batch, HeadSystem, check_paired
 
@@ -97,3 +100,62 @@ class Contrastive(HeadSystem):
             for emb, labels in ((v, batch.voice_labels), (f, batch.face_labels)):
                 total = total + self.params.ce_weight * self.aam_loss(self.classifier(emb), labels)
         return total
+
+
+@dataclass
+class BridgeParams:
+    # the published InfoNCE bridge (FourFusion_FLAG2027, kaggle/flag_v2.py): per modality dropout 0.3, Linear
+    # to 512, BatchNorm, ReLU, dropout 0.3, Linear to model.embedding_dim (128), L2-normalised
+    hidden: int = 512
+    dropout: float = 0.3
+    tau: float = 0.07
+    # inputs standardised on the fold's training rows and, where wider, projected onto this many principal
+    # axes (the published face PCA-256; their 192-d voice input was kept whole); 0: standardise only
+    pca_dim: int = 256
+
+
+@register_system
+class Bridge(HeadSystem):
+    """Two MLP branches on reduced inputs (:class:`~fva.heads.layers.Reduce`, fitted once per fold and stored with
+    the checkpoint; the training rows are reduced once, not per step), trained by :func:`cross_infonce` with every
+    same-identity pair of the batch a positive."""
+
+    name = "bridge"
+    Params = BridgeParams
+    pairing = "paired"
+    classifier_modules = ()
+
+    def __init__(self, voice_dim: int, face_dim: int, n_classes: int, cfg) -> None:
+        super().__init__(voice_dim, face_dim, n_classes, cfg)
+        p = self.params
+        if p.tau <= 0 or p.hidden < 1 or not 0 <= p.dropout < 1 or p.pca_dim < 0:
+            raise FvaError(f"model.params (bridge): tau > 0, hidden >= 1, 0 <= dropout < 1 and pca_dim >= 0, got "
+                           f"tau {p.tau}, hidden {p.hidden}, dropout {p.dropout}, pca_dim {p.pca_dim}")
+        self.voice_reduce = Reduce(voice_dim, p.pca_dim)
+        self.face_reduce = Reduce(face_dim, p.pca_dim)
+        self.voice = self._branch(self.voice_reduce.out_dim)
+        self.face = self._branch(self.face_reduce.out_dim)
+
+    def _branch(self, dim: int) -> nn.Sequential:
+        p = self.params
+        return nn.Sequential(nn.Dropout(p.dropout), nn.Linear(dim, p.hidden), nn.BatchNorm1d(p.hidden), nn.ReLU(),
+                             nn.Dropout(p.dropout), nn.Linear(p.hidden, self.cfg.embedding_dim))
+
+    def fit_inputs(self, voice_rows, face_rows, seed: int) -> None:
+        self.voice_reduce.fit_rows(voice_rows, seed, 0)
+        self.face_reduce.fit_rows(face_rows, seed, 1)
+
+    def training_rows(self, modality: str, rows):
+        return MappedRows(rows, (self.voice_reduce if modality == "voice" else self.face_reduce).rows)
+
+    def embed(self, modality: str, x: torch.Tensor) -> torch.Tensor:
+        reduce, branch = (self.voice_reduce, self.voice) if modality == "voice" else (self.face_reduce, self.face)
+        return F.normalize(branch(reduce(x)), dim=1)
+
+    def loss(self, batch: Batch) -> torch.Tensor:
+        """cross_infonce of the branches' L2-normalised outputs; the batch holds reduced rows."""
+        check_paired(batch, self.name, min_pairs=2)
+        v = F.normalize(self.voice(batch.voice), dim=1)
+        f = F.normalize(self.face(batch.face), dim=1)
+        return cross_infonce(v, f, batch.voice_labels, self.params.tau)
+

@@ -31,6 +31,7 @@ from fva.extract.cache import open_cache
 from fva.extract.encoders.base import Encoder, get_encoder_class
 from fva.heads.config import HeadConfig
 from fva.heads.experiment import check_same_weights, read_experiment
+from fva.heads.postprocess import PAIRWISE, check_level
 from fva.heads.features import FeatureTable
 from fva.heads.scoring import FoldModels
 from fva.heads.trialset import Modalities, TrialSet, embed_rows, extras_for_keys, features_for_keys, open_features
@@ -91,6 +92,8 @@ class FaceVoiceVerifier:
         (:func:`decision_threshold`): ``eer`` (the dev EER point), ``far:0.01`` or ``prior:0.01``."""
         exp = Path(path)
         cfg, info = read_experiment(exp)
+        # each pair is scored alone (a pair of media is no test file): steps that read other samples cannot run
+        check_level(cfg.score.level, PAIRWISE, f"{exp} (verification scores each pair alone)")
         folds = FoldModels.load(exp)
         train_folder = Path(info.train_features)
         trained_on = info.weights_ids
@@ -147,10 +150,7 @@ class FaceVoiceVerifier:
         if not trials:
             return []
         feats = Modalities(voice_table, face_table)
-        # refinement clusters a trial set's own media: each pair is its own set, as verify() scores it
-        groups = [[t] for t in trials] if self.cfg.score.refine.enabled else [trials]
-        per_fold = np.concatenate([self.folds.distances(TrialSet.build(g, feats, "the pairs"), self.cfg.score)
-                                   for g in groups], axis=1)
+        per_fold = self.folds.distances(TrialSet.build(trials, feats, "the pairs"), self.cfg.score)
         return self._verdicts(per_fold)
 
     def _verdicts(self, per_fold: np.ndarray) -> list[Verification]:

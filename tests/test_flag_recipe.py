@@ -27,7 +27,7 @@ def demo_config(base: Path, root: Path, models: dict[str, Path], **changes) -> P
     cfg["work"] = str(base / "work")
     cfg["data"].update(root=str(root), ground_truth=str(root / "ground_truth"))
     cfg["weights"] = {name: str(path) for name, path in models.items()}
-    cfg["heads"]["systems"] = str(CONF / "demo-heads.yaml")
+    cfg["heads"]["systems"] = f"{CONF / 'demo-heads.yaml'},{CONF / 'cca-organiser.yaml'}"
     for section, values in changes.items():
         cfg[section].update(values)
     path = base / "flag.yaml"
@@ -105,14 +105,21 @@ def test_flag_recipe_end_to_end_on_the_demo_resumes_without_redoing(flag_demo, r
         for fold in range(4):
             assert metrics["folds"][str(fold)]["select_on"] == select_on
             assert (exp / f"fold{fold}" / "dev_scores_English-same-gender.txt").is_file()
-    # stage 4: the named system per track
+    # stage 4: the named systems per track; a recipe config laid over a shipped system (base: cca)
     assert (work / "exp" / "demo-heads-gender" / "metrics.json").is_file()
+    for track in ("no_gender", "gender"):
+        cca = yaml.safe_load((work / "exp" / f"cca-organiser-{track}" / "config.yaml").read_text())
+        assert cca["model"]["system"] == "cca" and cca["model"]["params"]["k"] == [4, 8, 16, 32, 64]
+        assert cca["features"] == {"voice_encoders": ["ecapa-embedding"], "face_encoders": ["vggface-keras"]}
+        metrics = json.loads((work / "exp" / f"cca-organiser-{track}" / "metrics.json").read_text())
+        assert all("setting" in m for m in metrics["folds"].values())
     # stage 5: per track the system with the lower dev EER of its impostors, a valid FLAG zip, the tables
     plan = yaml.safe_load((work / "plan-dev.yaml").read_text())
     from fva.recipe import experiment_track_eer
 
     for track in ("no_gender", "gender"):
-        eers = {s: experiment_track_eer(work / "exp" / f"{s}-{track}", track) for s in ("baseline", "demo-heads")}
+        eers = {s: experiment_track_eer(work / "exp" / f"{s}-{track}", track)
+                for s in ("baseline", "demo-heads", "cca-organiser")}
         best = min(eers, key=lambda s: (eers[s], s != "baseline"))
         for lang in ("English_heard", "Bangla_unheard"):
             assert plan["files"][f"{track}/{lang}"] == str(work / "exp" / f"{best}-{track}")
@@ -129,13 +136,13 @@ def test_flag_recipe_end_to_end_on_the_demo_resumes_without_redoing(flag_demo, r
     assert {k: v for k, v in plan_eval["files"].items()} == plan["files"]
     assert validate_submission(work / "submission-eval.zip", tmp_path / "eval_set") == []
     table = (work / "dev_eers.md").read_text().splitlines()
-    assert len(table) == 2 + 4 and "| baseline | gender | same-gender impostors |" in table[3]
+    assert len(table) == 2 + 6 and "| baseline | gender | same-gender impostors |" in table[3]
     # run again: nothing is redone, no file under the work folder changes
     before = tree_times(work)
     again = shell(SCRIPT, tmp_path, {}, "--config", str(config), "--stage", "1")
     assert again.returncode == 0, again.stdout + again.stderr
     assert tree_times(work) == before
-    assert again.stdout.count("done before, skipped") == 1 + 3 + 2 + 2 + 2
+    assert again.stdout.count("done before, skipped") == 1 + 3 + 2 + 2 * 2 + 2
 
 
 def test_selection_reads_the_tracks_impostors_and_dev_lists_are_fva_folds(recipe_run):

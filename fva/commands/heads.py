@@ -116,6 +116,7 @@ def train_head_cmd(fold: str, config_path: Path | None, cache_root: Path, exp: P
 @heads_cache_option
 @click.option("--fold", "fold", default="all", show_default=True, help="'all', a fold number or a list (0,1,2).")
 @click.option("--split", default=None, help="Training languages: full or <language>-unheard (overrides the configs).")
+@click.option("--dataset", default=None, help="MAV-Celeb cache folder name, e.g. mavceleb-v4 (overrides the configs).")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("work/compare"), show_default=True,
               help="Folder for the experiments (one per system), compare.json and compare.md.")
 @click.option("--force", is_flag=True, help="Overwrite existing experiment folders.")
@@ -127,8 +128,9 @@ def train_head_cmd(fold: str, config_path: Path | None, cache_root: Path, exp: P
 @click.option("--bootstrap", type=click.IntRange(min=0), default=1000, show_default=True,
               help="Resamples of the pooled dev EER's interval over identities (0: none).")
 @pairwise_option
-def compare(systems: str, config_path: Path | None, cache_root: Path, fold: str, split: str | None, out: Path,
-            force: bool, workers: int, seeds_text: str | None, bootstrap: int, pairwise: bool) -> None:
+def compare(systems: str, config_path: Path | None, cache_root: Path, fold: str, split: str | None,
+            dataset: str | None, out: Path, force: bool, workers: int, seeds_text: str | None, bootstrap: int,
+            pairwise: bool) -> None:
     """Train the named head systems over the same folds and print dev EER heard, unheard, their mean and the
     training seconds of each, as a markdown table (also written with JSON to OUT).
 
@@ -139,7 +141,8 @@ def compare(systems: str, config_path: Path | None, cache_root: Path, fold: str,
     """
     from fva.heads.compare import compare_systems, markdown_table, parse_seeds
 
-    overrides = {**({"data": {"split": split}} if split else {}), **pairwise_overrides(pairwise)} or None
+    data = {key: value for key, value in (("split", split), ("dataset", dataset)) if value}
+    overrides = {**({"data": data} if data else {}), **pairwise_overrides(pairwise)} or None
     seeds = parse_seeds(seeds_text) if seeds_text is not None else None
     rows = compare_systems([n.strip() for n in systems.split(",") if n.strip()], cache_root, out,
                            base=config_path, folds=parse_folds(fold), overrides=overrides, force=force,

@@ -24,8 +24,7 @@ import numpy as np
 
 from fva.errors import FvaError
 from fva.experiment import heard_eers
-from fva.heads.config import HeadConfig, load_config, merge_sections, system_configs
-from fva.yamlio import read_yaml_mapping
+from fva.heads.config import HeadConfig, config_layers, load_config, merge_sections, system_configs
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
@@ -45,7 +44,7 @@ def system_config_path(name: str) -> Path | Traversable:
 
 def system_config(name: str, base: str | Path | None, overrides: dict | None = None) -> HeadConfig:
     """The base config with the system's YAML laid over it (section by section), then ``overrides``."""
-    layer = read_yaml_mapping(system_config_path(name), "config file")
+    layer = config_layers(system_config_path(name))
     return load_config(base, merge_sections(merge_sections({}, layer), overrides or {}))
 
 

@@ -130,8 +130,11 @@ class ScoreConfig:
     def steps(self) -> list[tuple[str, int]]:
         """The enabled steps with their scoring levels, in order of level."""
         found = [("centre", CENTRES[self.centre])] if self.centre != "none" else []
-        found += [(name, level) for name, level in (("snorm", 0), ("znorm", 0), ("polarise", 0), ("cluster", 2),
-                                                   ("refine", 3)) if getattr(self, name).enabled]
+        # polarisation scales distances about min(0, the list's lowest distance): 0 for the non-negative
+        # distances of the systems, the listed trials' lowest once S-norm or z-norm made them signed
+        signed = self.snorm.enabled or self.znorm.enabled
+        found += [(name, level) for name, level in (("snorm", 0), ("znorm", 0), ("polarise", 3 if signed else 0),
+                                                   ("cluster", 2), ("refine", 3)) if getattr(self, name).enabled]
         return sorted(found, key=lambda item: item[1])
 
     @property
@@ -199,13 +202,35 @@ def config_file(path: str | Path) -> Path | Traversable:
     raise FvaError(f"{path}: config file not found (nor a shipped config: {', '.join(sorted(shipped))})")
 
 
+BASE_KEY = "base"  # a config file's parent: a shipped config's name or a path (relative to the file)
+
+
+def config_layers(path: "str | Path | Traversable", seen: tuple[str, ...] = ()) -> dict:
+    """The mapping of a config file with its ``base`` chain laid under it: ``base: bridge`` starts from the
+    shipped bridge config, and the file's sections update it section by section (:func:`merge_sections`), so a
+    recipe's config can add its features to a shipped system without repeating the system's settings."""
+    found = config_file(path) if isinstance(path, (str, Path)) else path
+    data = read_yaml_mapping(found, "config file")
+    parent = data.pop(BASE_KEY, None)
+    if parent is None:
+        return data
+    if not isinstance(parent, str) or not parent:
+        raise FvaError(f"{path}: base must name a config (a shipped config or a YAML path), got {parent!r}")
+    if isinstance(found, Path) and (found.parent / parent).is_file():
+        parent = str(found.parent / parent)
+    if parent in seen or str(found) in seen:
+        raise FvaError(f"{path}: base {parent} comes back to itself; configs' bases must not loop")
+    return merge_sections(config_layers(parent, (*seen, str(found))), data)
+
+
 def load_config(path: str | Path | None = None, overrides: dict | None = None) -> HeadConfig:
     """Defaults, updated by the YAML file at ``path`` (or the shipped config of that name, see
-    :func:`config_file`), then by ``overrides`` (same nesting)."""
+    :func:`config_file`; with its ``base`` configs under it, :func:`config_layers`), then by ``overrides``
+    (same nesting)."""
     data: dict = {}
     source = str(path) if path else "config"
     if path is not None:
-        data = read_yaml_mapping(config_file(path), "config file")
+        data = config_layers(path)
     cfg = build_dataclass(HeadConfig, merge_sections(data, overrides or {}), source)
     from fva.heads.systems import get_system
 

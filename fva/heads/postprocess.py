@@ -45,6 +45,7 @@ __all__ = ["LEVELS", "PAIRWISE", "check_level", "ZnormConfig", "ClusterConfig", 
 LEVELS = {0: "each pair alone, with training statistics only", 1: "statistics of the test file",
           2: "clusters of the test file's media", 3: "the trial list's pairing"}
 PAIRWISE = 0  # --pairwise: the highest level allowed
+ROUNDING = 1e-6  # distances this far below 0 count as 0 (polarise's reference)
 
 
 def check_level(level: int, allowed: int, what: str) -> None:
@@ -241,7 +242,8 @@ def polarise(distances: np.ndarray, voice_age: np.ndarray, voice_p_female: np.nd
     Scaling is about a reference r = min(0, min(distances)): d' = r + (d - r) / factor or r + (d - r) * factor.
     For non-negative distances (1 - cosine, Euclidean) r = 0 and this is the published d / 1.2, d * 1.2;
     when some distances are negative (e.g. fused z-scores) dividing them would raise them, so the set is
-    shifted to start at 0 first, which keeps "divide" = "towards the smallest distance of the set".
+    shifted to start at 0 first, which keeps "divide" = "towards the smallest distance of the set"; that reads
+    the listed trials, so after S-norm or z-norm polarisation is scoring level 3 (``ScoreConfig.steps``).
 
     >>> polarise(np.array([.5, .5]), np.array([30., 30.]), np.array([.9, .9]), np.array([35., 35.]),
     ...          np.array([.9, .1]), PolariseConfig()).round(4)
@@ -255,7 +257,8 @@ def polarise(distances: np.ndarray, voice_age: np.ndarray, voice_p_female: np.nd
     if cfg.factor <= 0:
         raise FvaError(f"polarise: factor must be positive, got {cfg.factor}")
     confidence = match_confidence(voice_age, voice_p_female, face_age, face_p_female, cfg)
-    ref = min(0.0, float(d.min())) if len(d) else 0.0
+    low = float(d.min()) if len(d) else 0.0
+    ref = low if low < -ROUNDING else 0.0  # 1 - cosine can come out a rounding error below 0: still 0
     scale = np.where(confidence > cfg.threshold, 1.0 / cfg.factor, cfg.factor)
     return ref + (d - ref) * scale
 

@@ -60,7 +60,7 @@ bench: install
 	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 clean:
-	rm -rf work data/demo data/demo-v4 data/demo-checkpoints submission.zip .pytest_cache bench/results
+	rm -rf work data/demo data/demo-v4 data/demo-checkpoints submission.zip submission.zip.levels.json .pytest_cache bench/results
 
 distclean: clean
 	rm -rf $(VENV) $(TOOLS) *.egg-info

@@ -318,8 +318,8 @@ class MappedRows:
     def __init__(self, source, fn, chunk: int = 16384) -> None:
         self.source, self.fn = source, fn
         self.data = None
-        if isinstance(source, InMemoryRows):
-            self.data = np.concatenate([fn(source.batch(np.arange(lo, min(lo + chunk, len(source))))[0])
+        if isinstance(source, InMemoryRows):  # slices of the loaded rows: no copy before the map
+            self.data = np.concatenate([fn(source.data[lo:lo + chunk].astype(np.float32, copy=False))
                                         for lo in range(0, len(source), chunk)])
 
     @property

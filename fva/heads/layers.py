@@ -46,6 +46,23 @@ class InputDropout(nn.Dropout):
         return torch.from_numpy(out)
 
 
+class Dropout(InputDropout):
+    """Dropout of any activations, input features or hidden ones that need a gradient, with
+    :class:`InputDropout`'s 16-bit numpy mask (torch's CPU dropout was a third of the InfoNCE bridge's epoch):
+    where a gradient is wanted the output is ``x * mask``, so the gradient is the mask times the upstream one,
+    as with :func:`torch.nn.functional.dropout`."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (not self.training or not x.requires_grad or x.device.type != "cpu" or x.dtype != torch.float32
+                or not 0.0 < self.p < 1.0):
+            return super().forward(x)
+        seed = int(torch.randint(0, 2**62, (1,)).item())
+        draws = np.frombuffer(np.random.default_rng(seed).bytes(2 * x.numel()), dtype=np.uint16).reshape(x.shape)
+        keep = np.multiply(draws >= np.uint16(round(self.p * 65536)), np.float32(1.0 / (1.0 - self.p)),
+                           dtype=np.float32)
+        return x * torch.from_numpy(keep)
+
+
 class Standardize(nn.Module):
     """(x - mean) / std per feature, with the statistics as buffers (saved in checkpoints, present whether
     ``enabled`` or not, so every head has the same state dict); a no-op unless enabled."""
@@ -92,8 +109,17 @@ class Reduce(nn.Module):
         self.fit(fit_sample(rows, [seed, stream]), seed)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = (x - self.mean) * self.inv_std
-        return z @ self.axes if self.axes is not None else z
+        if self.axes is None:
+            return (x - self.mean) * self.inv_std
+        weight, bias = self.affine()
+        return x @ weight - bias
+
+    def affine(self, then: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The reduction (followed by ``then``, a matrix) as one affine map x @ W - b: one product with the
+        rows instead of an elementwise pass, a product and (with ``then``) another product."""
+        axes = self.axes if self.axes is not None else torch.eye(len(self.mean))
+        weight = self.inv_std[:, None] * (axes if then is None else axes @ then)
+        return weight, self.mean @ weight
 
     @torch.inference_mode()
     def rows(self, x: np.ndarray) -> np.ndarray:

@@ -17,8 +17,8 @@ from fva.errors import FvaError
 from fva.heads.config import HeadConfig, ScoreConfig
 from fva.heads.features import FeatureTable, select_rows
 from fva.heads.postprocess import SnormConfig, cluster_space, cohort_moments, polarise, refine, snorm
-from fva.heads.transductive import block_mix, cluster_labels, fit_threshold
 from fva.heads.systems.base import HeadSystem
+from fva.heads.transductive import block_mix, cluster_labels, fit_threshold
 
 
 @dataclass
@@ -134,7 +134,6 @@ class TrialSet:
                             self.face_extras["age"][self.face_of], self.face_extras["p_female"][self.face_of],
                             post.polarise)
         return dist
-
 
     def clusters(self, post: ScoreConfig, stats: "TrainStats | None") -> tuple[np.ndarray, np.ndarray]:
         """Cluster labels of the file's distinct voices and faces (:class:`~fva.heads.postprocess.ClusterConfig`),

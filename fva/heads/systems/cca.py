@@ -83,7 +83,9 @@ class Cca(HeadSystem):
                 yield {"reg": float(reg), "k": k, "correlation": round(float(corr[:k].mean()), 6)}
 
     def embed(self, modality: str, x: torch.Tensor) -> torch.Tensor:
-        return self._reduce[modality](x) @ getattr(self, self._directions[modality])
+        """The canonical projection of raw features: reduction and directions as one affine map."""
+        weight, bias = self._reduce[modality].affine(getattr(self, self._directions[modality]))
+        return x @ weight - bias
 
     def loss(self, batch: Batch) -> torch.Tensor:
         raise FvaError("cca is fitted in closed form (Cca.solutions), not by gradient steps")

@@ -23,7 +23,7 @@ from torch import nn
 
 from fva.errors import FvaError
 from fva.heads.features import MappedRows
-from fva.heads.layers import CosineClassifier, Reduce, aam_softmax, projection
+from fva.heads.layers import CosineClassifier, Dropout, Reduce, aam_softmax, projection
 from fva.heads.systems import register_system
 from fva.heads.systems.base import Batch, HeadSystem, check_paired
 
@@ -138,8 +138,8 @@ class Bridge(HeadSystem):
 
     def _branch(self, dim: int) -> nn.Sequential:
         p = self.params
-        return nn.Sequential(nn.Dropout(p.dropout), nn.Linear(dim, p.hidden), nn.BatchNorm1d(p.hidden), nn.ReLU(),
-                             nn.Dropout(p.dropout), nn.Linear(p.hidden, self.cfg.embedding_dim))
+        return nn.Sequential(Dropout(p.dropout), nn.Linear(dim, p.hidden), nn.BatchNorm1d(p.hidden), nn.ReLU(),
+                             Dropout(p.dropout), nn.Linear(p.hidden, self.cfg.embedding_dim))
 
     def fit_inputs(self, voice_rows, face_rows, seed: int) -> None:
         self.voice_reduce.fit_rows(voice_rows, seed, 0)

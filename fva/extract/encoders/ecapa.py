@@ -14,6 +14,7 @@ attentive statistics pooling after its batch norm (``asp_bn``): 2 x the last blo
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from dataclasses import dataclass
@@ -83,8 +84,12 @@ def prepare_source(weights: str, savedir: Path | None) -> tuple[str, Path, dict]
     a hub id, fetched by speechbrain into the models home (``fva.extract.weights``), or found there offline.
     """
     savedir = Path(savedir) if savedir else speechbrain_savedir(weights)
-    savedir.mkdir(parents=True, exist_ok=True)
     folder = Path(weights)
+    if folder.is_dir() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # speechbrain re-links a local folder's files into the save folder on every load: ranks of one torchrun
+        # loading together would unlink each other's links mid-load, so each rank links into its own
+        savedir = savedir.with_name(f"{savedir.name}-rank{os.environ.get('RANK', '0')}")
+    savedir.mkdir(parents=True, exist_ok=True)
     if folder.is_dir():
         if not (folder / "hyperparams.yaml").is_file():
             raise FvaError(f"{folder}: no hyperparams.yaml; --weights must be a speechbrain model folder "

@@ -31,8 +31,8 @@ from fva.extract.cache import open_cache
 from fva.extract.encoders.base import Encoder, get_encoder_class
 from fva.heads.config import HeadConfig
 from fva.heads.experiment import check_same_weights, read_experiment
-from fva.heads.postprocess import PAIRWISE, check_level
 from fva.heads.features import FeatureTable
+from fva.heads.postprocess import PAIRWISE, check_level
 from fva.heads.scoring import FoldModels
 from fva.heads.trialset import Modalities, TrialSet, embed_rows, extras_for_keys, features_for_keys, open_features
 

@@ -156,10 +156,8 @@ def submission_make(plan_path: Path, out: Path, ground_truth: Path | None, pairw
       fva submission make --plan work/demo/plan.yaml --out submission.zip --ground-truth data/demo
     """
     from fva.evaluate.submission import evaluate_submission
-    from fva.heads.plan import make_submission, plan_conditions, read_plan
-
     from fva.experiment import read_json
-    from fva.heads.plan import levels_path
+    from fva.heads.plan import levels_path, make_submission, plan_conditions, read_plan
     from fva.heads.postprocess import LEVELS, PAIRWISE
 
     plan = read_plan(plan_path)

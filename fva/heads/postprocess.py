@@ -179,10 +179,12 @@ class ClusterConfig:
             raise FvaError(f"score.cluster.fit_rows must be at least 4, got {self.fit_rows}")
 
 
-def cluster_space(x: np.ndarray, mean: np.ndarray | None = None) -> np.ndarray:
-    """Rows as clustered: L2-normalised, centred (on ``mean``, default their own mean), L2-normalised again."""
-    u = _unit(np.asarray(x, dtype=np.float64))
-    return _unit(u - (u.mean(axis=0) if mean is None else mean))
+def cluster_space(x: np.ndarray) -> np.ndarray:
+    """Rows as clustered: L2-normalised, centred on their own mean (:func:`fva.heads.transductive.centre`),
+    L2-normalised again."""
+    from fva.heads.transductive import centre
+
+    return _unit(centre(_unit(np.asarray(x, dtype=np.float64))))
 
 
 # --------------------------------------------------------------------------------------------------------

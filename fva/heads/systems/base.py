@@ -121,6 +121,24 @@ class HeadSystem(nn.Module):
         return found
 
 
+class ReducedInputs:
+    """Mixin of systems whose inputs pass a fixed :class:`~fva.heads.layers.Reduce` per modality
+    (``self.voice_reduce``, ``self.face_reduce``): fitted on the fold's training rows, and the training rows
+    reduced once (:class:`~fva.heads.features.MappedRows`)."""
+
+    def reduction(self, modality: str):
+        return self.voice_reduce if modality == "voice" else self.face_reduce
+
+    def fit_inputs(self, voice_rows, face_rows, seed: int) -> None:
+        self.voice_reduce.fit_rows(voice_rows, seed, 0)
+        self.face_reduce.fit_rows(face_rows, seed, 1)
+
+    def training_rows(self, modality: str, rows):
+        from fva.heads.features import MappedRows
+
+        return MappedRows(rows, self.reduction(modality).rows)
+
+
 def check_paired(batch: Batch, system: str, min_pairs: int = 1) -> None:
     """Paired systems need face row i to belong to voice row i's identity (the trainer's paired sampler);
     systems with batch norm need ``min_pairs`` = 2 (the trainer skips a last batch of one pair)."""

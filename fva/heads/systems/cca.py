@@ -16,11 +16,10 @@ from dataclasses import dataclass, field
 import torch
 
 from fva.errors import FvaError
-from fva.heads.features import MappedRows
 from fva.heads.layers import Reduce
 from fva.heads.linalg import cross_moments, read_rows, ridge_cca
 from fva.heads.systems import register_system
-from fva.heads.systems.base import Batch, HeadSystem
+from fva.heads.systems.base import Batch, HeadSystem, ReducedInputs
 
 
 @dataclass
@@ -35,7 +34,7 @@ class CcaParams:
 
 
 @register_system
-class Cca(HeadSystem):
+class Cca(ReducedInputs, HeadSystem):
     """Reductions and canonical directions as buffers; :meth:`solutions` fills them."""
 
     name = "cca"
@@ -57,15 +56,6 @@ class Cca(HeadSystem):
         width = max(int(k) for k in p.k)
         self.register_buffer("voice_directions", torch.zeros(self.voice_reduce.out_dim, width))
         self.register_buffer("face_directions", torch.zeros(self.face_reduce.out_dim, width))
-        self._reduce = {"voice": self.voice_reduce, "face": self.face_reduce}
-        self._directions = {"voice": "voice_directions", "face": "face_directions"}
-
-    def fit_inputs(self, voice_rows, face_rows, seed: int) -> None:
-        self.voice_reduce.fit_rows(voice_rows, seed, 0)
-        self.face_reduce.fit_rows(face_rows, seed, 1)
-
-    def training_rows(self, modality: str, rows):
-        return MappedRows(rows, self._reduce[modality].rows)
 
     def solutions(self, voice_rows, face_rows):
         """Every (reg, k) of the grid, reg by reg (one SVD each); the directions beyond k are zero."""
@@ -84,7 +74,7 @@ class Cca(HeadSystem):
 
     def embed(self, modality: str, x: torch.Tensor) -> torch.Tensor:
         """The canonical projection of raw features: reduction and directions as one affine map."""
-        weight, bias = self._reduce[modality].affine(getattr(self, self._directions[modality]))
+        weight, bias = self.reduction(modality).affine(getattr(self, f"{modality}_directions"))
         return x @ weight - bias
 
     def loss(self, batch: Batch) -> torch.Tensor:

@@ -22,10 +22,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from fva.errors import FvaError
-from fva.heads.features import MappedRows
 from fva.heads.layers import CosineClassifier, Dropout, Reduce, aam_softmax, projection
 from fva.heads.systems import register_system
-from fva.heads.systems.base import Batch, HeadSystem, check_paired
+from fva.heads.systems.base import Batch, HeadSystem, ReducedInputs, check_paired
 
 
 def cross_infonce(v: torch.Tensor, f: torch.Tensor, labels: torch.Tensor, tau: float) -> torch.Tensor:
@@ -115,7 +114,7 @@ class BridgeParams:
 
 
 @register_system
-class Bridge(HeadSystem):
+class Bridge(ReducedInputs, HeadSystem):
     """Two MLP branches on reduced inputs (:class:`~fva.heads.layers.Reduce`, fitted once per fold and stored with
     the checkpoint; the training rows are reduced once, not per step), trained by :func:`cross_infonce` with every
     same-identity pair of the batch a positive."""
@@ -141,16 +140,8 @@ class Bridge(HeadSystem):
         return nn.Sequential(Dropout(p.dropout), nn.Linear(dim, p.hidden), nn.BatchNorm1d(p.hidden), nn.ReLU(),
                              Dropout(p.dropout), nn.Linear(p.hidden, self.cfg.embedding_dim))
 
-    def fit_inputs(self, voice_rows, face_rows, seed: int) -> None:
-        self.voice_reduce.fit_rows(voice_rows, seed, 0)
-        self.face_reduce.fit_rows(face_rows, seed, 1)
-
-    def training_rows(self, modality: str, rows):
-        return MappedRows(rows, (self.voice_reduce if modality == "voice" else self.face_reduce).rows)
-
     def embed(self, modality: str, x: torch.Tensor) -> torch.Tensor:
-        reduce, branch = (self.voice_reduce, self.voice) if modality == "voice" else (self.face_reduce, self.face)
-        return F.normalize(branch(reduce(x)), dim=1)
+        return F.normalize(getattr(self, modality)(self.reduction(modality)(x)), dim=1)
 
     def loss(self, batch: Batch) -> torch.Tensor:
         """cross_infonce of the branches' L2-normalised outputs; the batch holds reduced rows."""

@@ -16,13 +16,14 @@ def _weights_line(st) -> str:
     where = str(st.path) if st.present else f"not present ({st.location})" if st.location else "not present"
     if not st.source.published:
         where = "not present"
-    return f"{st.source.name:24s} {st.source.describe()}: {where}" + (f", {st.weights_id}" if st.weights_id else "")
+    line = f"{st.source.name:24s} {st.source.describe()}: {where}" + (f", {st.weights_id}" if st.weights_id else "")
+    return f"{line}; licence {st.source.licence}"
 
 
 @weights.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def weights_list(as_json: bool) -> None:
-    """Each encoder's (and the LID model's) source, local copy or 'not present', and weights identity.
+    """Each encoder's (and the LID model's) source, local copy or 'not present', weights identity and licence.
 
     \b
     Example:
@@ -47,8 +48,9 @@ def weights_list(as_json: bool) -> None:
 def weights_fetch(encoders: str | None, lid: bool | None) -> None:
     """Fetch the published weights with each library's own download, so that later runs work offline.
 
-    speechbrain models go to $FVA_MODELS, deepface's VGG-Face to $DEEPFACE_HOME/.deepface/weights, the ViT
-    to the Hugging Face cache. Prints one line per source: where it is now and its weights identity.
+    speechbrain models go to $FVA_MODELS, deepface's VGG-Face to $DEEPFACE_HOME/.deepface/weights, the
+    transformers models to the Hugging Face cache, ImageBind to torch's hub folder. Prints one line per source:
+    where it is now, its weights identity and its licence; a non-commercial licence gets a note of its own.
 
     \b
     Example:

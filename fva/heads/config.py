@@ -234,5 +234,7 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
     cfg = build_dataclass(HeadConfig, merge_sections(data, overrides or {}), source)
     from fva.heads.systems import get_system
 
-    parse_params(get_system(cfg.model.system).Params, cfg.model.params, f"{source}: model.params")
+    system = get_system(cfg.model.system)
+    parse_params(system.Params, cfg.model.params, f"{source}: model.params")
+    system.check_features(cfg.features.voice_encoders, cfg.features.face_encoders, source)
     return cfg

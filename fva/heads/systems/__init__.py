@@ -16,7 +16,8 @@ for _name, _module in (("fame2026", "fva.heads.model"), ("xm-align", "fva.heads.
                        ("fop", "fva.heads.systems.fop"), ("dual-fop", "fva.heads.systems.fop"),
                        ("contrastive", "fva.heads.systems.contrastive"),
                        ("cross-attention", "fva.heads.systems.crossattn"), ("cca", "fva.heads.systems.cca"),
-                       ("bridge", "fva.heads.systems.contrastive")):
+                       ("bridge", "fva.heads.systems.contrastive"), ("zeroshot", "fva.heads.systems.zeroshot"),
+                       ("age-gap", "fva.heads.systems.zeroshot")):
     SYSTEMS.lazy(_name, _module)
 
 

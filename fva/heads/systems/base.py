@@ -67,6 +67,11 @@ class HeadSystem(nn.Module):
         """Representation of each row of one modality, (N, ...), used for scoring (called in eval mode)."""
         raise NotImplementedError
 
+    @staticmethod
+    def check_features(voice: list[str], face: list[str], source: str) -> None:
+        """Refuse (one line naming ``source``, the config) voice / face encoders the system cannot score;
+        called when a config is loaded. Default: any."""
+
     def fit_inputs(self, voice_rows, face_rows, seed: int) -> None:
         """Fit fixed input transforms (e.g. a :class:`~fva.heads.layers.Reduce`) on a fold's training rows,
         before training; a model started from other weights keeps theirs. Default: nothing to fit."""

@@ -12,6 +12,9 @@ Every published source is fetched with its own library's download function, into
 * ``vit-age-gender``, ``wavlm``, ``dinov2``, ``clip-image``: ``huggingface_hub.snapshot_download`` into the Hugging
   Face cache (``$HF_HUB_CACHE``); the three large later-entry encoders only their PyTorch files and settings
   (``HUB_PATTERNS``), and only when named (``fva weights fetch --encoders wavlm``), not by default;
+* ``imagebind`` (both ImageBind towers, ``imagebind-face`` and ``imagebind-voice``, read one file): torch.hub's
+  ``download_url_to_file`` from ImageBind's own URL, as the ImageBind code fetches it, into torch's hub folder
+  (``torch.hub.get_dir()/checkpoints/imagebind_huge.pth``); only when named;
 * ``voice-age-gender-ecapa`` is not published: fva trains it (``fva train-encoder age-gender``).
 
 Offline (``HF_HUB_OFFLINE=1``, ``FVA_OFFLINE=1``, or ``fva --offline`` which sets both) only local copies load;
@@ -21,6 +24,7 @@ computed here from its files, without loading the model, by the same function th
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -47,6 +51,12 @@ VIT_HUB_ID = "abhilash88/age-gender-prediction"
 WAVLM_HUB_ID = "microsoft/wavlm-large"
 DINOV2_HUB_ID = "facebook/dinov2-giant"
 CLIP_HUB_ID = "openai/clip-vit-large-patch14"
+FACE_AGE_HUB_ID = "nateraw/vit-age-classifier"
+VOICE_AGE_HUB_ID = "audeering/wav2vec2-large-robust-24-ft-age-gender"
+# ImageBind-huge: one file of every modality's weights, fetched as the ImageBind code fetches it (torch.hub's
+# download_url_to_file), into torch's hub folder where torch.hub keeps downloaded checkpoints
+IMAGEBIND_URL = "https://dl.fbaipublicfiles.com/imagebind/imagebind_huge.pth"
+IMAGEBIND_FILE = "imagebind_huge.pth"
 # what snapshot_download brings of the large repositories: configs, settings and PyTorch weights (no TF/Flax/ONNX)
 HUB_PATTERNS = ("*.json", "*.txt", "*.safetensors", "pytorch_model*.bin")
 VGGFACE_FILE = "vgg_face_weights.pth"
@@ -62,8 +72,8 @@ UNVERIFIED = "not verified here: read the source's model card"
 
 @dataclass(frozen=True)
 class Source:
-    """Where a published model comes from: ``library`` ("speechbrain", "deepface", "huggingface_hub", or ""
-    when not published) and ``ref`` (its hub id or deepface file name); ``by_default``: fetched by ``fva weights
+    """Where a published model comes from: ``library`` ("speechbrain", "deepface", "huggingface_hub", "torch.hub",
+    or "" when not published) and ``ref`` (its hub id, deepface file name or URL); ``by_default``: fetched by ``fva weights
     fetch`` without ``--encoders``; ``patterns``: the files of a hub snapshot to fetch (empty: all)."""
 
     name: str
@@ -76,6 +86,11 @@ class Source:
     @property
     def published(self) -> bool:
         return bool(self.library)
+
+    @property
+    def non_commercial(self) -> bool:
+        """Its licence allows no commercial use (Creative Commons NC licences)."""
+        return "-NC" in self.licence.upper()
 
     def describe(self) -> str:
         if not self.published:
@@ -95,7 +110,12 @@ SOURCES: dict[str, Source] = {s.name: s for s in (
     Source("wavlm", "huggingface_hub", WAVLM_HUB_ID, by_default=False, patterns=HUB_PATTERNS, licence="MIT"),
     Source("dinov2", "huggingface_hub", DINOV2_HUB_ID, by_default=False, patterns=HUB_PATTERNS,
            licence="Apache-2.0"),
+    # ImageBind's LICENSE file is CC BY-NC-SA 4.0 (its README says CC-BY-NC 4.0 for code and weights)
+    Source("imagebind", "torch.hub", IMAGEBIND_URL, by_default=False, licence="CC-BY-NC-SA-4.0"),
     Source("clip-image", "huggingface_hub", CLIP_HUB_ID, by_default=False, patterns=HUB_PATTERNS, licence="MIT"),
+    Source("face-age", "huggingface_hub", FACE_AGE_HUB_ID, by_default=False, patterns=HUB_PATTERNS),
+    Source("voice-age", "huggingface_hub", VOICE_AGE_HUB_ID, by_default=False, patterns=HUB_PATTERNS,
+           licence="CC-BY-NC-SA-4.0"),
 )}
 
 
@@ -250,6 +270,18 @@ def pretrained_identity(weights: str, folder: Path) -> str:
 vit_identity = pretrained_identity  # the ViT's name for it
 
 
+@functools.lru_cache(maxsize=4)
+def _file_digest(path: str, size: int, mtime_ns: int) -> str:
+    return files_digest([Path(path)])
+
+
+def checkpoint_identity(path: Path) -> str:
+    """A single-file checkpoint's ``<file name>@<digest of its bytes>`` (hashed once per process while the file is
+    unchanged: ImageBind-huge's file is 4.5 GB and both of its encoders read it)."""
+    st = Path(path).stat()
+    return f"{Path(path).name}@{_file_digest(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)}"
+
+
 def age_gender_identity(folder: Path) -> str:
     return f"{folder.name}@{files_digest([folder / n for n in AGE_GENDER_ID_FILES])}"
 
@@ -270,6 +302,13 @@ def deepface_weights_dir() -> Path:
     from deepface.commons.folder_utils import get_deepface_home
 
     return Path(get_deepface_home()) / ".deepface" / "weights"
+
+
+def torch_hub_checkpoints() -> Path:
+    """torch.hub's folder of downloaded checkpoints, ``torch.hub.get_dir()/checkpoints`` (``$TORCH_HOME/hub``)."""
+    import torch.hub
+
+    return Path(torch.hub.get_dir()) / "checkpoints"
 
 
 def hf_cache() -> Path:
@@ -311,6 +350,11 @@ def status(name: str) -> WeightsStatus:
             except FvaError:  # an incomplete folder: not a usable copy
                 pass
         return WeightsStatus(source, None, None, str(hf_cache()))
+    if source.library == "torch.hub":
+        path = torch_hub_checkpoints() / Path(source.ref).name
+        if path.is_file():
+            return WeightsStatus(source, path, checkpoint_identity(path), str(path))
+        return WeightsStatus(source, None, None, str(path))
     return WeightsStatus(source, None, None, "")
 
 
@@ -357,6 +401,50 @@ def deepface_file(name: str = "vggface") -> Path:
     return got
 
 
+_NOTED: set[str] = set()
+
+
+def licence_notice(name: str) -> str | None:
+    """The one line fetching a non-commercial source prints (None for any other source)."""
+    source = get_source(name)
+    if not source.non_commercial:
+        return None
+    return (f"note: {source.name} weights are licensed {source.licence}: non-commercial use only "
+            f"({source.describe()})")
+
+
+def note_licence(name: str) -> None:
+    """Print :func:`licence_notice` on stderr, once per source and process."""
+    line = licence_notice(name)
+    if line and name not in _NOTED:
+        _NOTED.add(name)
+        print(line, file=sys.stderr)
+
+
+def torch_hub_file(name: str = "imagebind") -> Path:
+    """A torch.hub source's file (``imagebind_huge.pth``) in torch's hub folder, downloaded there by torch.hub's
+    own ``download_url_to_file`` when missing and online (as the ImageBind code fetches it); offline: one line."""
+    import torch.hub
+
+    source = get_source(name)
+    folder = torch_hub_checkpoints()
+    path = folder / Path(source.ref).name
+    if path.is_file():
+        return path
+    if is_offline():
+        raise offline_error(source.name, Path(source.ref).name, folder, "--weights FILE")
+    note_licence(source.name)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        torch.hub.download_url_to_file(source.ref, str(path), progress=sys.stderr.isatty())
+    except Exception as err:  # noqa: BLE001  (any failed download is one line)
+        raise download_error(source.name, f"{source.ref} to {path}", err, "--weights FILE") from None
+    if not path.is_file():
+        raise FvaError(f"{source.name}: torch.hub reported no error but left no file at {path}; run "
+                       f"'{fetch_command(source.name)}' again, or pass --weights FILE")
+    return path
+
+
 def hub_snapshot(repo_id: str, name: str = "vit-age-gender", patterns: tuple[str, ...] = ()) -> Path:
     """``snapshot_download(repo_id)`` into the Hugging Face cache (only the files matching ``patterns``, or a
     published source's own ``patterns``; empty: all); offline: the cached copy only."""
@@ -364,6 +452,8 @@ def hub_snapshot(repo_id: str, name: str = "vit-age-gender", patterns: tuple[str
 
     offline = is_offline()
     known = source_of(repo_id)
+    if known is not None and not offline:
+        note_licence(known.name)
     patterns = patterns or (known.patterns if known is not None else ())
     patterns = list(patterns) if patterns else None
     try:
@@ -418,6 +508,9 @@ def fetch(name: str) -> WeightsStatus:
         deepface_file(name)
     elif source.library == "huggingface_hub":
         hub_snapshot(source.ref, name)
+    elif source.library == "torch.hub":
+        torch_hub_file(name)
+    note_licence(name)
     got = status(name)
     if source.published and not got.present:
         raise FvaError(f"{name}: {source.describe()} was fetched but its files are still incomplete here; "

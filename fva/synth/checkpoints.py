@@ -15,6 +15,11 @@ the same code as the published models:
                               2027 organisers' voice model; channels reduced): embedding_model / classifier
                               .ckpt, label_encoder.txt, config.json
     vggface-keras             the same deepface weights file as vggface (one network, two preprocessings)
+    imagebind/imagebind_huge.pth
+                              a state_dict in the layout of ImageBind's published file (both towers narrow and
+                              shallow, plus a few keys of its other modalities), read by imagebind-face and -voice
+    face-age/, voice-age/     save_pretrained folders of the age estimators (tiny configs; see encoders/face_age.py
+                              and encoders/voice_age.py)
 
 Random encoders still map the demo's trait-driven voices and faces to features that carry those traits,
 which is all the demo needs; real systems use the published weights.
@@ -188,8 +193,14 @@ def write_demo_checkpoints(out: str | Path, seed: int = 0, names: tuple[str, ...
     """Write the demo checkpoints of the encoders ``names`` (default: the four of FAME 2026; also the FLAG 2027
     organisers' ``ecapa-embedding`` and ``vggface-keras``) under ``out``; returns name -> ``--weights`` value. Both VGG-Face encoders read one file."""
     from fva.errors import FvaError
+    from fva.extract.encoders.face_age import save_face_age
+    from fva.extract.encoders.face_age import tiny_config as face_age_config
+    from fva.extract.encoders.imagebind import save_imagebind
     from fva.extract.encoders.vit_age_gender import demo_config, save_vit_age_gender
+    from fva.extract.encoders.voice_age import save_voice_age
+    from fva.extract.encoders.voice_age import tiny_config as voice_age_config
     from fva.extract.encoders.voice_age_gender import init_voice_age_gender, save_voice_age_gender
+    from fva.extract.weights import IMAGEBIND_FILE
 
     out = Path(out)
     writers = {
@@ -199,10 +210,15 @@ def write_demo_checkpoints(out: str | Path, seed: int = 0, names: tuple[str, ...
             meta={"trained_on": f"nothing: fva demo checkpoint, random init, seed {seed + 1}"}),
         "vit-age-gender": lambda: save_vit_age_gender(out / "vit-age-gender", demo_config(), seed=seed + 3),
         "ecapa-embedding": lambda: write_organiser_ecapa(out / "ecapa-embedding", seed + 4),
+        "face-age": lambda: save_face_age(out / "face-age", face_age_config(), seed=seed + 5),
+        "voice-age": lambda: save_voice_age(out / "voice-age", voice_age_config(), seed=seed + 6),
     }
     # one deepface weights file for vggface and vggface-keras, written once
     writers["vggface"] = writers["vggface-keras"] = functools.cache(lambda: write_demo_vggface(out / "deepface",
                                                                                                seed + 2))
+    # one ImageBind checkpoint for both of its towers, as the published imagebind_huge.pth
+    writers["imagebind-face"] = writers["imagebind-voice"] = functools.cache(
+        lambda: save_imagebind(out / "imagebind" / IMAGEBIND_FILE, seed=seed + 7))
     unknown = [n for n in names if n not in writers]
     if unknown:
         raise FvaError(f"no demo checkpoint {unknown[0]!r}; choose from {', '.join(writers)}")

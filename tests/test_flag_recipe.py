@@ -18,7 +18,8 @@ from test_recipes import REPO, shell, tree_times
 
 CONF = REPO / "recipes" / "flag2027" / "conf"
 SCRIPT = REPO / "recipes" / "flag2027" / "run.sh"
-ENCODERS = ("ecapa-embedding", "vggface-keras", "speaker-ecapa", "vit-age-gender")
+ENCODERS = ("ecapa-embedding", "vggface-keras", "speaker-ecapa", "vit-age-gender", "imagebind-face", "imagebind-voice",
+            "face-age", "voice-age")
 
 
 def demo_config(base: Path, root: Path, models: dict[str, Path], **changes) -> Path:
@@ -27,7 +28,7 @@ def demo_config(base: Path, root: Path, models: dict[str, Path], **changes) -> P
     cfg["work"] = str(base / "work")
     cfg["data"].update(root=str(root), ground_truth=str(root / "ground_truth"))
     cfg["weights"] = {name: str(path) for name, path in models.items()}
-    cfg["heads"]["systems"] = f"{CONF / 'demo-heads.yaml'},{CONF / 'cca-organiser.yaml'}"
+    cfg["heads"]["systems"] = f"{CONF / 'demo-heads.yaml'},{CONF / 'cca-organiser.yaml'},imagebind-zeroshot,age-gap"
     for section, values in changes.items():
         cfg[section].update(values)
     path = base / "flag.yaml"
@@ -38,7 +39,7 @@ def demo_config(base: Path, root: Path, models: dict[str, Path], **changes) -> P
 @pytest.fixture(scope="module")
 def flag_demo(tmp_path_factory):
     """The demo.yaml's data and models: fva demo-data --variant v4 (16 training identities, 4 test ones) and
-    fva demo-checkpoints of the four encoders."""
+    fva demo-checkpoints of its eight encoders."""
     from fva.synth.demo_v4 import generate_demo_v4
     from fva.synth.checkpoints import write_demo_checkpoints
 
@@ -113,13 +114,21 @@ def test_flag_recipe_end_to_end_on_the_demo_resumes_without_redoing(flag_demo, r
         assert cca["features"] == {"voice_encoders": ["ecapa-embedding"], "face_encoders": ["vggface-keras"]}
         metrics = json.loads((work / "exp" / f"cca-organiser-{track}" / "metrics.json").read_text())
         assert all("setting" in m for m in metrics["folds"].values())
+        # nothing-to-train systems over the new encoders' caches: ImageBind's zero-shot score, the age gap
+        for system, voice, face in (("imagebind-zeroshot", "imagebind-voice", "imagebind-face"),
+                                    ("age-gap", "voice-age", "face-age")):
+            resolved = yaml.safe_load((work / "exp" / f"{system}-{track}" / "config.yaml").read_text())
+            assert resolved["features"] == {"voice_encoders": [voice], "face_encoders": [face]}
+            metrics = json.loads((work / "exp" / f"{system}-{track}" / "metrics.json").read_text())
+            assert all(m["setting"] == {"fitted": "nothing"} and m["score_level"] == 0
+                       for m in metrics["folds"].values())
     # stage 5: per track the system with the lower dev EER of its impostors, a valid FLAG zip, the tables
     plan = yaml.safe_load((work / "plan-dev.yaml").read_text())
     from fva.recipe import experiment_track_eer
 
     for track in ("no_gender", "gender"):
         eers = {s: experiment_track_eer(work / "exp" / f"{s}-{track}", track)
-                for s in ("baseline", "demo-heads", "cca-organiser")}
+                for s in ("baseline", "demo-heads", "cca-organiser", "imagebind-zeroshot", "age-gap")}
         best = min(eers, key=lambda s: (eers[s], s != "baseline"))
         for lang in ("English_heard", "Bangla_unheard"):
             assert plan["files"][f"{track}/{lang}"] == str(work / "exp" / f"{best}-{track}")
@@ -136,13 +145,13 @@ def test_flag_recipe_end_to_end_on_the_demo_resumes_without_redoing(flag_demo, r
     assert {k: v for k, v in plan_eval["files"].items()} == plan["files"]
     assert validate_submission(work / "submission-eval.zip", tmp_path / "eval_set") == []
     table = (work / "dev_eers.md").read_text().splitlines()
-    assert len(table) == 2 + 6 and "| baseline | gender | same-gender impostors |" in table[3]
+    assert len(table) == 2 + 10 and "| baseline | gender | same-gender impostors |" in table[3]
     # run again: nothing is redone, no file under the work folder changes
     before = tree_times(work)
     again = shell(SCRIPT, tmp_path, {}, "--config", str(config), "--stage", "1")
     assert again.returncode == 0, again.stdout + again.stderr
     assert tree_times(work) == before
-    assert again.stdout.count("done before, skipped") == 1 + 3 + 2 + 2 * 2 + 2
+    assert again.stdout.count("done before, skipped") == 1 + 3 + 2 + 4 * 2 + 2
 
 
 def test_selection_reads_the_tracks_impostors_and_dev_lists_are_fva_folds(recipe_run):

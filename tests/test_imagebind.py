@@ -323,10 +323,13 @@ def joint_space(synth) -> dict[str, dict[str, np.ndarray]]:
             ages = {k: np.concatenate([40 + 10 * joint[k][:, :1] - 10 * offset,
                                        np.full((len(joint[k]), age_columns - 1), 0.5)], axis=1) for k in keys}
             for name, values in ((f"imagebind-{modality}", joint), (f"{modality}-age", ages)):
+                # the age estimators' extras, as they store them: age (and voice-age's p_female) of each row
+                extras = () if name.startswith("imagebind") else ("age", "p_female") if modality == "voice" else ("age",)
                 write_feature_cache(folder, name, modality, values[keys[0]].shape[1],
-                                    [((k, frames[k], values[k].astype(np.float16), {}) for k in keys)],
-                                    weights_id=f"{name}@synthetic", dataset=DATASET, subset=subset, split="full",
-                                    manifest=manifest, config={"synthetic": True})
+                                    [((k, frames[k], values[k].astype(np.float16),
+                                       {e: values[k][:, i] for i, e in enumerate(extras)}) for k in keys)],
+                                    extras=extras, weights_id=f"{name}@synthetic", dataset=DATASET, subset=subset,
+                                    split="full", manifest=manifest, config={"synthetic": True})
                 out.setdefault(name, {}).update(values)
     return out
 
@@ -406,3 +409,38 @@ def test_age_gap_is_the_absolute_age_difference_and_fuses(synth, joint, tmp_path
     assert z.shape == (len(y), 2)
     fused = score_entry("English", {"fuse": [str(zs), str(exp)], "weights": "logistic"}, synth.test_list, None)
     assert set(fused) == {t.key for t in synth.trials} and all(math.isfinite(v) for v in fused.values())
+
+
+def test_polarisation_reads_the_age_estimators_predictions(synth, joint):
+    """Listed among a config's features, the age estimators' extras are what score.polarise reads: age from the
+    last listed encoder that predicts it (voice-age after the age-gender ECAPA), p_female likewise."""
+    from fva.data.trials import read_trials
+    from fva.heads.trialset import TrialSet, open_features
+    from fva.data.mavceleb import media_key
+
+    cfg = load_config(synth.config, {"features": {
+        "voice_encoders": ["speaker-ecapa", "voice-age-gender-ecapa", "voice-age"],
+        "face_encoders": ["vggface", "vit-age-gender", "face-age"]}})
+    feats = open_features(cfg, features_folder(synth.root, DATASET, "test"))
+    trials = read_trials(synth.test_list)[:30]
+    ts = TrialSet.build(trials, feats, "test trials")
+    voices = sorted({media_key(t.voice) for t in trials})
+    faces = sorted({media_key(t.face) for t in trials})
+    assert set(ts.voice_extras) == {"age", "p_female"} and set(ts.face_extras) == {"age", "p_female"}
+    np.testing.assert_allclose(ts.voice_extras["age"], [joint["voice-age"][k][:, 0].mean() for k in voices], rtol=1e-6)
+    np.testing.assert_allclose(ts.voice_extras["p_female"], 0.5)
+    np.testing.assert_allclose(ts.face_extras["age"], [joint["face-age"][k][:, 0].mean() for k in faces], rtol=1e-6)
+    assert not np.allclose(ts.face_extras["p_female"], 0.5)  # the face's P(female) is still the ViT's (random)
+
+
+def test_fva_compare_shows_the_zero_shot_systems_with_their_levels(synth, joint, tmp_path):
+    result = run_cli("compare", "--systems", "imagebind-zeroshot,imagebind-zeroshot-file,age-gap", "--config",
+                     synth.config, "--cache", synth.root, "--fold", "0", "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    rows = {r["system"]: r for r in json.loads((tmp_path / "out" / "compare.json").read_text())}
+    assert {s: r["level"] for s, r in rows.items()} == {"imagebind-zeroshot": 0, "imagebind-zeroshot-file": 1,
+                                                        "age-gap": 0}
+    assert rows["imagebind-zeroshot"]["heard"] < 20  # the joint space carries identity with no training
+    refused = run_cli("compare", "--systems", "imagebind-zeroshot,imagebind-zeroshot-file", "--config", synth.config,
+                      "--cache", synth.root, "--fold", "0", "--pairwise", "--out", tmp_path / "refused")
+    assert_user_error(refused, "imagebind-zeroshot-file")

@@ -43,9 +43,14 @@ def system_config_path(name: str) -> Path | Traversable:
 
 
 def system_config(name: str, base: str | Path | None, overrides: dict | None = None) -> HeadConfig:
-    """The base config with the system's YAML laid over it (section by section), then ``overrides``."""
+    """The base config with the system's YAML laid over it (section by section), then ``overrides``; a config
+    that cannot be (e.g. one scoring above ``--pairwise``'s level) is one line naming the system."""
     layer = config_layers(system_config_path(name))
-    return load_config(base, merge_sections(merge_sections({}, layer), overrides or {}))
+    try:
+        return load_config(base, merge_sections(merge_sections({}, layer), overrides or {}))
+    except FvaError as err:
+        text = str(err)
+        raise FvaError(text if text.startswith(f"system '{name}'") else f"system '{name}': {text}") from None
 
 
 ROW_FIGURES = ("heard", "unheard", "mean", "same_gender")  # the table's EER columns (same_gender: where measured)

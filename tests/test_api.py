@@ -188,6 +188,41 @@ def test_media_that_cannot_be_decoded_is_one_line_naming_the_file(tiny, verifier
     assert_user_error(result, "missing.wav")
 
 
+def no_identity_media(folder: Path) -> dict[str, Path]:
+    """A 0.05 s and a 3 s silent wav and a 10 x 10 face image: they decode, but carry no identity."""
+    import soundfile as sf
+    from PIL import Image
+
+    paths = {"short": folder / "short.wav", "silent": folder / "silent.wav", "small": folder / "small.jpg"}
+    sf.write(paths["short"], np.zeros(800, np.int16), 16000, subtype="PCM_16")
+    sf.write(paths["silent"], np.zeros(48000, np.int16), 16000, subtype="PCM_16")
+    Image.new("RGB", (10, 10), (180, 140, 120)).save(paths["small"])
+    return paths
+
+
+NO_IDENTITY = {"short": "too short: 0.05 s (800 samples at 16 kHz), the encoder needs at least 0.50 s (8000 samples)",
+               "silent": "silent: RMS -inf dBFS, below the -60 dBFS floor",
+               "small": "too small: 10 x 10 pixels, faces need at least 16 on each side"}
+
+
+def test_media_that_carries_no_identity_is_refused_with_its_reason(tiny, verifier, pairs, tmp_path):
+    """Too short, silent and too small media get no verdict: MediaUnreadable from the API, one line and exit 2
+    from ``fva verify``, naming the file and the reason."""
+    from fva.api import MediaUnreadable
+
+    _, faces, voices = pairs
+    media = no_identity_media(tmp_path)
+    for name in ("short", "silent", "small"):
+        face, voice = (media[name], voices[0]) if name == "small" else (faces[0], media[name])
+        with pytest.raises(MediaUnreadable) as info:
+            verifier.verify(face, voice)
+        assert str(info.value) == f"{media[name].resolve()}: {NO_IDENTITY[name]}"
+        assert_user_error(run_cli("verify", "--exp", tiny.exp, face, voice), str(media[name].resolve()),
+                          NO_IDENTITY[name])
+    with pytest.raises(MediaUnreadable, match="silent: "):
+        verifier.embed_voice(media["silent"])
+
+
 def test_a_calibration_in_the_checkpoints_gives_llr_and_p_same(tiny, verifier, pairs, tmp_path):
     """Each fold's calibration maps its own distances; the LLR is their mean over folds, P(same) its logistic."""
     import torch
@@ -381,6 +416,22 @@ def test_page_refuses_large_and_undecodable_files_with_a_message(server, pairs):
     assert status == 400 and "no voice file: choose a voice clip" in error_text(page)
     for text in (page,):
         assert "Traceback" not in text and "fva-serve-" not in text
+
+
+def test_page_refuses_media_that_carries_no_identity_with_its_reason(server, pairs, tmp_path):
+    _, faces, voices = pairs
+    media = no_identity_media(tmp_path)
+    face = (faces[0].name, "image/jpeg", faces[0].read_bytes())
+    voice = (voices[0].name, "audio/wav", voices[0].read_bytes())
+    for name in ("short", "silent", "small"):
+        upload = (f"my-{name}{media[name].suffix}", "image/jpeg" if name == "small" else "audio/wav",
+                  media[name].read_bytes())
+        fields = {"face": upload, "voice": voice} if name == "small" else {"face": face, "voice": upload}
+        status, page = post(server, fields)
+        which = "face" if name == "small" else "voice"
+        assert status == 422, page
+        assert error_text(page) == f"cannot use it: {which} file my-{name}{media[name].suffix}: {NO_IDENTITY[name]}"
+        assert 'id="result"' not in page and "fva-serve-" not in page
 
 
 def test_serve_command_help_and_a_missing_experiment(tmp_path):

@@ -291,6 +291,59 @@ def test_face_failures_text_jpg_and_frameless_mp4(tmp_path):
     assert reasons["faces/text"].startswith("not an image") and reasons["faces/audio_only"] == "no video frames"
 
 
+def test_media_that_carries_no_identity_is_a_failed_item(tmp_path, demo):
+    """Clips too short or silent (DC offset removed) and faces too small decode, but are recorded failures with
+    their reasons; quiet real speech goes on; ``--strict`` stops at the first with that reason."""
+    from PIL import Image
+
+    from fva.extract.encoders.vit_age_gender import save_vit_age_gender, tiny_config
+
+    root, weights = demo
+    data = tmp_path / "data"
+    data.mkdir()
+    speech, _ = sf.read(sorted(root.rglob("*.wav"))[0], dtype="float64")
+    quiet = speech - speech.mean()
+    quiet *= 10 ** (-50 / 20) / np.sqrt(np.mean(quiet ** 2))  # real speech at -50 dBFS
+    clips = {"short": np.zeros(800), "silent": np.zeros(48000), "offset": np.full(48000, 0.3), "quiet": quiet,
+             "good": speech}
+    for name, x in clips.items():
+        sf.write(data / f"{name}.wav", x.astype(np.float32), 16000, subtype="PCM_16")
+    rng = np.random.default_rng(0)
+    for name, (h, w) in {"tiny": (10, 10), "strip": (12, 200), "face": (40, 40)}.items():
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(data / f"{name}.png")
+    records = [MediaRecord(key=name, identity="x", language="English", modality="voice", path=f"{name}.wav")
+               for name in clips]
+    records += [MediaRecord(key=name, identity="x", language="English", modality="face", path=f"{name}.png")
+                for name in ("tiny", "strip", "face")]
+    manifest = tmp_path / "m.jsonl"
+    Manifest("floors", str(data), "train", "full", records).write(manifest)
+    vit = save_vit_age_gender(tmp_path / "vit", tiny_config(), seed=0)
+
+    def args(cache: Path) -> list[str]:
+        return ["extract", "--manifest", str(manifest), "--cache", str(cache), "--encoders",
+                "speaker-ecapa,vit-age-gender", "--weights", f"speaker-ecapa={weights['speaker-ecapa']}",
+                "--weights", f"vit-age-gender={vit}", "--no-progress", "--workers", "0"]
+
+    result = run(*args(tmp_path / "cache"))
+    assert result.exit_code == 0, result.output
+    reasons = {}
+    for name, kept in (("speaker-ecapa", ["good", "quiet"]), ("vit-age-gender", ["face"])):
+        with open_cache(tmp_path / "cache" / "floors" / "train-full" / name) as cache:
+            assert sorted(cache.keys) == kept
+            reasons.update(cache.failures)
+    assert reasons == {
+        "short": "too short: 0.05 s (800 samples at 16 kHz), the encoder needs at least 0.50 s (8000 samples)",
+        "silent": "silent: RMS -inf dBFS, below the -60 dBFS floor",
+        "offset": "silent: RMS -inf dBFS, below the -60 dBFS floor",
+        "tiny": "too small: 10 x 10 pixels, faces need at least 16 on each side",
+        "strip": "too small: 200 x 12 pixels, faces need at least 16 on each side"}
+
+    strict = CliRunner().invoke(cli, args(tmp_path / "strict") + ["--strict"])
+    lines = [line for line in strict.output.splitlines() if line.strip()]
+    assert strict.exit_code == 2 and len(lines) == 1, strict.output
+    assert "short.wav: too short: 0.05 s" in lines[0] and "--strict" in lines[0]
+
+
 def test_two_shards_write_disjoint_files_whose_union_is_the_whole(tmp_path, demo):
     root, weights = demo
     one = {"speaker-ecapa": weights["speaker-ecapa"]}

@@ -17,11 +17,19 @@ from PIL import Image
 
 from fva.errors import FvaError
 from fva.extract.media import (
+    MIN_FACE_SIDE,
+    MIN_SECONDS,
+    SAMPLE_RATE,
+    SILENCE_DBFS,
     MediaError,
     audio_duration_hint,
+    audio_problem,
+    image_problem,
     load_audio,
     load_face,
     load_image,
+    min_audio_samples,
+    rms_dbfs,
     video_frames,
 )
 
@@ -345,3 +353,92 @@ def test_bad_videos(tmp_path):
     assert reason(video_frames, tmp_path / "text.mp4").startswith("cannot decode: ")
     with pytest.raises(ValueError):
         video_frames(tmp_path / "audio_only.mp4", step=0)
+
+
+# ------------------------------------------------------------------------------- media that carries no identity
+
+def at_dbfs(x: np.ndarray, dbfs: float) -> np.ndarray:
+    """``x`` (its DC offset removed) scaled to an RMS of ``dbfs``, in float64."""
+    x = np.asarray(x, np.float64) - np.mean(x)
+    return x * (10 ** (dbfs / 20) / np.sqrt(np.mean(x ** 2)))
+
+
+def test_floors_are_the_documented_ones():
+    from fva.extract.encoders.base import Encoder
+
+    assert (MIN_SECONDS, SILENCE_DBFS, MIN_FACE_SIDE, SAMPLE_RATE) == (0.5, -60.0, 16, 16000)
+    assert Encoder.min_seconds == MIN_SECONDS and Encoder.min_face_side == MIN_FACE_SIDE and Encoder.min_samples == 0
+
+
+def test_minimum_duration_is_the_larger_of_receptive_field_and_seconds():
+    assert min_audio_samples() == 8000
+    assert min_audio_samples(400) == 8000  # WavLM's receptive field is far below half a second
+    assert min_audio_samples(12001) == 12001  # a receptive field above it wins
+    assert min_audio_samples(0, 1.0) == 16000 and min_audio_samples(0, 1 / 3) == 5334  # an encoder may raise it
+    assert min_audio_samples(0, 0.25, rate=8000) == 2000
+
+
+def test_too_short_boundary_and_reason():
+    rng = np.random.default_rng(0)
+    clip = at_dbfs(rng.standard_normal(8000), -30).astype(np.float32)
+    assert audio_problem(clip, 8000) is None  # exactly the minimum: enough
+    assert audio_problem(clip[:7999], 8000) == ("too short: 0.50 s (7999 samples at 16 kHz), the encoder needs at "
+                                                "least 0.50 s (8000 samples)")
+    assert audio_problem(np.zeros(800, np.float32), min_audio_samples()) == (
+        "too short: 0.05 s (800 samples at 16 kHz), the encoder needs at least 0.50 s (8000 samples)")
+    assert audio_problem(clip[:0], 8000).startswith("too short: 0.00 s (0 samples")
+
+
+def test_silence_floor_boundary_and_reason():
+    rng = np.random.default_rng(1)
+    noise = rng.standard_normal(3 * SAMPLE_RATE)
+    above, below = at_dbfs(noise, SILENCE_DBFS + 0.01), at_dbfs(noise, SILENCE_DBFS - 0.01)
+    assert abs(rms_dbfs(above) - (SILENCE_DBFS + 0.01)) < 1e-9
+    assert audio_problem(above, 8000) is None
+    assert audio_problem(below, 8000) == "silent: RMS -60.0 dBFS, below the -60 dBFS floor"
+    assert audio_problem(at_dbfs(noise, -75.3), 8000) == "silent: RMS -75.3 dBFS, below the -60 dBFS floor"
+    assert audio_problem(np.zeros(3 * SAMPLE_RATE, np.float32), 8000) == \
+        "silent: RMS -inf dBFS, below the -60 dBFS floor"
+    assert rms_dbfs(np.zeros(0)) == float("-inf")
+    assert rms_dbfs(np.full(100, 1.0)) == float("-inf") and abs(rms_dbfs(np.tile([1.0, -1.0], 50))) < 1e-12
+
+
+def test_dc_offset_is_removed_before_the_silence_floor():
+    rng = np.random.default_rng(2)
+    dc = np.full(SAMPLE_RATE, 0.5, np.float32)  # a constant: no signal at all, however loud its offset
+    assert audio_problem(dc, 8000) == "silent: RMS -inf dBFS, below the -60 dBFS floor"
+    hum = (0.25 + at_dbfs(rng.standard_normal(SAMPLE_RATE), -70)).astype(np.float32)  # -12 dBFS of offset
+    assert audio_problem(hum, 8000).startswith("silent: RMS -70.")
+    quiet = (-0.25 + at_dbfs(rng.standard_normal(SAMPLE_RATE), -50)).astype(np.float32)
+    assert audio_problem(quiet, 8000) is None and abs(rms_dbfs(quiet) + 50) < 0.01
+
+
+def test_digitally_silent_wav_decodes_and_is_silent(tmp_path):
+    sf.write(tmp_path / "s.wav", np.zeros(3 * SAMPLE_RATE, np.int16), SAMPLE_RATE, subtype="PCM_16")
+    assert audio_problem(load_audio(tmp_path / "s.wav"), min_audio_samples()).startswith("silent: RMS -inf dBFS")
+    sf.write(tmp_path / "c.wav", np.full(SAMPLE_RATE, 1000, np.int16), SAMPLE_RATE, subtype="PCM_16")
+    assert audio_problem(load_audio(tmp_path / "c.wav"), min_audio_samples()).startswith("silent: ")
+
+
+@pytest.mark.skipif(not SPEECH, reason="no shared speech samples")
+def test_real_speech_is_accepted_also_very_quiet(tmp_path):
+    for path in SPEECH:
+        x = load_audio(path)
+        assert audio_problem(x, min_audio_samples()) is None, path
+    x = load_audio(SPEECH[0])
+    sf.write(tmp_path / "quiet.wav", at_dbfs(x, -50), SAMPLE_RATE, subtype="PCM_16")  # 16 bits keep -50 dBFS speech
+    quiet = load_audio(tmp_path / "quiet.wav")
+    assert abs(rms_dbfs(quiet) + 50) < 0.1 and audio_problem(quiet, min_audio_samples()) is None
+    assert audio_problem(at_dbfs(x, -65), min_audio_samples()).startswith("silent: RMS -65.0 dBFS")
+
+
+def test_image_size_floor_boundary_and_reason():
+    assert image_problem(np.zeros((MIN_FACE_SIDE, MIN_FACE_SIDE, 3), np.uint8)) is None
+    assert image_problem(np.zeros((16, 250, 3), np.uint8)) is None  # a thin strip still has 16 on each side
+    assert image_problem(np.zeros((10, 10, 3), np.uint8)) == "too small: 10 x 10 pixels, faces need at least 16 on " \
+                                                             "each side"
+    assert image_problem(np.zeros((30, 15, 3), np.uint8)) == "too small: 15 x 30 pixels, faces need at least 16 on " \
+                                                             "each side"  # width x height
+    assert image_problem(np.zeros((100, 15, 3), np.uint8), min_side=16).startswith("too small: 15 x 100 pixels")
+    assert image_problem(np.zeros((30, 20, 3), np.uint8), min_side=32) == \
+        "too small: 20 x 30 pixels, faces need at least 32 on each side"  # an encoder may raise it

@@ -329,5 +329,6 @@ def test_one_encoder_dataset_still_gives_items_or_a_reason(voices):
     i, items, reason = dataset[0]
     assert i == 0 and reason is None and [f for f, _ in items] == [-1]
     np.testing.assert_array_equal(items[0][1], sf.read(root / "clip0.wav", dtype="float32")[0])
-    assert dataset[3][1:] == ([], "too short: 160 samples at 16 kHz, the encoder needs at least 1000")
+    assert dataset[3][1:] == ([], "too short: 0.01 s (160 samples at 16 kHz), the encoder needs at least 0.06 s "
+                                  "(1000 samples)")
     assert dataset[8][1:] == ([], "empty file")

@@ -6,10 +6,17 @@ Every decoding failure raises :class:`MediaError` whose ``str`` is a short reaso
 
 Audio goes through soundfile (libsndfile) where it can and PyAV (bundled FFmpeg) otherwise; images
 through Pillow; videos through PyAV. torch/torchaudio are imported only when a clip needs resampling.
+
+Media that decodes but cannot carry an identity is refused as well, by :func:`audio_problem` and
+:func:`image_problem` (one owner of the floors below, applied by extraction's decoding and so by ``fva extract``,
+``fva verify``, ``fva serve`` and the Python API): a voice clip shorter than :data:`MIN_SECONDS` (or than the
+encoder's receptive field), a silent one (RMS under :data:`SILENCE_DBFS`), a face image under
+:data:`MIN_FACE_SIDE` pixels on a side.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import struct
 from pathlib import Path
@@ -22,14 +29,41 @@ from PIL import Image, UnidentifiedImageError
 from fva.environment import require_torchaudio
 
 __all__ = [
+    "MIN_FACE_SIDE",
+    "MIN_SECONDS",
     "MediaError",
+    "SAMPLE_RATE",
+    "SILENCE_DBFS",
     "VIDEO_EXTS",
     "audio_duration_hint",
+    "audio_problem",
+    "image_problem",
     "load_audio",
     "load_face",
     "load_image",
+    "min_audio_samples",
+    "rms_dbfs",
     "video_frames",
 ]
+
+#: The rate every voice encoder reads (Hz): :func:`load_audio` resamples to it.
+SAMPLE_RATE = 16000
+#: Voice shorter than this (seconds) is refused, whatever the encoder's receptive field: half a second is one or
+#: two syllables, where a speaker embedding is dominated by what is said rather than by who says it (speaker
+#: verification errors grow steeply below about two seconds of speech). An encoder may raise it
+#: (:attr:`fva.extract.encoders.base.Encoder.min_seconds`), and the larger of it and the encoder's ``min_samples``
+#: applies (:func:`min_audio_samples`).
+MIN_SECONDS = 0.5
+#: A clip whose RMS, after removing its DC offset, is below this (dB relative to full scale 1.0 of float audio)
+#: is silent: digital silence reads -inf, a muted 16-bit input's dither about -100 dBFS, while speech recorded
+#: even at a low gain sits around -40 to -25 dBFS, so the floor keeps 10 to 20 dB under the quietest usable
+#: speech. It is an energy floor, not a voice activity detector: room noise without speech passes it.
+SILENCE_DBFS = -60.0
+#: Face images (and face-track frames) with a side shorter than this (pixels) are refused. Deliberately low: at
+#: 16 pixels a face is at the edge of what people and face recognisers can still identify (eyes a pixel or two
+#: across), while real face crops (dataset crops 100 to 250 pixels, detector crops from video 40 and up) and the
+#: demo's 96-pixel faces are far above it; it refuses thumbnails and icons, not small faces.
+MIN_FACE_SIDE = 16
 
 #: Extensions sent straight to PyAV (libsndfile cannot read them).
 AV_AUDIO_EXTS = frozenset({".m4a", ".aac", ".mp4", ".webm", ".mkv", ".mov", ".avi", ".wma", ".3gp"})
@@ -208,7 +242,7 @@ def _resample(x: np.ndarray, orig: int, new: int) -> np.ndarray:
 
 # --------------------------------------------------------------------------------------------- public API
 
-def load_audio(path: str | Path, sample_rate: int = 16000) -> np.ndarray:
+def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """Decode an audio file to 1-D float32 mono at ``sample_rate`` (channels averaged).
 
     wav/flac/ogg/mp3 go through soundfile, anything it cannot open (m4a, aac, mp4, webm, ...) through
@@ -312,6 +346,44 @@ def load_face(path: str | Path, frame: int | None = None, step: int = 25) -> lis
             raise ValueError(f"frame must be >= 0, got {frame}")
         return _decode_video(path, lambda i: i == frame, stop_after=frame)
     return [(frame if frame is not None else -1, load_image(path))]
+
+
+def min_audio_samples(min_samples: int = 0, min_seconds: float = MIN_SECONDS, rate: int = SAMPLE_RATE) -> int:
+    """The fewest samples (at ``rate``) an encoder takes: the larger of its receptive field ``min_samples`` and
+    ``min_seconds`` (:data:`MIN_SECONDS` unless the encoder raises it)."""
+    return max(int(min_samples), math.ceil(min_seconds * rate - 1e-9))
+
+
+def rms_dbfs(samples: np.ndarray) -> float:
+    """RMS of ``samples`` after removing their mean (the DC offset), in dB relative to full scale 1.0; -inf for a
+    constant signal."""
+    x = np.asarray(samples, dtype=np.float64)
+    if x.size == 0:
+        return -math.inf
+    power = float(np.mean(np.square(x - x.mean())))
+    return 10.0 * math.log10(power) if power > 0 else -math.inf
+
+
+def audio_problem(samples: np.ndarray, min_samples: int, rate: int = SAMPLE_RATE) -> str | None:
+    """Why decoded mono audio cannot carry a speaker's identity, as one line, or None when it can: shorter than
+    ``min_samples`` (from :func:`min_audio_samples`), or silent (RMS below :data:`SILENCE_DBFS`)."""
+    n = len(samples)
+    if n < min_samples:
+        return (f"too short: {n / rate:.2f} s ({n} samples at {rate / 1000:g} kHz), the encoder needs at least "
+                f"{min_samples / rate:.2f} s ({min_samples} samples)")
+    level = rms_dbfs(samples)
+    if level < SILENCE_DBFS:
+        return f"silent: RMS {level:.1f} dBFS, below the {SILENCE_DBFS:g} dBFS floor"
+    return None
+
+
+def image_problem(image: np.ndarray, min_side: int = MIN_FACE_SIDE) -> str | None:
+    """Why a decoded image (H x W x C) cannot carry a face's identity, as one line, or None when it can: a side
+    shorter than ``min_side`` pixels (:data:`MIN_FACE_SIDE` unless the encoder raises it)."""
+    height, width = image.shape[:2]
+    if min(height, width) < min_side:
+        return f"too small: {width} x {height} pixels, faces need at least {min_side} on each side"
+    return None
 
 
 def audio_duration_hint(path: str | Path) -> float | None:

@@ -6,7 +6,8 @@ Workers split the manifest deterministically (record ``i`` goes to shard ``i % n
 command scales from one GPU to a job array; under torchrun ``RANK``/``WORLD_SIZE`` pick the shard and
 ``LOCAL_RANK`` the GPU (:func:`default_device`). A record already committed to an encoder's shard (rows or a
 recorded failure) is skipped for that encoder, so a killed run resumes where it stopped. Bad media become
-recorded failures (``--strict`` stops at the first instead).
+recorded failures (``--strict`` stops at the first instead), as does media that decodes but cannot carry an
+identity: too short, silent or too small (the floors of :mod:`fva.extract.media`).
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from fva.extract import COMMIT_ROWS
 from fva.extract.cache import ShardWriter
 from fva.extract.cache.memory import RowSink
 from fva.extract.encoders.base import Encoder
-from fva.extract.media import MediaError, load_audio, load_face
+from fva.extract.media import (MIN_FACE_SIDE, MIN_SECONDS, MediaError, audio_problem, image_problem, load_audio,
+                               load_face, min_audio_samples)
 from fva.layout import encoder_folder, write_manifest
 
 WINDOW_BATCHES = 8  # decoded records gathered before sorting clips by length into batches
@@ -125,7 +127,8 @@ def _to_device(batch: Any, device: torch.device) -> Any:
 
 
 class DecodedRecords(Dataset):
-    """Map-style dataset: record ``i`` -> ``(i, [(frame, model input), ...], failure reason or None)``.
+    """Map-style dataset: record ``i`` -> ``(i, [(frame, model input), ...], failure reason or None)``; voice
+    shorter than ``min_samples`` (16 kHz samples) or silent, and faces under ``MIN_FACE_SIDE`` pixels, are failures.
 
     Runs in data-loader workers: decoding and the encoder's preprocessing happen off the main process. Given a
     :class:`~fva.data.records.RecordTable`, a worker builds only the records it decodes, from arrays it shares
@@ -147,14 +150,19 @@ class DecodedRecords(Dataset):
 class DecodedForEncoders(Dataset):
     """Map-style dataset over the records ``records[index[i]]``: item ``i`` decoded once -> ``(i, [(encoder,
     items, reason), ...])`` for the encoders ``wanted[i]`` marks, ``items`` being ``[(frame, that encoder's model
-    input), ...]`` and ``reason`` the failure (None when it decoded). Runs in data-loader workers, preprocessing
-    included; it holds only numpy arrays beside ``records``, so forked workers copy no per-record objects."""
+    input), ...]`` and ``reason`` the failure (None when it decoded). Media that decodes but cannot carry an
+    identity is a failure too: audio shorter than the encoder's ``min_samples`` (16 kHz samples, the larger of its
+    receptive field and its minimum duration: :func:`~fva.extract.media.min_audio_samples`) or silent
+    (:func:`~fva.extract.media.audio_problem`), a face image or frame with a side under the encoder's ``min_sides``
+    pixels (:func:`~fva.extract.media.image_problem`). Runs in data-loader workers, preprocessing included; it
+    holds only numpy arrays beside ``records``, so forked workers copy no per-record objects."""
 
     def __init__(self, records: Sequence[MediaRecord], root: Path, preprocesses: Sequence[Callable],
                  min_samples: Sequence[int], index: np.ndarray | None = None,
-                 wanted: np.ndarray | None = None) -> None:
+                 wanted: np.ndarray | None = None, min_sides: Sequence[int] | None = None) -> None:
         self.records, self.root = records, root
         self.preprocesses, self.min_samples = list(preprocesses), list(min_samples)
+        self.min_sides = [MIN_FACE_SIDE] * len(self.preprocesses) if min_sides is None else list(min_sides)
         self.index = np.arange(len(records)) if index is None else index  # positions in records
         self.wanted = np.ones((len(self.index), len(self.preprocesses)), bool) if wanted is None else wanted
 
@@ -175,12 +183,16 @@ class DecodedForEncoders(Dataset):
         out = []
         for e in wanted:
             if record.modality == "voice":
-                if len(decoded) < self.min_samples[e]:
-                    out.append((e, [], f"too short: {len(decoded)} samples at 16 kHz, the encoder needs at least "
-                                       f"{self.min_samples[e]}"))
+                problem = audio_problem(decoded, self.min_samples[e])
+                if problem is not None:
+                    out.append((e, [], problem))
                     continue
                 out.append((e, [(-1, self.preprocesses[e](decoded))], None))
             else:
+                problem = next((p for _, img in decoded if (p := image_problem(img, self.min_sides[e]))), None)
+                if problem is not None:
+                    out.append((e, [], problem))
+                    continue
                 try:
                     out.append((e, [(frame, self.preprocesses[e](img)) for frame, img in decoded], None))
                 except MediaError as err:
@@ -226,8 +238,11 @@ def extract_records_many(encoders: Sequence[Encoder], records: Sequence[MediaRec
             mask[j] = [key in keys for keys in pending]
         index = np.flatnonzero(mask.any(axis=1))
         wanted = mask[index]
-    dataset = DecodedForEncoders(records, root, [e.preprocess for e in encoders],
-                                 [getattr(e, "min_samples", 0) for e in encoders], index, wanted)
+    min_samples = [min_audio_samples(getattr(e, "min_samples", 0), getattr(e, "min_seconds", MIN_SECONDS))
+                   for e in encoders]
+    min_sides = [getattr(e, "min_face_side", MIN_FACE_SIDE) for e in encoders]
+    dataset = DecodedForEncoders(records, root, [e.preprocess for e in encoders], min_samples, index, wanted,
+                                 min_sides)
     loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=workers, collate_fn=_first,
                         prefetch_factor=4 if workers else None, persistent_workers=False)
     counts = [[0, 0, 0] for _ in encoders]  # extracted, rows, failed

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from fva.extract.catalogue import CATALOGUE
+from fva.extract.media import MIN_FACE_SIDE, MIN_SECONDS
 from fva.extract.weights import files_digest  # noqa: F401  (re-exported: one owner of identities)
 from fva.registry import Registry
 
@@ -37,7 +38,11 @@ class Encoder(ABC):
     modality: ClassVar[str]  # "voice" or "face"
     default_weights: ClassVar[str]  # what a user gets without --weights (a hub id)
     extras: ClassVar[tuple[str, ...]] = ()  # names of the per-item scalars kept beside the embedding
-    min_samples: ClassVar[int] = 0  # audio shorter than this (16 kHz samples) is a failed item
+    min_samples: ClassVar[int] = 0  # the model's receptive field: audio shorter than this (16 kHz samples) is a
+    #                                 failed item
+    min_seconds: ClassVar[float] = MIN_SECONDS  # voice shorter than this carries no identity (a failed item);
+    #                                             an encoder may raise it. The larger of the two applies.
+    min_face_side: ClassVar[int] = MIN_FACE_SIDE  # face images with a shorter side (pixels) are failed items
 
     def __init__(self, weights: str | Path | None = None, device: str | torch.device = "cpu") -> None:
         self.weights = str(weights) if weights is not None else self.default_weights

@@ -72,6 +72,7 @@ from torch import nn
 
 from fva.errors import FvaError
 from fva.extract.encoders.base import Encoded, Encoder, register
+from fva.extract.media import SAMPLE_RATE
 from fva.extract.weights import IMAGEBIND_FILE, checkpoint_identity, torch_hub_file
 
 # --------------------------------------------------------------------------------------- the published constants
@@ -79,7 +80,6 @@ IMAGE_SIZE = 224
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 VIDEO_FRAMES = 2  # an image is repeated into two frames for the 2 x 14 x 14 Conv3d stem
-SAMPLE_RATE = 16000
 CLIP_SECONDS = 2
 MIN_CLIPS = 3  # ImageBind's clips_per_video
 MEL_BINS = 128

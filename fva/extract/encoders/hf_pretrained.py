@@ -123,3 +123,33 @@ def processor_from_folder(processor_cls, folder: Path, hub_id: str):
     except Exception as err:  # noqa: BLE001
         raise FvaError(f"{path}: unreadable {processor_cls.__name__} settings ({type(err).__name__}: "
                        f"{str(err).strip()[:160]})") from None
+
+
+# ------------------------------------------------------------------------ wav2vec 2.0-family speech models
+def speech_extractor(folder: Path, hub_id: str):
+    """The folder's ``Wav2Vec2FeatureExtractor`` (WavLM, wav2vec 2.0), which must read audio at fva's rate."""
+    from transformers import Wav2Vec2FeatureExtractor
+
+    from fva.extract.media import SAMPLE_RATE
+
+    extractor = processor_from_folder(Wav2Vec2FeatureExtractor, folder, hub_id)
+    if int(extractor.sampling_rate) != SAMPLE_RATE:
+        raise FvaError(f"{folder}: preprocessor_config.json has sampling_rate {extractor.sampling_rate}; "
+                       f"fva decodes audio at {SAMPLE_RATE} Hz")
+    return extractor
+
+
+def receptive_field(config) -> int:
+    """Samples of audio behind the first output frame of a wav2vec 2.0-family convolution stack."""
+    field = 1
+    for kernel, stride in zip(reversed(config.conv_kernel), reversed(config.conv_stride)):
+        field = (field - 1) * stride + kernel
+    return field
+
+
+def mean_over_frames(model, hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """(N, frames, dim) hidden states of a zero-padded batch -> (N, dim): each clip's mean over its own frames
+    (``model._get_feat_extract_output_lengths`` of its ``lengths`` in samples), padding left out."""
+    frames = model._get_feat_extract_output_lengths(lengths).to(hidden.device)
+    keep = (torch.arange(hidden.shape[1], device=hidden.device)[None, :] < frames[:, None]).float()
+    return (hidden * keep[..., None]).sum(1) / frames[:, None].clamp(min=1).float()

@@ -56,13 +56,13 @@ from torch import nn
 
 from fva.errors import FvaError
 from fva.extract.encoders.base import Encoded, Encoder, register
-from fva.extract.encoders.hf_pretrained import (build_config, load_pretrained, processor_from_folder,
-                                                quiet_transformers, read_config_dict, resolve_folder)
+from fva.extract.encoders.hf_pretrained import (build_config, load_pretrained, mean_over_frames, quiet_transformers,
+                                                read_config_dict, receptive_field, resolve_folder, speech_extractor)
+from fva.extract.media import SAMPLE_RATE
 from fva.extract.weights import SAFETENSORS, VOICE_AGE_HUB_ID, pretrained_identity, pretrained_weight_files
 
 HUB_ID = VOICE_AGE_HUB_ID
 ARCHITECTURE = "AgeGenderModel"
-SAMPLE_RATE = 16000
 WINDOW_S, HOP_S = 20, 10
 GENDERS = ("female", "male", "child")  # the gender head's order
 HEADS = {"age": 1, "gender": len(GENDERS)}  # head name -> outputs
@@ -110,9 +110,7 @@ class AgeGenderWav2Vec2(nn.Module):
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Support for mismatched key_padding_mask")
             hidden = self.wav2vec2(values, attention_mask=mask.long()).last_hidden_state.float()
-        frames = self.wav2vec2._get_feat_extract_output_lengths(lengths).to(values.device)
-        keep = (torch.arange(hidden.shape[1], device=values.device)[None, :] < frames[:, None]).float()
-        return (hidden * keep[..., None]).sum(1) / frames[:, None].clamp(min=1).float()
+        return mean_over_frames(self.wav2vec2, hidden, lengths)
 
 
 # ---------------------------------------------------------------------------------------------------- windows
@@ -188,14 +186,6 @@ def load_voice_age(folder: Path) -> AgeGenderWav2Vec2:
     return model.eval()
 
 
-def receptive_field(config) -> int:
-    """Samples of audio behind the first output frame of the convolution stack."""
-    field = 1
-    for kernel, stride in zip(reversed(config.conv_kernel), reversed(config.conv_stride)):
-        field = (field - 1) * stride + kernel
-    return field
-
-
 # ------------------------------------------------------------------------------------------------------ encoder
 @register
 class VoiceAge(Encoder):
@@ -207,14 +197,9 @@ class VoiceAge(Encoder):
     extras = ("age", "p_female")
 
     def __init__(self, weights: str | Path | None = None, device: str | torch.device = "cpu") -> None:
-        from transformers import Wav2Vec2FeatureExtractor
-
         super().__init__(weights, device)
         self.folder = resolve_folder(self.weights, self.name, HUB_ID)
-        extractor = processor_from_folder(Wav2Vec2FeatureExtractor, self.folder, HUB_ID)
-        if int(extractor.sampling_rate) != SAMPLE_RATE:
-            raise FvaError(f"{self.folder}: preprocessor_config.json has sampling_rate {extractor.sampling_rate}; "
-                           f"fva decodes audio at {SAMPLE_RATE} Hz")
+        extractor = speech_extractor(self.folder, HUB_ID)
         self.model = load_voice_age(self.folder).to(self.device)
         config = self.model.config
         self.batched = config.feat_extract_norm == "layer"

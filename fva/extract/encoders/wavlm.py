@@ -34,12 +34,12 @@ import torch
 
 from fva.errors import FvaError
 from fva.extract.encoders.base import Encoded, Encoder, register
-from fva.extract.encoders.hf_pretrained import (build_config, load_pretrained, processor_from_folder,
-                                                read_config_dict, resolve_folder)
+from fva.extract.encoders.hf_pretrained import (build_config, load_pretrained, mean_over_frames, read_config_dict,
+                                                receptive_field, resolve_folder, speech_extractor)
+from fva.extract.media import SAMPLE_RATE
 from fva.extract.weights import WAVLM_HUB_ID, pretrained_identity
 
 HUB_ID = WAVLM_HUB_ID
-SAMPLE_RATE = 16000
 
 
 @dataclass(frozen=True)
@@ -51,14 +51,6 @@ class WavLMPreprocess:
     def __call__(self, audio: np.ndarray) -> np.ndarray:
         out = self.extractor(np.asarray(audio, np.float32), sampling_rate=SAMPLE_RATE, return_tensors="np")
         return np.ascontiguousarray(out["input_values"][0], dtype=np.float32)
-
-
-def receptive_field(config) -> int:
-    """Samples of audio behind the first output frame of the convolution stack."""
-    field = 1
-    for kernel, stride in zip(reversed(config.conv_kernel), reversed(config.conv_stride)):
-        field = (field - 1) * stride + kernel
-    return field
 
 
 def load_wavlm(folder: Path):
@@ -82,14 +74,9 @@ class WavLM(Encoder):
 
     def __init__(self, weights: str | Path | None = None, device: str | torch.device = "cpu",
                  layer_weights: tuple[float, ...] | list[float] | None = None) -> None:
-        from transformers import Wav2Vec2FeatureExtractor
-
         super().__init__(weights, device)
         self.folder = resolve_folder(self.weights, self.name, HUB_ID)
-        extractor = processor_from_folder(Wav2Vec2FeatureExtractor, self.folder, HUB_ID)
-        if int(extractor.sampling_rate) != SAMPLE_RATE:
-            raise FvaError(f"{self.folder}: preprocessor_config.json has sampling_rate {extractor.sampling_rate}; "
-                           f"fva decodes audio at {SAMPLE_RATE} Hz")
+        extractor = speech_extractor(self.folder, HUB_ID)
         self.model = load_wavlm(self.folder).to(self.device)
         config = self.model.config
         self.batched = config.feat_extract_norm == "layer"
@@ -129,9 +116,7 @@ class WavLM(Encoder):
             hidden = torch.einsum("l,lntd->ntd", w, torch.stack(out.hidden_states).float())
         else:
             hidden = out.last_hidden_state.float()
-        frames = self.model._get_feat_extract_output_lengths(lengths).to(values.device)
-        keep = (torch.arange(hidden.shape[1], device=values.device)[None, :] < frames[:, None]).float()
-        return (hidden * keep[..., None]).sum(1) / frames[:, None].clamp(min=1).float()
+        return mean_over_frames(self.model, hidden, lengths)
 
     def encode(self, batch: tuple[torch.Tensor, torch.Tensor]) -> Encoded:
         values, lengths = batch

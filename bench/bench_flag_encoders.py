@@ -19,7 +19,6 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("DEEPFACE_BACKEND_ENGINE", "pytorch")
 
-from common import median_seconds, write_results  # noqa: E402
+from common import encode_throughput, write_results  # noqa: E402
 
 
 def main() -> None:
@@ -62,24 +61,7 @@ def main() -> None:
             face: [rng.integers(0, 256, (256, 256, 3), dtype=np.uint8) for _ in range(items)],
         }
         for encoder, raw in media.items():
-            prepared = [encoder.preprocess(x) for x in raw]
-            batches = [encoder.collate(prepared[i:i + batch]) for i in range(0, items, batch)]
-
-            def run() -> None:
-                for b in batches:
-                    encoder.encode(b)
-                if device.startswith("cuda"):
-                    torch.cuda.synchronize()
-
-            run()  # warm-up (cuDNN autotuning, allocator)
-            seconds = median_seconds(run, repeats)
-            start = time.perf_counter()
-            for x in raw[:batch]:
-                encoder.preprocess(x)
-            prep = (time.perf_counter() - start) / batch
-            rows[encoder.name] = {"items": items, "batch_size": batch, "seconds": round(seconds, 3),
-                                  "items_per_s": round(items / seconds, 1), "preprocess_ms_per_item": round(1e3 * prep, 2),
-                                  "dim": encoder.dim}
+            rows[encoder.name] = encode_throughput(encoder, raw, batch, device, repeats)
     print(f"device {device}, batch {batch}, {items} items per encoder, median of {repeats}")
     print(f"{'encoder':<18}{'items/s':>10}{'preprocess ms/item':>22}")
     for name, r in rows.items():

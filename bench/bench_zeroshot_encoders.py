@@ -28,7 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import median_seconds, write_results  # noqa: E402
+from common import encode_throughput, write_results  # noqa: E402
 
 HUGE = dict(vision_dim=1280, vision_blocks=32, audio_dim=768, audio_blocks=12, out_dim=1024)
 
@@ -80,24 +80,8 @@ def main() -> None:
         print(f"wrote and loaded {len(encoders)} full-size random checkpoints in {time.perf_counter() - start:.0f} s")
         for encoder in encoders:
             raw = audio if encoder.modality == "voice" else images
-            start = time.perf_counter()
-            prepared = [encoder.preprocess(x) for x in raw]
-            prep = (time.perf_counter() - start) / items
-            batches = [encoder.collate(prepared[i:i + batch]) for i in range(0, items, batch)]
-
-            def run() -> None:
-                for b in batches:
-                    encoder.encode(b)
-                if device.startswith("cuda"):
-                    torch.cuda.synchronize()
-
-            run()  # warm-up
-            seconds = median_seconds(run, repeats)
-            rows[encoder.name] = {"items": items, "batch_size": batch, "seconds": round(seconds, 3),
-                                  "items_per_s": round(items / seconds, 3),
-                                  "preprocess_ms_per_item": round(1e3 * prep, 2), "dim": encoder.dim,
-                                  "params_millions": round(sum(p.numel() for p in encoder.model.parameters()) / 1e6,
-                                                           1)}
+            rows[encoder.name] = {**encode_throughput(encoder, raw, batch, device, repeats), "params_millions":
+                                  round(sum(p.numel() for p in encoder.model.parameters()) / 1e6, 1)}
             print(f"{encoder.name}: {rows[encoder.name]}", flush=True)
     print(f"device {device}, {torch.get_num_threads()} threads, batch {batch}, {items} items per encoder, "
           f"{args.seconds:g} s clips, median of {repeats}")

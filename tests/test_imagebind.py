@@ -26,6 +26,7 @@ from conftest import assert_user_error
 from fva.errors import FvaError
 from fva.evaluate.eer import compute_eer
 from fva.extract import weights as W
+from fva.extract.cache import open_cache
 from fva.extract.encoders.base import get_encoder_class
 from fva.extract.encoders.imagebind import (AUDIO_MEAN, AUDIO_STD, CLIP_MEAN, CLIP_STD, ImageBindAudio,
                                             ImageBindImage, ImageBindSize, SelfAttention, centre_crop_offsets,
@@ -268,7 +269,6 @@ def test_fva_extract_with_the_imagebind_encoders(towers, checkpoint, tmp_path):
     from PIL import Image
 
     from fva.data.records import Manifest, MediaRecord
-    from fva.extract.cache import open_cache
     from fva.extract.media import load_audio, load_image
 
     media = tmp_path / "media"
@@ -309,8 +309,8 @@ def joint_space(synth) -> dict[str, dict[str, np.ndarray]]:
     out: dict[str, dict[str, np.ndarray]] = {}
     for subset in ("train", "test"):
         folder = features_folder(synth.root, DATASET, subset)
-        manifest = json.loads(next((folder / "speaker-ecapa").glob("shard-*.json")).read_text())["manifest"] \
-            if list((folder / "speaker-ecapa").glob("shard-*.json")) else None
+        with open_cache(folder / "speaker-ecapa") as written:  # the subset's manifest, as extraction records it
+            manifest = written.attrs["manifest"]
         for modality, names, mapping, offset in (("voice", ("speaker-ecapa", "voice-age-gender-ecapa"), voice_map, 3.0),
                                                  ("face", ("vggface", "vit-age-gender"), face_map, -2.0)):
             keys = [k for k in synth.stored[names[0]] if (k.startswith(("voices/", "faces/")) == (subset == "train"))]

@@ -311,6 +311,11 @@ def torch_hub_checkpoints() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
+def torch_hub_path(source: Source) -> Path:
+    """Where a torch.hub source's file lives: its URL's file name in :func:`torch_hub_checkpoints`."""
+    return torch_hub_checkpoints() / Path(source.ref).name
+
+
 def hf_cache() -> Path:
     from huggingface_hub import constants
 
@@ -351,7 +356,7 @@ def status(name: str) -> WeightsStatus:
                 pass
         return WeightsStatus(source, None, None, str(hf_cache()))
     if source.library == "torch.hub":
-        path = torch_hub_checkpoints() / Path(source.ref).name
+        path = torch_hub_path(source)
         if path.is_file():
             return WeightsStatus(source, path, checkpoint_identity(path), str(path))
         return WeightsStatus(source, None, None, str(path))
@@ -427,12 +432,12 @@ def torch_hub_file(name: str = "imagebind") -> Path:
     import torch.hub
 
     source = get_source(name)
-    folder = torch_hub_checkpoints()
-    path = folder / Path(source.ref).name
+    path = torch_hub_path(source)
+    folder = path.parent
     if path.is_file():
         return path
     if is_offline():
-        raise offline_error(source.name, Path(source.ref).name, folder, "--weights FILE")
+        raise offline_error(source.name, path.name, folder, "--weights FILE")
     note_licence(source.name)
     try:
         folder.mkdir(parents=True, exist_ok=True)

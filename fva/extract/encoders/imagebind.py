@@ -89,6 +89,7 @@ AUDIO_MEAN, AUDIO_STD = -4.268, 9.138
 AUDIO_KERNEL, AUDIO_STRIDE = 16, 10
 HEADS = {"vision": 16, "audio": 12}  # imagebind_huge: vision 1280 / 16, audio 768 / 12
 LOGIT_SCALE_MAX = 100.0
+FRAME_SAMPLES = FRAME_LENGTH_MS * SAMPLE_RATE // 1000  # one 25 ms fbank frame: the shortest clip with a feature
 LN_EPS = 1e-6  # the trunks' and heads' LayerNorms (the audio stem's LayerNorm keeps torch's 1e-5)
 PARTS = ("modality_preprocessors", "modality_trunks", "modality_heads", "modality_postprocessors")
 
@@ -168,7 +169,7 @@ class ImageBindAudio:
 
     def __call__(self, audio: np.ndarray) -> np.ndarray:
         waveform = torch.tensor(np.asarray(audio, np.float32)).reshape(1, -1)  # a copy: clips edit it in place
-        if waveform.shape[1] < FRAME_LENGTH_MS * SAMPLE_RATE // 1000:
+        if waveform.shape[1] < FRAME_SAMPLES:
             raise ValueError(f"a clip of {waveform.shape[1]} samples has no 25 ms fbank frame")
         out = []
         for start, end in clip_bounds(waveform.shape[1]):
@@ -347,6 +348,18 @@ def tower_state(state: dict, modality: str) -> dict:
     return out
 
 
+def input_tokens(modality: str, kernel: tuple[int, ...]) -> int:
+    """Tokens ImageBind's input makes in a tower: the CLS token and the patches of a 224 x 224 image (the vision
+    stem's ``kernel``) or of a 128 x 204 filterbank (16 x 16 patches, stride 10).
+
+    >>> input_tokens("vision", (2, 14, 14)), input_tokens("audio", (16, 16))
+    (257, 229)
+    """
+    if modality == "vision":
+        return 1 + int(np.prod([IMAGE_SIZE // k for k in kernel[1:]]))
+    return 1 + ((MEL_BINS - AUDIO_KERNEL) // AUDIO_STRIDE + 1) * ((TARGET_FRAMES - AUDIO_KERNEL) // AUDIO_STRIDE + 1)
+
+
 def read_shape(state: dict, modality: str, path: Path) -> TowerShape:
     """A tower's sizes from the checkpoint's shapes; a checkpoint without the tower, or of another layout, is one
     line."""
@@ -364,9 +377,13 @@ def read_shape(state: dict, modality: str, path: Path) -> TowerShape:
     if dim % HEADS[modality]:
         raise FvaError(f"{path}: the {modality} tower is {dim} wide, not divisible by ImageBind's "
                        f"{HEADS[modality]} heads")
+    kernel = tuple(int(k) for k in state[proj].shape[2:])
+    tokens = int(state[pre + "pos_embedding_helper.pos_embed"].shape[1])
+    if tokens != input_tokens(modality, kernel):
+        raise FvaError(f"{path}: {tokens} {modality} position embeddings, ImageBind's input makes "
+                       f"{input_tokens(modality, kernel)} tokens")
     return TowerShape(modality, dim, blocks, int(state[trunk + "blocks.0.mlp.fc1.weight"].shape[0]),
-                      int(state[head + "2.weight"].shape[0]), int(state[pre + "pos_embedding_helper.pos_embed"].shape[1]),
-                      tuple(int(k) for k in state[proj].shape[2:]))
+                      int(state[head + "2.weight"].shape[0]), tokens, kernel)
 
 
 def load_tower(path: Path, modality: str) -> Tower:
@@ -393,12 +410,6 @@ def load_tower(path: Path, modality: str) -> Tower:
                 else f"{odd[0]} is {tuple(mine[odd[0]].shape)}, expected {tuple(expected[odd[0]].shape)}")
         raise FvaError(f"{path}: its {modality} tower does not match ImageBind's layout ({what})")
     tower.load_state_dict({k: v.float() for k, v in mine.items()}, strict=True)
-    expected_tokens = 1 + (int(np.prod([IMAGE_SIZE // k for k in shape.kernel[1:]])) if modality == "vision" else
-                           ((MEL_BINS - AUDIO_KERNEL) // AUDIO_STRIDE + 1) * ((TARGET_FRAMES - AUDIO_KERNEL)
-                                                                               // AUDIO_STRIDE + 1))
-    if shape.tokens != expected_tokens:
-        raise FvaError(f"{path}: {shape.tokens} {modality} position embeddings, ImageBind's input makes "
-                       f"{expected_tokens} tokens")
     return tower.eval()
 
 
@@ -467,7 +478,7 @@ class ImageBindVoice(ImageBindEncoder):
     name = "imagebind-voice"
     modality = "voice"
     tower = "audio"
-    min_samples = FRAME_LENGTH_MS * SAMPLE_RATE // 1000  # one 25 ms fbank frame
+    min_samples = FRAME_SAMPLES
 
     @property
     def preprocess(self) -> Callable[[np.ndarray], np.ndarray]:
@@ -512,11 +523,9 @@ def save_imagebind(path: str | Path, size: ImageBindSize = ImageBindSize(), seed
 
     torch.manual_seed(seed)
     state = {}
-    grid = IMAGE_SIZE // size.vision_kernel[1]
-    audio_tokens = 1 + ((MEL_BINS - AUDIO_KERNEL) // AUDIO_STRIDE + 1) * ((TARGET_FRAMES - AUDIO_KERNEL)
-                                                                         // AUDIO_STRIDE + 1)
-    for modality, dim, blocks, tokens in (("vision", size.vision_dim, size.vision_blocks, 1 + grid * grid),
-                                          ("audio", size.audio_dim, size.audio_blocks, audio_tokens)):
+    for modality, dim, blocks in (("vision", size.vision_dim, size.vision_blocks),
+                                  ("audio", size.audio_dim, size.audio_blocks)):
+        tokens = input_tokens(modality, size.vision_kernel)
         tower = Tower(TowerShape(modality, dim, blocks, 4 * dim, size.out_dim, tokens, size.vision_kernel))
         with torch.no_grad():
             for name, p in tower.named_parameters():
